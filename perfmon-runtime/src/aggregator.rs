@@ -1,0 +1,376 @@
+//! The aggregator: turns raw events into per-series, per-minute histograms and counters, the slow
+//! lists and the last-100 requests. It runs under one lock, held by whoever drains the rings.
+//!
+//! Per series it keeps the current minute in paged form and the previous minutes of the window in
+//! compact form; an event is filed under the minute of its own timestamp, so the window is exact
+//! whatever the order in which threads' rings are drained.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::clock::{ticks_between_ns, Anchor};
+use crate::hist::{CompactHist, PagedHist};
+use crate::registry::{Kind, SeriesInfo};
+use crate::ring::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_TICKS, FLAG_VALUE};
+
+/// Minutes in the in-memory window: the current minute and the four before it.
+pub const WINDOW_MINUTES: u64 = 5;
+pub(crate) const NS_PER_MINUTE: u64 = 60_000_000_000;
+/// Slow requests kept per minute (the slow list is the top of these over the window).
+pub const SLOW_LIST_SIZE: usize = 50;
+/// Requests kept in the last-requests list.
+pub const RECENT_REQUESTS: usize = 100;
+
+/// Outcome codes for queries and batches.
+pub(crate) const OK: u16 = 0;
+pub(crate) const FAILED: u16 = 1;
+/// Outcome codes for cache lookups.
+pub(crate) const HIT: u16 = 0;
+pub(crate) const MISS: u16 = 1;
+pub(crate) const CACHE_ERROR: u16 = 2;
+
+/// One minute (or a merge of minutes) of one series.
+#[derive(Default)]
+pub(crate) struct Minute<H> {
+    pub hist: H,
+    /// ok/failed (queries, batches), hit/miss/error (cache).
+    pub outcomes: [u64; 3],
+    /// status code → count (API).
+    pub statuses: Vec<(u16, u64)>,
+    pub slow: u64,
+    pub events: u64,
+    pub value_sum: f64,
+}
+
+impl<H> Minute<H> {
+    fn count_status(&mut self, code: u16) {
+        match self.statuses.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => self.statuses.push((code, 1)),
+        }
+    }
+}
+
+pub(crate) struct SeriesAgg {
+    pub info: Arc<SeriesInfo>,
+    cur_minute: u64,
+    cur: Minute<PagedHist>,
+    closed: VecDeque<(u64, Minute<CompactHist>)>,
+    pub last_success_ns: Option<u64>,
+    pub last_failure_ns: Option<u64>,
+}
+
+/// A raw request as kept in the slow and recent lists.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawRequest {
+    pub series: u32,
+    pub status: u16,
+    pub dur_ns: u64,
+    pub unix_ns: u64,
+}
+
+/// What a query sees of one series over the window.
+pub(crate) struct View<'a> {
+    pub info: &'a SeriesInfo,
+    pub hist: crate::hist::Merged,
+    pub outcomes: [u64; 3],
+    pub statuses: Vec<(u16, u64)>,
+    pub slow: u64,
+    pub events: u64,
+    pub value_sum: f64,
+    pub last_success_ns: Option<u64>,
+    pub last_failure_ns: Option<u64>,
+}
+
+pub(crate) struct Aggregator {
+    series: Vec<SeriesAgg>,
+    slow: VecDeque<(u64, Vec<RawRequest>)>,
+    recent: VecDeque<RawRequest>,
+    anchor: Anchor,
+    now_ns: u64,
+    /// Events processed since start.
+    pub processed: u64,
+    /// Events whose timestamp was older than the window when they arrived (hand-recorded with an
+    /// old timestamp): counted, not filed.
+    pub late: u64,
+    /// Rings currently registered (threads that have recorded and not exited, or not drained).
+    pub rings: usize,
+}
+
+impl Aggregator {
+    pub(crate) fn new() -> Aggregator {
+        let anchor = Anchor::now();
+        Aggregator {
+            series: Vec::new(),
+            slow: VecDeque::new(),
+            recent: VecDeque::with_capacity(RECENT_REQUESTS),
+            anchor,
+            now_ns: anchor.unix_ns(),
+            processed: 0,
+            late: 0,
+            rings: 0,
+        }
+    }
+
+    pub(crate) fn set_ring_count(&mut self, n: usize) {
+        self.rings = n;
+    }
+
+    /// Called before a batch of events: refreshes "now" and, once a minute, the clock anchor.
+    pub(crate) fn begin(&mut self) {
+        let fresh = Anchor::now();
+        if fresh.unix_ns().saturating_sub(self.anchor.unix_ns()) >= NS_PER_MINUTE {
+            self.anchor = fresh;
+        }
+        self.now_ns = fresh.unix_ns();
+    }
+
+    fn series_mut(&mut self, id: u32) -> Option<&mut SeriesAgg> {
+        let idx = id as usize;
+        if idx >= self.series.len() {
+            let reg = crate::state::state().registry.read().unwrap_or_else(|e| e.into_inner());
+            while self.series.len() <= idx {
+                let info = reg.info(self.series.len() as u32)?.clone();
+                self.series.push(SeriesAgg {
+                    info,
+                    cur_minute: 0,
+                    cur: Minute::default(),
+                    closed: VecDeque::new(),
+                    last_success_ns: None,
+                    last_failure_ns: None,
+                });
+            }
+        }
+        self.series.get_mut(idx)
+    }
+
+    pub(crate) fn process(&mut self, ev: Event) {
+        self.processed += 1;
+        let (dur_ns, unix_ns, value) = if ev.flags & FLAG_TICKS != 0 {
+            (ticks_between_ns(ev.a, ev.b), self.anchor.to_unix_ns(ev.b), 0.0)
+        } else if ev.flags & FLAG_NANOS != 0 {
+            // Hand-recorded: a timestamp in the future is filed as now.
+            (ev.a, ev.b.min(self.now_ns), 0.0)
+        } else if ev.flags & FLAG_VALUE != 0 {
+            (0, self.anchor.to_unix_ns(ev.b), f64::from_bits(ev.a))
+        } else {
+            return;
+        };
+        let minute = unix_ns / NS_PER_MINUTE;
+        let slow = ev.flags & FLAG_SLOW != 0;
+        let Some(s) = self.series_mut(ev.series) else { return };
+        let kind = s.info.kind;
+        match kind {
+            Kind::Batch if ev.status == OK => s.last_success_ns = s.last_success_ns.max(Some(unix_ns)),
+            Kind::Batch => s.last_failure_ns = s.last_failure_ns.max(Some(unix_ns)),
+            _ => {}
+        }
+        if minute > s.cur_minute {
+            s.rotate(minute);
+        }
+        let filed = if minute == s.cur_minute {
+            apply(&mut s.cur, kind, dur_ns, ev.status, slow, value, |h, v| h.record(v));
+            true
+        } else if let Some((_, m)) = s.closed.iter_mut().find(|(m, _)| *m == minute) {
+            apply(m, kind, dur_ns, ev.status, slow, value, |h, v| h.record(v));
+            true
+        } else if minute + WINDOW_MINUTES > s.cur_minute {
+            // A minute of the window that saw no event until now.
+            let mut m = Minute::<CompactHist>::default();
+            apply(&mut m, kind, dur_ns, ev.status, slow, value, |h, v| h.record(v));
+            let pos = s.closed.iter().position(|(x, _)| *x > minute).unwrap_or(s.closed.len());
+            s.closed.insert(pos, (minute, m));
+            true
+        } else {
+            false
+        };
+        if !filed {
+            self.late += 1;
+            return;
+        }
+        if kind == Kind::Api {
+            let req = RawRequest { series: ev.series, status: ev.status, dur_ns, unix_ns };
+            if self.recent.len() == RECENT_REQUESTS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(req);
+            if slow {
+                self.add_slow(minute, req);
+            }
+        }
+    }
+
+    fn add_slow(&mut self, minute: u64, req: RawRequest) {
+        let pos = match self.slow.iter().position(|(m, _)| *m == minute) {
+            Some(p) => p,
+            None => {
+                let p = self.slow.iter().position(|(m, _)| *m > minute).unwrap_or(self.slow.len());
+                self.slow.insert(p, (minute, Vec::new()));
+                let newest = self.slow.back().map_or(minute, |(m, _)| *m);
+                while self.slow.front().is_some_and(|(m, _)| m + WINDOW_MINUTES <= newest) {
+                    self.slow.pop_front();
+                }
+                match self.slow.iter().position(|(m, _)| *m == minute) {
+                    Some(p) => p,
+                    None => return, // older than the window
+                }
+            }
+        };
+        let list = &mut self.slow[pos].1;
+        if list.len() < SLOW_LIST_SIZE {
+            list.push(req);
+        } else if let Some(min) = list.iter_mut().min_by_key(|r| r.dur_ns) {
+            if req.dur_ns > min.dur_ns {
+                *min = req;
+            }
+        }
+    }
+
+    /// The minute containing "now", for window queries.
+    pub(crate) fn now_minute(&self) -> u64 {
+        self.now_ns / NS_PER_MINUTE
+    }
+
+    /// Every series with activity in the window ending at `now_minute`, of the given kinds.
+    pub(crate) fn views(&self, kinds: &[Kind]) -> Vec<View<'_>> {
+        let now = self.now_minute();
+        let first = now.saturating_sub(WINDOW_MINUTES - 1);
+        let in_window = |m: u64| m >= first && m <= now;
+        let mut out = Vec::new();
+        for s in self.series.iter().filter(|s| kinds.contains(&s.info.kind)) {
+            let mut v = View {
+                info: &s.info,
+                hist: Default::default(),
+                outcomes: [0; 3],
+                statuses: Vec::new(),
+                slow: 0,
+                events: 0,
+                value_sum: 0.0,
+                last_success_ns: s.last_success_ns,
+                last_failure_ns: s.last_failure_ns,
+            };
+            let mut add = |m: &Minute<()>| {
+                for i in 0..3 {
+                    v.outcomes[i] += m.outcomes[i];
+                }
+                for &(code, n) in &m.statuses {
+                    match v.statuses.iter_mut().find(|(c, _)| *c == code) {
+                        Some((_, x)) => *x += n,
+                        None => v.statuses.push((code, n)),
+                    }
+                }
+                v.slow += m.slow;
+                v.events += m.events;
+                v.value_sum += m.value_sum;
+            };
+            if in_window(s.cur_minute) && s.cur.events > 0 {
+                add(&s.cur.counters());
+                v.hist.add_paged(&s.cur.hist);
+            }
+            for (m, data) in &s.closed {
+                if in_window(*m) {
+                    add(&data.counters());
+                    v.hist.add_compact(&data.hist);
+                }
+            }
+            let keep = v.events > 0 || (s.info.kind == Kind::Batch && (v.last_success_ns.is_some() || v.last_failure_ns.is_some()));
+            if keep {
+                v.statuses.sort_unstable();
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// Slow requests of the window, slowest first.
+    pub(crate) fn slow_requests(&self, n: usize) -> Vec<(RawRequest, &SeriesInfo)> {
+        let now = self.now_minute();
+        let first = now.saturating_sub(WINDOW_MINUTES - 1);
+        let mut all: Vec<RawRequest> =
+            self.slow.iter().filter(|(m, _)| *m >= first && *m <= now).flat_map(|(_, l)| l.iter().copied()).collect();
+        all.sort_unstable_by(|a, b| b.dur_ns.cmp(&a.dur_ns).then(b.unix_ns.cmp(&a.unix_ns)));
+        all.truncate(n.min(SLOW_LIST_SIZE));
+        all.into_iter().filter_map(|r| Some((r, &*self.series.get(r.series as usize)?.info))).collect()
+    }
+
+    /// The last requests, newest first.
+    pub(crate) fn recent_requests(&self) -> Vec<(RawRequest, &SeriesInfo)> {
+        self.recent.iter().rev().filter_map(|r| Some((*r, &*self.series.get(r.series as usize)?.info))).collect()
+    }
+
+    /// Bytes held by histograms and lists (an estimate of the collector's memory).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let mut total = self.series.capacity() * std::mem::size_of::<SeriesAgg>();
+        for s in &self.series {
+            total += s.cur.hist.heap_bytes() + s.cur.statuses.capacity() * 16;
+            for (_, m) in &s.closed {
+                total += m.hist.heap_bytes() + m.statuses.capacity() * 16 + std::mem::size_of::<Minute<CompactHist>>();
+            }
+        }
+        total += self.slow.iter().map(|(_, l)| l.capacity() * std::mem::size_of::<RawRequest>()).sum::<usize>();
+        total + self.recent.capacity() * std::mem::size_of::<RawRequest>()
+    }
+
+    pub(crate) fn series_count(&self) -> usize {
+        self.series.len()
+    }
+}
+
+impl<H> Minute<H> {
+    fn counters(&self) -> Minute<()> {
+        Minute {
+            hist: (),
+            outcomes: self.outcomes,
+            statuses: self.statuses.clone(),
+            slow: self.slow,
+            events: self.events,
+            value_sum: self.value_sum,
+        }
+    }
+}
+
+fn apply<H>(m: &mut Minute<H>, kind: Kind, dur_ns: u64, status: u16, slow: bool, value: f64, record: impl FnOnce(&mut H, u64)) {
+    m.events += 1;
+    match kind {
+        Kind::Business | Kind::BusinessTag => {
+            m.value_sum += value;
+            return;
+        }
+        Kind::Cache => {
+            m.outcomes[usize::from(status.min(CACHE_ERROR))] += 1;
+            return;
+        }
+        Kind::Api => m.count_status(status),
+        Kind::Query | Kind::Batch => m.outcomes[usize::from(status.min(FAILED))] += 1,
+        Kind::Measure => {}
+    }
+    if slow {
+        m.slow += 1;
+    }
+    record(&mut m.hist, dur_ns);
+}
+
+impl SeriesAgg {
+    fn rotate(&mut self, minute: u64) {
+        if self.cur.events > 0 {
+            let hist = self.cur.hist.take_compact();
+            let closed = Minute {
+                hist,
+                outcomes: self.cur.outcomes,
+                statuses: std::mem::take(&mut self.cur.statuses),
+                slow: self.cur.slow,
+                events: self.cur.events,
+                value_sum: self.cur.value_sum,
+            };
+            self.closed.push_back((self.cur_minute, closed));
+            self.cur.outcomes = [0; 3];
+            self.cur.slow = 0;
+            self.cur.events = 0;
+            self.cur.value_sum = 0.0;
+        }
+        self.cur_minute = minute;
+        while self.closed.front().is_some_and(|(m, _)| m + WINDOW_MINUTES <= minute) {
+            self.closed.pop_front();
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The clock: raw TSC ticks on the hot path (through `quanta`, which falls back to the OS
+//! monotonic clock where the TSC is not invariant), converted to nanoseconds and to wall-clock
+//! time only in the aggregator.
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+
+#[inline(always)]
+fn clock() -> &'static quanta::Clock {
+    CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// Reads the raw tick counter. No syscall where the TSC is usable.
+#[inline(always)]
+pub(crate) fn now_ticks() -> u64 {
+    clock().raw()
+}
+
+/// Nanoseconds between two tick readings (0 if `end` is not after `start`).
+#[inline]
+pub(crate) fn ticks_between_ns(start: u64, end: u64) -> u64 {
+    if end <= start {
+        0
+    } else {
+        clock().delta_as_nanos(start, end)
+    }
+}
+
+/// Converts a threshold in nanoseconds into ticks, for comparisons on the hot path.
+pub(crate) fn ns_to_ticks(ns: u64) -> u64 {
+    if ns == u64::MAX {
+        return u64::MAX;
+    }
+    const PROBE: u64 = 1 << 32;
+    let ns_per_probe = clock().delta_as_nanos(0, PROBE).max(1);
+    let ticks = (ns as u128 * PROBE as u128) / ns_per_probe as u128;
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+/// Nanoseconds since the Unix epoch of a `SystemTime` (0 before the epoch).
+pub(crate) fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0)
+}
+
+/// `SystemTime` from nanoseconds since the Unix epoch.
+pub(crate) fn system_time(unix_ns: u64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns)
+}
+
+/// Pairs a tick reading with the wall clock, to turn tick stamps into wall-clock times.
+/// Re-taken every minute by the aggregator so that drift between the two clocks stays small.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Anchor {
+    tick: u64,
+    unix_ns: u64,
+}
+
+impl Anchor {
+    pub(crate) fn now() -> Anchor {
+        let tick = now_ticks();
+        let unix_ns = unix_ns(SystemTime::now());
+        Anchor { tick, unix_ns }
+    }
+
+    /// Wall-clock nanoseconds of a tick stamp.
+    pub(crate) fn to_unix_ns(self, tick: u64) -> u64 {
+        if tick >= self.tick {
+            self.unix_ns.saturating_add(ticks_between_ns(self.tick, tick))
+        } else {
+            self.unix_ns.saturating_sub(ticks_between_ns(tick, self.tick))
+        }
+    }
+
+    pub(crate) fn unix_ns(self) -> u64 {
+        self.unix_ns
+    }
+}
+
+/// Formats a time as RFC 3339 UTC with millisecond precision, e.g. `2025-10-28T14:30:00.000Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let ns = unix_ns(t);
+    let secs = ns / 1_000_000_000;
+    let millis = (ns / 1_000_000) % 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_matches_known_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        // 2025-10-28T14:30:00Z, the seed's example
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_761_661_800)), "2025-10-28T14:30:00.000Z");
+        // a leap day
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
+    }
+
+    #[test]
+    fn ticks_convert_both_ways() {
+        let t = ns_to_ticks(1_000_000_000);
+        let back = ticks_between_ns(0, t);
+        assert!(back.abs_diff(1_000_000_000) < 1_000, "{back}");
+    }
+}

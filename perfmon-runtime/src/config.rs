@@ -1,0 +1,309 @@
+//! Configuration: environment variables, a builder, cardinality limits.
+
+use std::time::Duration;
+
+/// Cardinality caps, one per label dimension. A value past its cap is counted under
+/// `__other__`; nothing is dropped and memory stays bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Distinct API routes (per method). Default 1,000.
+    pub max_routes: usize,
+    /// Distinct database tables. Default 200.
+    pub max_tables: usize,
+    /// Distinct operations per table. Default 100.
+    pub max_operations_per_table: usize,
+    /// Distinct cache key groups. Default 500.
+    pub max_cache_keys: usize,
+    /// Distinct batch names. Default 200.
+    pub max_batches: usize,
+    /// Distinct `#[measure]` names. Default 1,000.
+    pub max_functions: usize,
+    /// Distinct business metric names. Default 200.
+    pub max_business_metrics: usize,
+    /// Distinct tag keys per business metric. Default 20.
+    pub max_tag_keys: usize,
+    /// Distinct values per tag key. Default 200.
+    pub max_tag_values: usize,
+    /// All series together, whatever their dimension. Default 20,000.
+    pub max_series: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_routes: 1_000,
+            max_tables: 200,
+            max_operations_per_table: 100,
+            max_cache_keys: 500,
+            max_batches: 200,
+            max_functions: 1_000,
+            max_business_metrics: 200,
+            max_tag_keys: 20,
+            max_tag_values: 200,
+            max_series: 20_000,
+        }
+    }
+}
+
+/// Everything `init` needs. Build it with [`Config::from_env`] or [`Config::builder`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) redis_url: Option<String>,
+    pub(crate) database_url: Option<String>,
+    pub(crate) key_prefix: String,
+    pub(crate) instance: String,
+    pub(crate) limits: Limits,
+    pub(crate) api_slow: Duration,
+    pub(crate) query_slow: Duration,
+    pub(crate) cache_key_segments: usize,
+    pub(crate) drain_interval: Duration,
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// An environment variable holds something that is not valid for it.
+    #[error("{var} is {value:?}: {expected}")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should hold.
+        expected: &'static str,
+    },
+    /// A builder value is not valid.
+    #[error("invalid {what}: {message}")]
+    Invalid {
+        /// Which setting.
+        what: &'static str,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
+}
+
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            redis_url: None,
+            database_url: None,
+            key_prefix: "perfmon".to_string(),
+            instance: default_instance(),
+            limits: Limits::default(),
+            api_slow: Duration::from_secs(5),
+            query_slow: Duration::from_millis(100),
+            cache_key_segments: 2,
+            drain_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `PERFMON_REDIS_URL`, `PERFMON_DATABASE_URL`, `PERFMON_KEY_PREFIX` (default
+    /// `perfmon`) and `PERFMON_INSTANCE` (default host name and pid). Unset or empty variables
+    /// keep their defaults.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let mut b = Config::builder();
+        if let Some(v) = get("PERFMON_REDIS_URL") {
+            if !(v.starts_with("redis://") || v.starts_with("rediss://") || v.starts_with("redis+unix://")) {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_REDIS_URL",
+                    value: v,
+                    expected: "a Redis URL such as redis://127.0.0.1:6379/",
+                });
+            }
+            b = b.redis_url(v);
+        }
+        if let Some(v) = get("PERFMON_DATABASE_URL") {
+            if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_DATABASE_URL",
+                    value: v,
+                    expected: "a PostgreSQL URL such as postgres://user@127.0.0.1/db",
+                });
+            }
+            b = b.database_url(v);
+        }
+        if let Some(v) = get("PERFMON_KEY_PREFIX") {
+            if !valid_label(&v) {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_KEY_PREFIX",
+                    value: v,
+                    expected: "letters, digits, '-', '_' and ':' only",
+                });
+            }
+            b = b.key_prefix(v);
+        }
+        if let Some(v) = get("PERFMON_INSTANCE") {
+            if !valid_label(&v) {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_INSTANCE",
+                    value: v,
+                    expected: "letters, digits, '.', '-', '_' and ':' only",
+                });
+            }
+            b = b.instance(v);
+        }
+        Ok(b.build())
+    }
+
+    /// A builder with every default.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder { config: Config::default() }
+    }
+
+    /// The Redis URL, if any.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref()
+    }
+
+    /// The PostgreSQL URL, if any.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
+    /// Prefix of every Redis key and PostgreSQL schema name.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// This instance's name.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The cardinality caps.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_label(&self.key_prefix) {
+            return Err(ConfigError::Invalid {
+                what: "key_prefix",
+                message: format!("{:?} must be non-empty letters, digits, '-', '_', '.' or ':'", self.key_prefix),
+            });
+        }
+        if !valid_label(&self.instance) {
+            return Err(ConfigError::Invalid {
+                what: "instance",
+                message: format!("{:?} must be non-empty letters, digits, '-', '_', '.' or ':'", self.instance),
+            });
+        }
+        if self.cache_key_segments == 0 {
+            return Err(ConfigError::Invalid { what: "cache_key_segments", message: "must be at least 1".into() });
+        }
+        if self.drain_interval.is_zero() {
+            return Err(ConfigError::Invalid { what: "drain_interval", message: "must be greater than zero".into() });
+        }
+        Ok(())
+    }
+}
+
+fn valid_label(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
+}
+
+/// Builds a [`Config`]; methods are named after the environment variables.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// `PERFMON_REDIS_URL`: enables the Redis tiers.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.config.redis_url = Some(url.into());
+        self
+    }
+    /// `PERFMON_DATABASE_URL`: enables the PostgreSQL tiers.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.config.database_url = Some(url.into());
+        self
+    }
+    /// `PERFMON_KEY_PREFIX`: prefix of every key (default `perfmon`).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.key_prefix = prefix.into();
+        self
+    }
+    /// `PERFMON_INSTANCE`: this instance's name (default host name and pid).
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.config.instance = name.into();
+        self
+    }
+    /// Cardinality caps (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+    /// Slow threshold of hand-recorded API requests (default 5 s; `#[track_api]` has its own).
+    pub fn api_slow(mut self, d: Duration) -> Self {
+        self.config.api_slow = d;
+        self
+    }
+    /// Slow threshold of hand-recorded queries (default 100 ms; `#[track_query]` has its own).
+    pub fn query_slow(mut self, d: Duration) -> Self {
+        self.config.query_slow = d;
+        self
+    }
+    /// How many `:`-separated segments of a hand-recorded cache key form its key group
+    /// (default 2: `fairness:stats:clinic-1:2025:10` → `fairness:stats`).
+    pub fn cache_key_segments(mut self, n: usize) -> Self {
+        self.config.cache_key_segments = n;
+        self
+    }
+    /// How often the background worker drains the threads' rings (default 10 ms).
+    pub fn drain_interval(mut self, d: Duration) -> Self {
+        self.config.drain_interval = d;
+        self
+    }
+    /// The configuration; `init` validates it.
+    pub fn build(self) -> Config {
+        self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_defaults_and_overrides() {
+        let c = Config::from_lookup(|_| None).expect("defaults");
+        assert_eq!(c.key_prefix(), "perfmon");
+        assert!(c.instance().ends_with(&format!("-{}", std::process::id())));
+        let c = Config::from_lookup(|k| match k {
+            "PERFMON_REDIS_URL" => Some("redis://127.0.0.1:6379/".into()),
+            "PERFMON_KEY_PREFIX" => Some("shop".into()),
+            "PERFMON_INSTANCE" => Some("web-1".into()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!(c.redis_url(), Some("redis://127.0.0.1:6379/"));
+        assert_eq!((c.key_prefix(), c.instance()), ("shop", "web-1"));
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let e = Config::from_lookup(|k| (k == "PERFMON_DATABASE_URL").then(|| "mysql://x".to_string())).unwrap_err();
+        assert!(e.to_string().starts_with("PERFMON_DATABASE_URL is \"mysql://x\""), "{e}");
+        let e = Config::from_lookup(|k| (k == "PERFMON_KEY_PREFIX").then(|| "a b".to_string())).unwrap_err();
+        assert!(e.to_string().contains("PERFMON_KEY_PREFIX"), "{e}");
+    }
+}

@@ -1,0 +1,369 @@
+//! HDR histograms of durations in nanoseconds, 3 significant digits, any value from 1 ns to
+//! `u64::MAX` (so 1 µs to 1 h and beyond).
+//!
+//! The bucket layout is exactly HdrHistogram's for `lowest_discernible = 1`, `sigfig = 3`
+//! (2048 sub-buckets, 1024 per further power of two), so counts convert one-to-one into an
+//! `hdrhistogram::Histogram` and a percentile read here equals HdrHistogram's. What differs is
+//! storage: a dense HdrHistogram over 1 µs–1 h holds ~24,000 `u64` counts (~190 KB) whatever it
+//! records; here the live form allocates 1 KB pages (256 `u32` counts) only where values fall, and
+//! closed minutes are kept as sorted `(index, count)` pairs of the non-zero bins only.
+
+use std::time::Duration;
+
+const SUB_HALF_BITS: u32 = 10; // 1024 sub-buckets per power of two past the first 2048 values
+const SUB_COUNT_BITS: u32 = SUB_HALF_BITS + 1;
+const PAGE_BITS: u32 = 8;
+const PAGE: usize = 1 << PAGE_BITS;
+
+/// Index of the bin holding `v`.
+#[inline]
+pub(crate) fn index_of(v: u64) -> u32 {
+    let pow2ceil = 64 - (v | ((1 << SUB_COUNT_BITS) - 1)).leading_zeros();
+    let bucket = pow2ceil - SUB_COUNT_BITS;
+    let sub = (v >> bucket) as u32;
+    (bucket << SUB_HALF_BITS) + sub
+}
+
+/// Lowest value that falls into bin `idx`.
+#[inline]
+pub(crate) fn lowest_of(idx: u32) -> u64 {
+    let (bucket, sub) = split(idx);
+    (sub as u64) << bucket
+}
+
+/// Highest value that falls into bin `idx` (what HdrHistogram reports for a percentile).
+#[inline]
+pub(crate) fn highest_of(idx: u32) -> u64 {
+    let (bucket, _) = split(idx);
+    lowest_of(idx).saturating_add((1u64 << bucket) - 1)
+}
+
+fn split(idx: u32) -> (u32, u32) {
+    let page = idx >> SUB_HALF_BITS;
+    if page == 0 {
+        (0, idx)
+    } else {
+        (page - 1, (idx & ((1 << SUB_HALF_BITS) - 1)) + (1 << SUB_HALF_BITS))
+    }
+}
+
+/// Summary counters that travel with every histogram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub count: u64,
+    pub sum_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Summary {
+    #[inline]
+    fn add(&mut self, v: u64, n: u64) {
+        if self.count == 0 || v < self.min_ns {
+            self.min_ns = v;
+        }
+        if v > self.max_ns {
+            self.max_ns = v;
+        }
+        self.count += n;
+        self.sum_ns = self.sum_ns.saturating_add(v.saturating_mul(n));
+    }
+
+    fn merge(&mut self, o: &Summary) {
+        if o.count == 0 {
+            return;
+        }
+        if self.count == 0 || o.min_ns < self.min_ns {
+            self.min_ns = o.min_ns;
+        }
+        self.max_ns = self.max_ns.max(o.max_ns);
+        self.count += o.count;
+        self.sum_ns = self.sum_ns.saturating_add(o.sum_ns);
+    }
+}
+
+/// The live, paged form: one minute of one series.
+#[derive(Default)]
+pub(crate) struct PagedHist {
+    pages: Vec<Option<Box<[u32; PAGE]>>>,
+    /// Bins whose `u32` count would overflow carry the excess here (practically never used).
+    spill: Vec<(u32, u64)>,
+    pub summary: Summary,
+}
+
+impl PagedHist {
+    #[inline]
+    pub(crate) fn record(&mut self, v: u64) {
+        self.summary.add(v, 1);
+        let idx = index_of(v);
+        let p = (idx >> PAGE_BITS) as usize;
+        if p >= self.pages.len() {
+            self.pages.resize_with(p + 1, || None);
+        }
+        let page = self.pages[p].get_or_insert_with(|| Box::new([0; PAGE]));
+        let c = &mut page[idx as usize & (PAGE - 1)];
+        if *c == u32::MAX {
+            self.spill_one(idx);
+        } else {
+            *c += 1;
+        }
+    }
+
+    #[cold]
+    fn spill_one(&mut self, idx: u32) {
+        match self.spill.iter_mut().find(|(i, _)| *i == idx) {
+            Some((_, n)) => *n += 1,
+            None => self.spill.push((idx, 1)),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.summary.count == 0
+    }
+
+    /// Visits the non-zero bins in ascending order (spill included).
+    fn for_each(&self, mut f: impl FnMut(u32, u64)) {
+        for (p, page) in self.pages.iter().enumerate() {
+            let Some(page) = page else { continue };
+            for (i, &c) in page.iter().enumerate() {
+                if c != 0 {
+                    let idx = ((p << PAGE_BITS) + i) as u32;
+                    let extra = self.spill.iter().find(|(s, _)| *s == idx).map_or(0, |(_, n)| *n);
+                    f(idx, c as u64 + extra);
+                }
+            }
+        }
+    }
+
+    /// Moves the contents out into the compact form and clears this one, keeping its pages
+    /// allocated for the next minute (so steady traffic does not allocate).
+    pub(crate) fn take_compact(&mut self) -> CompactHist {
+        let mut out = CompactHist { bins: Vec::new(), summary: self.summary };
+        self.for_each(|i, c| out.bins.push((i, c)));
+        for page in self.pages.iter_mut().flatten() {
+            page.fill(0);
+        }
+        self.spill.clear();
+        self.summary = Summary::default();
+        out
+    }
+
+    /// Bytes held by this histogram's pages.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.pages.capacity() * std::mem::size_of::<Option<Box<[u32; PAGE]>>>()
+            + self.pages.iter().flatten().count() * PAGE * 4
+            + self.spill.capacity() * 16
+    }
+}
+
+/// The compact form of a closed minute: sorted `(bin, count)` pairs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CompactHist {
+    bins: Vec<(u32, u64)>,
+    pub summary: Summary,
+}
+
+impl CompactHist {
+    /// Adds one value (for the rare event that arrives after its minute was closed).
+    pub(crate) fn record(&mut self, v: u64) {
+        self.summary.add(v, 1);
+        let idx = index_of(v);
+        match self.bins.binary_search_by_key(&idx, |(i, _)| *i) {
+            Ok(pos) => self.bins[pos].1 += 1,
+            Err(pos) => self.bins.insert(pos, (idx, 1)),
+        }
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.bins.capacity() * std::mem::size_of::<(u32, u64)>()
+    }
+}
+
+/// A merge of any number of histograms, for answering a query: sorted non-zero bins, so its
+/// size follows the data, not the value range.
+#[derive(Default, Clone, Debug)]
+pub struct Merged {
+    bins: Vec<(u32, u64)>,
+    summary: Summary,
+}
+
+impl Merged {
+    fn merge_sorted(&mut self, other: &[(u32, u64)]) {
+        if other.is_empty() {
+            return;
+        }
+        if self.bins.is_empty() {
+            self.bins.extend_from_slice(other);
+            return;
+        }
+        let mut out = Vec::with_capacity(self.bins.len() + other.len());
+        let (mut i, mut j) = (0, 0);
+        while i < self.bins.len() && j < other.len() {
+            let (a, b) = (self.bins[i], other[j]);
+            match a.0.cmp(&b.0) {
+                std::cmp::Ordering::Less => {
+                    out.push(a);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(b);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    out.push((a.0, a.1 + b.1));
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        out.extend_from_slice(&self.bins[i..]);
+        out.extend_from_slice(&other[j..]);
+        self.bins = out;
+    }
+
+    pub(crate) fn add_paged(&mut self, h: &PagedHist) {
+        let mut bins = Vec::new();
+        h.for_each(|i, c| bins.push((i, c)));
+        self.merge_sorted(&bins);
+        self.summary.merge(&h.summary);
+    }
+
+    pub(crate) fn add_compact(&mut self, h: &CompactHist) {
+        self.merge_sorted(&h.bins);
+        self.summary.merge(&h.summary);
+    }
+
+    /// Adds another merge.
+    pub fn add(&mut self, o: &Merged) {
+        self.merge_sorted(&o.bins);
+        self.summary.merge(&o.summary);
+    }
+
+    /// Number of values.
+    pub fn count(&self) -> u64 {
+        self.summary.count
+    }
+
+    /// Exact mean (from the exact sum, not from the bins).
+    pub fn mean(&self) -> Duration {
+        if self.summary.count == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.summary.sum_ns / self.summary.count)
+        }
+    }
+
+    /// Exact largest value.
+    pub fn max(&self) -> Duration {
+        Duration::from_nanos(self.summary.max_ns)
+    }
+
+    /// Exact smallest value.
+    pub fn min(&self) -> Duration {
+        Duration::from_nanos(self.summary.min_ns)
+    }
+
+    /// The value at quantile `q` (0.0–1.0), as HdrHistogram computes it: the highest value
+    /// equivalent to the bin where the cumulative count first reaches `ceil(q * count)`; never
+    /// above the exact maximum. Zero for an empty histogram.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let total = self.summary.count;
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let q = q.clamp(0.0, 1.0);
+        let target = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for &(i, c) in &self.bins {
+            seen += c;
+            if seen >= target {
+                return Duration::from_nanos(highest_of(i).min(self.summary.max_ns));
+            }
+        }
+        self.max()
+    }
+
+    /// Non-zero bins as `(lowest value in the bin, count)`, ascending.
+    pub fn bins(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.bins.iter().map(|&(i, c)| (lowest_of(i), c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_hdrhistogram() {
+        let h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, 3).expect("histogram");
+        let mut v: u64 = 0;
+        while v < (1u64 << 60) {
+            for probe in [v, v + 1, v.saturating_mul(3) / 2] {
+                let idx = index_of(probe);
+                assert_eq!(lowest_of(idx), h.lowest_equivalent(probe), "lowest of {probe}");
+                assert_eq!(highest_of(idx), h.highest_equivalent(probe), "highest of {probe}");
+                assert!(lowest_of(idx) <= probe && probe <= highest_of(idx));
+            }
+            v = if v == 0 { 1 } else { v * 2 - v / 3 };
+        }
+    }
+
+    #[test]
+    fn quantiles_equal_hdrhistogram_on_the_same_values() {
+        let mut reference = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram");
+        let mut paged = PagedHist::default();
+        // a deterministic spread over 5 decades
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..50_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = 1_000 + (x % 1_000_000) * (1 + (x >> 40) % 100);
+            reference.record(v).expect("in range");
+            paged.record(v);
+        }
+        let mut m = Merged::default();
+        m.add_paged(&paged);
+        assert_eq!(m.count(), reference.len());
+        for q in [0.0, 0.01, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            let ours = m.quantile(q).as_nanos() as u64;
+            let theirs = reference.value_at_quantile(q).min(reference.max());
+            assert_eq!(ours, theirs, "quantile {q}");
+        }
+        assert_eq!(m.max().as_nanos() as u64, reference.max());
+    }
+
+    #[test]
+    fn compact_round_trip_and_late_insert() {
+        let mut p = PagedHist::default();
+        for v in [5u64, 5, 70_000, 3_000_000_000] {
+            p.record(v);
+        }
+        let mut c = p.take_compact();
+        assert!(p.is_empty());
+        c.record(70_001);
+        c.record(1);
+        let mut m = Merged::default();
+        m.add_compact(&c);
+        assert_eq!(m.count(), 6);
+        assert_eq!(m.min(), Duration::from_nanos(1));
+        assert_eq!(m.quantile(1.0), Duration::from_nanos(3_000_000_000));
+        assert_eq!(m.bins().map(|(_, c)| c).sum::<u64>(), 6);
+    }
+
+    #[test]
+    fn u32_bins_spill_instead_of_wrapping() {
+        let mut p = PagedHist::default();
+        let idx = index_of(42);
+        p.pages.resize_with(1, || None);
+        let mut page = Box::new([0u32; PAGE]);
+        page[idx as usize] = u32::MAX - 1;
+        p.pages[0] = Some(page);
+        p.record(42);
+        p.record(42);
+        p.record(42);
+        let c = p.take_compact();
+        assert_eq!(c.bins, vec![(idx, u32::MAX as u64 + 2)]);
+    }
+}

@@ -1,0 +1,148 @@
+//! # perfmon-runtime
+//!
+//! Performance instrumentation for Rust services: annotate handlers and functions, read exact
+//! percentiles, error rates, slow-call lists, cache hit rates, batch outcomes and business
+//! counters. A tracked call costs two clock reads and one write into memory owned by the calling
+//! thread.
+//!
+//! ## Getting started
+//!
+//! ```
+//! use perfmon_runtime::{collector, measure, track_api, track_batch, track_cache, track_query};
+//!
+//! #[track_api(method = "POST", path = "/api/schedule/assign", slow = "3s")]
+//! fn assign(week: u32) -> Result<String, std::io::Error> {
+//!     let staff = find_staff(week);
+//!     Ok(format!("{} staff assigned", staff.len()))
+//! }
+//!
+//! #[track_query(table = "Staff", kind = "read", op = "findMany")]
+//! fn find_staff(_week: u32) -> Vec<&'static str> {
+//!     vec!["kim", "lee"]
+//! }
+//!
+//! #[track_cache(key = "fairness:stats")]
+//! fn cached_fairness(clinic: &str) -> Option<f64> {
+//!     (clinic == "c1").then_some(0.93)
+//! }
+//!
+//! #[measure("calculate-fairness", threshold = "1s")]
+//! fn calculate_fairness() -> f64 { 0.93 }
+//!
+//! #[track_batch("weekly-assignment")]
+//! fn weekly() -> Result<(), String> { Ok(()) }
+//!
+//! assign(42).unwrap();
+//! cached_fairness("c1");
+//! cached_fairness("c2");
+//! calculate_fairness();
+//! weekly().unwrap();
+//!
+//! let api = collector().api_stats();
+//! assert_eq!(api.total_requests, 1);
+//! assert_eq!(collector().cache_stats().hit_rate, 50.0);
+//! assert_eq!(collector().database_stats().tables["Staff"].totals.reads, 1);
+//! ```
+//!
+//! A service calls [`init`] once at start-up (it applies the [`Config`] and starts the background
+//! worker) and keeps the returned [`Perfmon`] handle; without `init`, everything still records
+//! and answers, draining on each read.
+//!
+//! ## The macros
+//!
+//! | macro | records |
+//! | --- | --- |
+//! | [`track_api`] | one request: method, route, status code, duration; slow ones (default 5 s) into the slow list |
+//! | [`track_query`] | one query: table, operation, read/write, duration, ok or failed; slow default 100 ms |
+//! | [`track_batch`] | one run: duration, success or failure (an `Err` or a panic, which still propagates) |
+//! | [`track_cache`] | hit (`Some`), miss (`None`) or error (`Err`) for a key group |
+//! | [`measure`] | any fn's duration under a name; over `threshold` a `tracing` warning |
+//!
+//! They work on sync and async fns (an async fn is timed from first poll to completion), methods
+//! with any receiver, generic fns, `impl Trait`, `?` and early `return`, and in trait impls with
+//! native `async fn` or `#[async_trait]`. Status codes come from the return value through
+//! [`HttpStatus`]; every return type compiles. `crate = "path"` names a renamed dependency.
+//!
+//! ## Feature flags
+//!
+//! None yet: this release is the embedded default, everything in memory, no network and no async
+//! runtime needed for recording. The Redis and PostgreSQL tiers (`redis`, `postgres`) and the
+//! HTTP layer (`axum`) are planned; configuring a backend URL today makes [`init`] fail with
+//! [`InitError::BackendUnsupported`] rather than silently ignoring it.
+//!
+//! ## What can fail
+//!
+//! | call | failure | what happens |
+//! | --- | --- | --- |
+//! | tracked call, `record_*` | nothing: never blocks on I/O, never panics | a full ring is drained by its own thread |
+//! | [`Config::from_env`] | [`ConfigError::InvalidEnv`] | names the variable and what it accepts |
+//! | [`init`] | [`InitError`] | invalid config, backend configured but unsupported, already running |
+//! | [`Perfmon::shutdown`] | [`ShutdownError::WorkerPanicked`] | statistics up to the last drain are kept |
+//! | hand-recorded event older than the window | counted in [`RecorderStats::late_events`] | health turns `degraded` |
+//! | a label past its cap | counted under [`OTHER`] (`__other__`) | memory stays bounded |
+//!
+//! ## Design
+//!
+//! ```text
+//! #[track_*] expansion ──► static Meta (names, thresholds; series id registered on first call)
+//!     │ start = TSC read … end = TSC read
+//!     ▼
+//! per-thread ring (series id, start, end, status)   ◄── record_*_metric() (labels interned, capped)
+//!     │ drained every 10 ms by the worker, by any stats read, or by its own thread when full
+//!     ▼
+//! aggregator (one lock, never taken on the hot path): per series, the current minute as a paged
+//! HDR histogram + counters, the previous four minutes compact; slow top 50 per minute; last 100
+//!     ▼
+//! collector() getters: merge the window's histograms → stats types (Serialize)
+//! ```
+//!
+//! * **Hot path**: two TSC reads (`quanta`), a relaxed load of the call site's series id, a
+//!   24-byte write into the calling thread's ring and a release store. No lock shared with other
+//!   threads, no allocation after the thread's first event, no syscall.
+//! * **No silent loss**: a ring is never overwritten; when full, its own thread drains it under
+//!   the aggregator lock (counted in [`RecorderStats::inline_drains`]). Events are filed under the
+//!   minute of their own timestamp, whatever order threads are drained in.
+//! * **Exact percentiles**: bins are HdrHistogram's (3 significant digits, 1 ns to `u64::MAX`);
+//!   every figure over several minutes, routes or tables is a merge of bins, never an average of
+//!   percentiles. Means and maxima are exact.
+//! * **Bounded memory**: cardinality caps per dimension ([`Limits`]) and in total; rings are
+//!   96 KiB per recording thread; a live histogram allocates 1 KiB pages only where values fall
+//!   (a series spread over two decades of latency holds ~8–30 pages); closed minutes keep only
+//!   their non-zero bins. [`RecorderStats::memory_bytes`] reports the total.
+//! * **Window**: the current minute and the four before it (4 to 5 minutes of data).
+
+#![warn(missing_docs)]
+
+mod aggregator;
+mod clock;
+mod collector;
+mod config;
+mod health;
+mod hist;
+mod lifecycle;
+mod record;
+mod registry;
+mod ring;
+mod state;
+mod stats;
+mod status;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use aggregator::{RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
+pub use clock::rfc3339;
+pub use collector::{collector, Collector};
+pub use config::{Config, ConfigBuilder, ConfigError, Limits};
+pub use health::{resource_usage, system_health, CheckResult, HealthStatus, MemoryUsage, ResourceUsage, SystemHealth};
+pub use hist::Merged;
+pub use lifecycle::{init, init_blocking, InitError, Perfmon, ShutdownError};
+pub use perfmon_macros::{measure, track_api, track_batch, track_cache, track_query};
+pub use record::{
+    record_api_metric, record_batch_metric, record_business_metric, record_cache_metric, record_database_metric, ApiMetric,
+    BatchMetric, CacheMetric, CacheOp, DatabaseMetric, FailedQuery, IntoDatabaseMetric, QueryType,
+};
+pub use registry::OTHER;
+pub use ring::RING_CAPACITY;
+pub use stats::*;
+pub use status::HttpStatus;

@@ -1,0 +1,161 @@
+//! Start-up and shutdown: `init` applies the configuration and starts the background worker
+//! that drains the threads' rings; `shutdown` (or dropping the handle) stops it after a last
+//! drain.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError};
+use crate::state::state;
+
+/// Why `init` failed. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The configuration is not valid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A backend is configured but this build cannot talk to it.
+    #[error("{backend} is configured ({var} is set) but perfmon-runtime was built without support for it: this release keeps every statistic in memory; unset {var} or use a release with the {backend} tiers")]
+    BackendUnsupported {
+        /// `Redis` or `PostgreSQL`.
+        backend: &'static str,
+        /// The variable or builder setting that configures it.
+        var: &'static str,
+    },
+    /// `init` was already called in this process and its handle is still alive.
+    #[error("perfmon is already initialized in this process; keep the first handle, or shut it down before calling init again")]
+    AlreadyInitialized,
+    /// The background worker thread could not be started.
+    #[error("could not start the perfmon worker thread: {0}")]
+    Worker(#[source] std::io::Error),
+}
+
+/// Why `shutdown` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// The worker thread panicked.
+    #[error("the perfmon worker thread panicked; statistics up to its last drain are kept")]
+    WorkerPanicked,
+}
+
+struct Signal {
+    stop: Mutex<bool>,
+    cv: Condvar,
+}
+
+static RUNNING: OnceLock<Mutex<bool>> = OnceLock::new();
+
+fn running() -> &'static Mutex<bool> {
+    RUNNING.get_or_init(|| Mutex::new(false))
+}
+
+/// The running perfmon: keep it for the life of the program. Dropping it stops the worker after
+/// a last drain (a bounded wait: one drain); [`Perfmon::shutdown`] does the same and reports
+/// errors.
+#[must_use = "dropping the handle stops perfmon's background worker"]
+pub struct Perfmon {
+    signal: Arc<Signal>,
+    worker: Option<JoinHandle<()>>,
+    config: Config,
+}
+
+impl std::fmt::Debug for Perfmon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Perfmon").field("instance", &self.config.instance).finish_non_exhaustive()
+    }
+}
+
+/// Starts perfmon with `config`: validates it, applies limits and thresholds, and starts the
+/// background worker. Statistics recorded before `init` are kept.
+///
+/// ```
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let perfmon = perfmon_runtime::init(perfmon_runtime::Config::from_env()?).await?;
+/// // ... serve ...
+/// perfmon.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub async fn init(config: Config) -> Result<Perfmon, InitError> {
+    init_blocking(config)
+}
+
+/// [`init`] for programs without an async runtime.
+pub fn init_blocking(config: Config) -> Result<Perfmon, InitError> {
+    config.validate()?;
+    if config.redis_url.is_some() {
+        return Err(InitError::BackendUnsupported { backend: "Redis", var: "PERFMON_REDIS_URL" });
+    }
+    if config.database_url.is_some() {
+        return Err(InitError::BackendUnsupported { backend: "PostgreSQL", var: "PERFMON_DATABASE_URL" });
+    }
+    let mut is_running = running().lock().unwrap_or_else(|e| e.into_inner());
+    if *is_running {
+        return Err(InitError::AlreadyInitialized);
+    }
+    let s = state();
+    s.registry.write().unwrap_or_else(|e| e.into_inner()).set_limits(config.limits);
+    s.api_slow_ns.store(nanos(config.api_slow), Ordering::Relaxed);
+    s.query_slow_ns.store(nanos(config.query_slow), Ordering::Relaxed);
+    s.cache_key_segments.store(config.cache_key_segments, Ordering::Relaxed);
+
+    let signal = Arc::new(Signal { stop: Mutex::new(false), cv: Condvar::new() });
+    let interval = config.drain_interval;
+    let sig = signal.clone();
+    let worker = std::thread::Builder::new()
+        .name("perfmon-worker".into())
+        .spawn(move || worker_loop(&sig, interval))
+        .map_err(InitError::Worker)?;
+    *is_running = true;
+    tracing::debug!(target: "perfmon", instance = %config.instance, "perfmon started (in-memory)");
+    Ok(Perfmon { signal, worker: Some(worker), config })
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn worker_loop(sig: &Signal, interval: Duration) {
+    let mut stop = sig.stop.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        drop(crate::state::drained());
+        if *stop {
+            return;
+        }
+        stop = match sig.cv.wait_timeout(stop, interval) {
+            Ok((g, _)) => g,
+            Err(e) => e.into_inner().0,
+        };
+    }
+}
+
+impl Perfmon {
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Drains every thread's events and stops the worker.
+    pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), ShutdownError> {
+        let Some(worker) = self.worker.take() else { return Ok(()) };
+        *self.signal.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.signal.cv.notify_all();
+        let joined = worker.join();
+        drop(crate::state::drained());
+        *running().lock().unwrap_or_else(|e| e.into_inner()) = false;
+        joined.map_err(|_| ShutdownError::WorkerPanicked)
+    }
+}
+
+impl Drop for Perfmon {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!(target: "perfmon", error = %e, "perfmon shutdown");
+        }
+    }
+}

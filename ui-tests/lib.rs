@@ -1,0 +1,1 @@
+//! Holds nothing: the trybuild cases live in `pass/` and `fail/`.
