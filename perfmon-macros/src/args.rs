@@ -344,6 +344,9 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("malformed duration \"{text}\"; {HELP}"));
+    }
     let scale: f64 = match unit {
         "us" | "µs" => 1e3,
         "ms" => 1e6,

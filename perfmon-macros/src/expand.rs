@@ -42,8 +42,9 @@ pub fn expand(kind: MacroKind, attr: TokenStream, item: TokenStream) -> TokenStr
     wrap(&args, item_fn)
 }
 
-fn attr_span(attr: &TokenStream) -> Span {
-    attr.clone().into_iter().next().map(|t| t.span()).unwrap_or_else(Span::call_site)
+/// Missing arguments are reported on the whole attribute.
+fn attr_span(_attr: &TokenStream) -> Span {
+    Span::call_site()
 }
 
 /// The user's item unchanged, plus the error: callers and the IDE keep working.
@@ -117,7 +118,7 @@ fn meta_init(args: &Args, krate: &TokenStream, fn_name: &str) -> TokenStream {
 }
 
 /// How the guard is finished, given `__perfmon_ret`.
-fn finish(kind: MacroKind, krate: &TokenStream) -> TokenStream {
+fn finish(kind: MacroKind, krate: &TokenStream, ret_span: Span) -> TokenStream {
     match kind {
         MacroKind::Api => quote! {
             __perfmon_guard.finish({
@@ -133,7 +134,8 @@ fn finish(kind: MacroKind, krate: &TokenStream) -> TokenStream {
                 (&&#krate::__private::status::Probe(&__perfmon_ret)).__perfmon_outcome()
             });
         },
-        MacroKind::Cache => quote! {
+        // Spanned on the return type, so a wrong one is reported there.
+        MacroKind::Cache => quote_spanned! {ret_span=>
             __perfmon_guard.finish(#krate::__private::status::cache_outcome(&__perfmon_ret));
         },
         MacroKind::Measure => quote! {
@@ -185,7 +187,11 @@ fn wrap(args: &Args, mut f: ItemFn) -> TokenStream {
     let krate = crate_path(args);
     let fn_name = f.sig.ident.to_string();
     let meta = meta_init(args, &krate, &fn_name);
-    let finish = finish(args.kind, &krate);
+    let ret_span = match &f.sig.output {
+        ReturnType::Default => f.sig.ident.span(),
+        ReturnType::Type(_, ty) => syn::spanned::Spanned::span(&**ty),
+    };
+    let finish = finish(args.kind, &krate, ret_span);
     let span = f.sig.ident.span();
     let prologue = quote_spanned! {span=>
         static __PERFMON_META: #krate::__private::Meta = #meta;
@@ -228,8 +234,9 @@ fn wrap(args: &Args, mut f: ItemFn) -> TokenStream {
     let block = &f.block;
     let body = quote! {{
         #prologue
-        #[allow(clippy::redundant_closure_call, clippy::needless_return)]
-        let __perfmon_ret = (move || -> #hint #block)();
+        // Called through an `FnOnce` bound so that captured references can be returned.
+        #[allow(clippy::needless_return)]
+        let __perfmon_ret = #krate::__private::call_once(move || -> #hint #block);
         #finish
         __perfmon_ret
     }};

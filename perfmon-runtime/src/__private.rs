@@ -12,6 +12,12 @@ use crate::state::state;
 
 pub use crate::status::probe as status;
 
+/// Runs the body of a sync tracked fn; the `FnOnce` bound lets it return captured references.
+#[inline(always)]
+pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// Compile-time metadata of one tracked fn: a `static` in each expansion.
 pub struct Meta {
     kind: Kind,

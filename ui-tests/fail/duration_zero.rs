@@ -1,0 +1,6 @@
+use perfmon_runtime::measure;
+
+#[measure("calc", threshold = "0ms")]
+fn calc() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use perfmon_runtime::measure;
+
+#[measure(threshold = "1s")]
+fn calc() {}
+
+fn main() {}

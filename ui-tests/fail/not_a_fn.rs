@@ -1,0 +1,6 @@
+use perfmon_runtime::track_api;
+
+#[track_api]
+struct Handler;
+
+fn main() {}

@@ -1,0 +1,8 @@
+use perfmon_runtime::measure;
+
+struct S;
+
+#[measure("calc")]
+impl S {}
+
+fn main() {}
