@@ -1,0 +1,218 @@
+//! Overhead of a tracked call against a bare call and against peer crates doing the same job,
+//! all measured in the same run; then recording throughput on one thread and on two.
+//!
+//! `cargo bench -p perfmon-benches` prints ns per call (median of several rounds) and the ns
+//! each instrumentation adds over the bare call. The machine is shared and noisy: compare the
+//! ratios within one run, not the absolute figures across runs.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use perfmon_runtime::{collector, measure, track_api, track_query};
+
+#[inline(never)]
+fn bare(x: u64) -> u64 {
+    black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7)
+}
+
+#[track_api(path = "/bench")]
+#[inline(never)]
+fn tracked_api(x: u64) -> u64 {
+    black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7)
+}
+
+#[track_api(path = "/bench/result")]
+#[inline(never)]
+fn tracked_api_result(x: u64) -> Result<u64, String> {
+    Ok(black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7))
+}
+
+#[track_query(table = "Bench", kind = "read")]
+#[inline(never)]
+fn tracked_query(x: u64) -> u64 {
+    black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7)
+}
+
+#[measure("bench")]
+#[inline(never)]
+fn measured(x: u64) -> u64 {
+    black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7)
+}
+
+#[track_api(path = "/bench/async")]
+async fn tracked_async(x: u64) -> u64 {
+    black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7)
+}
+
+#[inline(never)]
+async fn bare_async(x: u64) -> u64 {
+    black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7)
+}
+
+fn poll_ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("never pending"),
+    }
+}
+
+mod peers {
+    use super::black_box;
+    use metered::{metered, HitCount, ResponseTime};
+
+    #[derive(Default, Debug)]
+    pub struct Metered {
+        metrics: MeteredMetrics,
+    }
+
+    #[metered(registry = MeteredMetrics)]
+    impl Metered {
+        #[measure([HitCount, ResponseTime])]
+        #[inline(never)]
+        pub fn call(&self, x: u64) -> u64 {
+            black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7)
+        }
+    }
+
+    impl Metered {
+        pub fn calls(&self) -> u64 {
+            self.metrics.call.hit_count.0.get()
+        }
+    }
+
+    /// hotpath's `#[measure]` (timing every call: no sampling configured).
+    #[hotpath::measure]
+    #[inline(never)]
+    pub fn hotpath_measured(x: u64) -> u64 {
+        black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7)
+    }
+
+    /// What a `metrics` user writes: an `Instant` around the call and `histogram!` with a real
+    /// (Prometheus) recorder installed.
+    #[inline(never)]
+    pub fn metrics_histogram(x: u64) -> u64 {
+        let start = std::time::Instant::now();
+        let r = black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7);
+        metrics::histogram!("bench_duration_seconds").record(start.elapsed());
+        r
+    }
+}
+
+/// Median ns per call over `rounds` rounds of `iters` calls.
+fn ns_per_call(rounds: usize, iters: u64, mut f: impl FnMut(u64) -> u64) -> f64 {
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let mut acc = 0u64;
+        for i in 0..iters {
+            acc = acc.wrapping_add(f(i));
+        }
+        black_box(acc);
+        samples.push(start.elapsed().as_nanos() as f64 / iters as f64);
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples[rounds / 2]
+}
+
+/// Calls per second with `threads` threads each making `iters` tracked calls.
+fn throughput(threads: usize, iters: u64) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut acc = 0u64;
+                for i in 0..iters {
+                    acc = acc.wrapping_add(measured(i));
+                }
+                black_box(acc)
+            });
+        }
+    });
+    (threads as u64 * iters) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, iters) = if quick { (3, 200_000) } else { (11, 2_000_000) };
+
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).expect("no other recorder");
+    let metered = peers::Metered::default();
+    let hotpath = hotpath::HotpathGuardBuilder::new("perfmon-bench").build();
+
+    // warm everything up (series registration, rings, pages)
+    for i in 0..100_000 {
+        black_box((bare(i), tracked_api(i), tracked_query(i), measured(i), poll_ready(tracked_async(i))));
+        black_box((peers::metrics_histogram(i), metered.call(i), tracked_api_result(i).ok()));
+        if i < 10_000 {
+            black_box(peers::hotpath_measured(i));
+        }
+    }
+
+    let clock = quanta::Clock::new();
+    let cases: Vec<(&str, f64)> = vec![
+        ("bare fn", ns_per_call(rounds, iters, bare)),
+        ("floor: bare fn + 2 TSC reads", ns_per_call(rounds, iters, |i| {
+            let a = clock.raw();
+            let r = bare(i);
+            r.wrapping_add(clock.raw().wrapping_sub(a))
+        })),
+        ("#[track_api]", ns_per_call(rounds, iters, tracked_api)),
+        ("#[track_api] -> Result", ns_per_call(rounds, iters, |i| tracked_api_result(i).unwrap_or(0))),
+        ("#[track_query]", ns_per_call(rounds, iters, tracked_query)),
+        ("#[measure]", ns_per_call(rounds, iters, measured)),
+        ("bare async fn (polled)", ns_per_call(rounds, iters, |i| poll_ready(bare_async(i)))),
+        ("async #[track_api] (polled)", ns_per_call(rounds, iters, |i| poll_ready(tracked_async(i)))),
+        ("metered #[measure([HitCount, ResponseTime])]", ns_per_call(rounds, iters, |i| metered.call(i))),
+        ("metrics histogram! + Prometheus recorder", ns_per_call(rounds, iters, peers::metrics_histogram)),
+        // hotpath buffers every measurement (hundreds of MB for millions of calls): fewer calls
+        ("hotpath #[measure]", ns_per_call(rounds, iters / 4, peers::hotpath_measured)),
+    ];
+    let bare_ns = cases[0].1;
+    let bare_async_ns = cases[6].1;
+    println!("\n{:<46} {:>10} {:>12}", "case", "ns/call", "added ns");
+    for (name, ns) in &cases {
+        let base = if name.contains("async") { bare_async_ns } else { bare_ns };
+        println!("{name:<46} {ns:>10.1} {:>12.1}", ns - base);
+    }
+    let added = |name: &str| cases.iter().find(|(n, _)| *n == name).map_or(f64::NAN, |(_, ns)| ns - bare_ns);
+    let ours = added("#[track_api]");
+    let fastest_peer = added("metered #[measure([HitCount, ResponseTime])]")
+        .min(added("metrics histogram! + Prometheus recorder"))
+        .min(added("hotpath #[measure]"));
+    println!("\n#[track_api] adds {ours:.1} ns; the fastest peer adds {fastest_peer:.1} ns (ratio {:.2})", ours / fastest_peer);
+
+    // With the background worker running (as after `init`), the recording thread no longer
+    // aggregates its own events: what it pays is the hot path alone; the worker's share of the
+    // CPU is the rest.
+    let perfmon = perfmon_runtime::init_blocking(perfmon_runtime::Config::builder().build()).expect("init");
+    let with_worker = [
+        ("#[track_api], worker draining", ns_per_call(rounds, iters, tracked_api)),
+        ("#[measure], worker draining", ns_per_call(rounds, iters, measured)),
+    ];
+    for (name, ns) in &with_worker {
+        println!("{name:<46} {ns:>10.1} {:>12.1}", ns - bare_ns);
+    }
+    drop(perfmon);
+
+    let per_thread = if quick { 1_000_000 } else { 10_000_000 };
+    let one = throughput(1, per_thread);
+    let two = throughput(2, per_thread);
+    println!(
+        "throughput (#[measure], no background worker): 1 thread {:.1} M calls/s, 2 threads {:.1} M calls/s, ratio {:.2}",
+        one / 1e6,
+        two / 1e6,
+        two / one
+    );
+
+    // the figures are real: every call above was recorded
+    let f = &collector().function_stats().functions["bench"];
+    println!("recorded #[measure] calls: {} (p50 {:?}, p99 {:?})", f.calls, f.p50_duration, f.p99_duration);
+    println!("metered calls: {}; prometheus text bytes: {}", metered.calls(), handle.render().len());
+    drop(hotpath); // prints hotpath's own report
+    let r = collector().recorder_stats();
+    println!("inline drains: {}, perfmon memory: {:.1} MB", r.inline_drains, r.memory_bytes as f64 / 1048576.0);
+}
