@@ -71,6 +71,7 @@ pub(crate) struct RawRequest {
 
 /// What a query sees of one series over the window.
 pub(crate) struct View<'a> {
+    pub id: u32,
     pub info: &'a SeriesInfo,
     pub hist: crate::hist::Merged,
     pub outcomes: [u64; 3],
@@ -95,8 +96,6 @@ pub(crate) struct Aggregator {
     /// Events whose timestamp was older than the window when they arrived (hand-recorded with an
     /// old timestamp): counted, not filed.
     pub late: u64,
-    /// Rings currently registered (threads that have recorded and not exited, or not drained).
-    pub rings: usize,
 }
 
 impl Aggregator {
@@ -111,12 +110,7 @@ impl Aggregator {
             minute_cache: (0, 0, 0),
             processed: 0,
             late: 0,
-            rings: 0,
         }
-    }
-
-    pub(crate) fn set_ring_count(&mut self, n: usize) {
-        self.rings = n;
     }
 
     /// Called before a batch of events: refreshes "now" and, once a minute, the clock anchor.
@@ -252,8 +246,9 @@ impl Aggregator {
         let first = now.saturating_sub(WINDOW_MINUTES - 1);
         let in_window = |m: u64| m >= first && m <= now;
         let mut out = Vec::new();
-        for s in self.series.iter().filter(|s| kinds.contains(&s.info.kind)) {
+        for (id, s) in self.series.iter().enumerate().filter(|(_, s)| kinds.contains(&s.info.kind)) {
             let mut v = View {
+                id: id as u32,
                 info: &s.info,
                 hist: Default::default(),
                 outcomes: [0; 3],
@@ -326,8 +321,27 @@ impl Aggregator {
         total + self.recent.capacity() * std::mem::size_of::<RawRequest>()
     }
 
-    pub(crate) fn series_count(&self) -> usize {
-        self.series.len()
+}
+
+impl View<'_> {
+    /// Adds the same series' view from another shard.
+    pub(crate) fn merge(&mut self, o: View<'_>) {
+        self.hist.add(&o.hist);
+        for i in 0..3 {
+            self.outcomes[i] += o.outcomes[i];
+        }
+        for (code, n) in o.statuses {
+            match self.statuses.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, x)) => *x += n,
+                None => self.statuses.push((code, n)),
+            }
+        }
+        self.statuses.sort_unstable();
+        self.slow += o.slow;
+        self.events += o.events;
+        self.value_sum += o.value_sum;
+        self.last_success_ns = self.last_success_ns.max(o.last_success_ns);
+        self.last_failure_ns = self.last_failure_ns.max(o.last_failure_ns);
     }
 }
 

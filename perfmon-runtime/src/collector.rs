@@ -215,11 +215,11 @@ impl Collector {
     pub fn recorder_stats(&self) -> RecorderStats {
         let agg = crate::state::drained();
         RecorderStats {
-            events_processed: agg.processed,
-            late_events: agg.late,
+            events_processed: agg.processed(),
+            late_events: agg.late(),
             inline_drains: crate::state::state().inline_drains.load(Ordering::Relaxed),
-            series: agg.series_count() as u64,
-            threads: agg.rings as u64,
+            series: crate::state::state().registry.read().unwrap_or_else(|e| e.into_inner()).len() as u64,
+            threads: agg.rings() as u64,
             memory_bytes: agg.heap_bytes() as u64,
         }
     }

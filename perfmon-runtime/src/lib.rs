@@ -90,23 +90,25 @@
 //! per-thread ring (series id, start, end, status)   ◄── record_*_metric() (labels interned, capped)
 //!     │ drained every 10 ms by the worker, by any stats read, or by its own thread when full
 //!     ▼
-//! aggregator (one lock, never taken on the hot path): per series, the current minute as a paged
-//! HDR histogram + counters, the previous four minutes compact; slow top 50 per minute; last 100
+//! aggregator shards (one per core, up to 8; a ring always feeds the same shard): per series,
+//! the current minute as a paged HDR histogram + counters, the previous four minutes compact;
+//! slow top 50 per minute; last 100 requests
 //!     ▼
-//! collector() getters: merge the window's histograms → stats types (Serialize)
+//! collector() getters: lock every shard, drain, merge the window's histograms → stats types
 //! ```
 //!
 //! * **Hot path**: two TSC reads (`quanta`), a relaxed load of the call site's series id, a
 //!   24-byte write into the calling thread's ring and a release store. No lock shared with other
 //!   threads, no allocation after the thread's first event, no syscall.
 //! * **No silent loss**: a ring is never overwritten; when full, its own thread drains it under
-//!   the aggregator lock (counted in [`RecorderStats::inline_drains`]). Events are filed under the
-//!   minute of their own timestamp, whatever order threads are drained in.
+//!   its shard's lock (counted in [`RecorderStats::inline_drains`]); threads on different shards
+//!   never wait for each other. Events are filed under the minute of their own timestamp,
+//!   whatever order threads are drained in.
 //! * **Exact percentiles**: bins are HdrHistogram's (3 significant digits, 1 ns to `u64::MAX`);
-//!   every figure over several minutes, routes or tables is a merge of bins, never an average of
-//!   percentiles. Means and maxima are exact.
+//!   every figure over several minutes, shards, routes or tables is a merge of bins, never an
+//!   average of percentiles. Means and maxima are exact.
 //! * **Bounded memory**: cardinality caps per dimension ([`Limits`]) and in total; rings are
-//!   96 KiB per recording thread; a live histogram allocates 1 KiB pages only where values fall
+//!   24 KiB per recording thread; a live histogram allocates 1 KiB pages only where values fall
 //!   (a series spread over two decades of latency holds ~8–30 pages); closed minutes keep only
 //!   their non-zero bins. [`RecorderStats::memory_bytes`] reports the total.
 //! * **Window**: the current minute and the four before it (4 to 5 minutes of data).

@@ -119,7 +119,7 @@ fn nanos(d: Duration) -> u64 {
 fn worker_loop(sig: &Signal, interval: Duration) {
     let mut stop = sig.stop.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        drop(crate::state::drained());
+        crate::state::drain_incrementally();
         if *stop {
             return;
         }

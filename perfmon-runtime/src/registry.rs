@@ -102,7 +102,6 @@ impl Registry {
         self.infos.get(id as usize)
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.infos.len()
     }

@@ -2,7 +2,7 @@
 //!
 //! Each recording thread owns one single-producer ring of [`RING_CAPACITY`] events, allocated on
 //! its first recorded event and registered with the global state. The consumer is whoever holds
-//! the aggregator lock (the background worker, a stats query, or, when the ring is full, the
+//! its aggregator shard's lock (the background worker, a stats query, or, when the ring is full, the
 //! producing thread itself), so there is exactly one consumer at a time and no event is ever
 //! overwritten or dropped: a full ring is drained inline by its owner before the push.
 
@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crate::aggregator::Aggregator;
 
-/// Events a ring holds before its owner drains it itself (24 bytes each: 96 KiB per thread).
-pub const RING_CAPACITY: usize = 4096;
+/// Events a ring holds before its owner drains it itself (24 bytes each: 24 KiB per thread, small enough to stay in L1).
+pub const RING_CAPACITY: usize = 1024;
 const MASK: usize = RING_CAPACITY - 1;
 
 /// `a` = start tick, `b` = end tick.
@@ -37,12 +37,16 @@ pub(crate) struct Event {
     pub b: u64,
 }
 
+/// Aligned to two cache lines so that rings of different threads, allocated side by side, never
+/// share a line (the producer writes `head` on every event).
+#[repr(align(128))]
 pub(crate) struct Ring {
     head: AtomicUsize,
     tail: AtomicUsize,
     /// The producer's last view of `tail`; only the producer touches it.
     cached_tail: AtomicUsize,
     owner_alive: AtomicBool,
+    shard: usize,
     buf: Box<[UnsafeCell<MaybeUninit<Event>>]>,
 }
 
@@ -61,6 +65,7 @@ impl Ring {
             tail: AtomicUsize::new(0),
             cached_tail: AtomicUsize::new(0),
             owner_alive: AtomicBool::new(true),
+            shard: crate::state::next_shard(),
             buf,
         }
     }
@@ -102,6 +107,11 @@ impl Ring {
         }
         self.tail.store(h, Ordering::Release);
         n
+    }
+
+    /// The aggregator shard this ring feeds.
+    pub(crate) fn shard(&self) -> usize {
+        self.shard
     }
 
     pub(crate) fn is_orphan_and_empty(&self) -> bool {
