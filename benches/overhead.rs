@@ -168,8 +168,18 @@ fn main() {
 
     // warm everything up (series registration, rings, pages)
     for i in 0..100_000 {
-        black_box((bare(i), tracked_api(i), tracked_query(i), measured(i), poll_ready(tracked_async(i))));
-        black_box((peers::metrics_histogram(i), metered.call(i), tracked_api_result(i).ok()));
+        black_box((
+            bare(i),
+            tracked_api(i),
+            tracked_query(i),
+            measured(i),
+            poll_ready(tracked_async(i)),
+        ));
+        black_box((
+            peers::metrics_histogram(i),
+            metered.call(i),
+            tracked_api_result(i).ok(),
+        ));
         if i < 10_000 {
             black_box(peers::hotpath_measured(i));
         }
@@ -178,30 +188,60 @@ fn main() {
     let clock = quanta::Clock::new();
     let cases: Vec<(&str, f64)> = vec![
         ("bare fn", ns_per_call(rounds, iters, bare)),
-        ("floor: bare fn + 2 TSC reads", ns_per_call(rounds, iters, |i| {
-            let a = clock.raw();
-            let r = bare(i);
-            r.wrapping_add(clock.raw().wrapping_sub(a))
-        })),
+        (
+            "floor: bare fn + 2 TSC reads",
+            ns_per_call(rounds, iters, |i| {
+                let a = clock.raw();
+                let r = bare(i);
+                r.wrapping_add(clock.raw().wrapping_sub(a))
+            }),
+        ),
         ("#[track_api]", ns_per_call(rounds, iters, tracked_api)),
-        ("#[track_api] -> Result", ns_per_call(rounds, iters, |i| tracked_api_result(i).unwrap_or(0))),
+        (
+            "#[track_api] -> Result",
+            ns_per_call(rounds, iters, |i| tracked_api_result(i).unwrap_or(0)),
+        ),
         ("#[track_query]", ns_per_call(rounds, iters, tracked_query)),
         ("#[measure]", ns_per_call(rounds, iters, measured)),
-        ("bare async fn (polled)", ns_per_call(rounds, iters, |i| poll_ready(bare_async(i)))),
-        ("async #[track_api] (polled)", ns_per_call(rounds, iters, |i| poll_ready(tracked_async(i)))),
-        ("metered #[measure([HitCount, ResponseTime])]", ns_per_call(rounds, iters, |i| metered.call(i))),
-        ("metrics histogram! + Prometheus recorder", ns_per_call(rounds, iters, peers::metrics_histogram)),
+        (
+            "bare async fn (polled)",
+            ns_per_call(rounds, iters, |i| poll_ready(bare_async(i))),
+        ),
+        (
+            "async #[track_api] (polled)",
+            ns_per_call(rounds, iters, |i| poll_ready(tracked_async(i))),
+        ),
+        (
+            "metered #[measure([HitCount, ResponseTime])]",
+            ns_per_call(rounds, iters, |i| metered.call(i)),
+        ),
+        (
+            "metrics histogram! + Prometheus recorder",
+            ns_per_call(rounds, iters, peers::metrics_histogram),
+        ),
         // hotpath buffers every measurement (hundreds of MB for millions of calls): fewer calls
-        ("hotpath #[measure]", ns_per_call(rounds, iters / 4, peers::hotpath_measured)),
+        (
+            "hotpath #[measure]",
+            ns_per_call(rounds, iters / 4, peers::hotpath_measured),
+        ),
     ];
     let bare_ns = cases[0].1;
     let bare_async_ns = cases[6].1;
     println!("\n{:<46} {:>10} {:>12}", "case", "ns/call", "added ns");
     for (name, ns) in &cases {
-        let base = if name.contains("async") { bare_async_ns } else { bare_ns };
+        let base = if name.contains("async") {
+            bare_async_ns
+        } else {
+            bare_ns
+        };
         println!("{name:<46} {ns:>10.1} {:>12.1}", ns - base);
     }
-    let added = |name: &str| cases.iter().find(|(n, _)| *n == name).map_or(f64::NAN, |(_, ns)| ns - bare_ns);
+    let added = |name: &str| {
+        cases
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(f64::NAN, |(_, ns)| ns - bare_ns)
+    };
     let ours = added("#[track_api]");
     let fastest_peer = added("metered #[measure([HitCount, ResponseTime])]")
         .min(added("metrics histogram! + Prometheus recorder"))
@@ -214,10 +254,17 @@ fn main() {
     // With the background worker running (as after `init`), the recording thread no longer
     // aggregates its own events: what it pays is the hot path alone; the worker's share of the
     // CPU is the rest.
-    let perfmon = perfmon_runtime::init_blocking(perfmon_runtime::Config::builder().build()).expect("init");
+    let perfmon =
+        perfmon_runtime::init_blocking(perfmon_runtime::Config::builder().build()).expect("init");
     let with_worker = [
-        ("#[track_api], worker draining", ns_per_call(rounds, iters, tracked_api)),
-        ("#[measure], worker draining", ns_per_call(rounds, iters, measured)),
+        (
+            "#[track_api], worker draining",
+            ns_per_call(rounds, iters, tracked_api),
+        ),
+        (
+            "#[measure], worker draining",
+            ns_per_call(rounds, iters, measured),
+        ),
     ];
     for (name, ns) in &with_worker {
         println!("{name:<46} {ns:>10.1} {:>12.1}", ns - bare_ns);
@@ -226,7 +273,10 @@ fn main() {
 
     let per_thread = if quick { 1_000_000 } else { 5_000_000 };
     let rounds_t = if quick { 3 } else { 5 };
-    for (name, f) in [("2 TSC reads, no perfmon", floor_call as fn(u64) -> u64), ("#[measure], no worker", measured)] {
+    for (name, f) in [
+        ("2 TSC reads, no perfmon", floor_call as fn(u64) -> u64),
+        ("#[measure], no worker", measured),
+    ] {
         let (one, two) = scaling(rounds_t, per_thread, f);
         println!(
             "throughput {name:<24}: 1 thread {:>5.1} M calls/s, 2 threads {:>5.1} M calls/s, ratio {:.2}",
@@ -238,8 +288,19 @@ fn main() {
 
     // the figures are real: every call above was recorded
     let f = &collector().function_stats().functions["bench"];
-    println!("recorded #[measure] calls: {} (p50 {:?}, p99 {:?})", f.calls, f.p50_duration, f.p99_duration);
-    println!("metered calls: {}; prometheus text bytes: {}", metered.calls(), handle.render().len());
+    println!(
+        "recorded #[measure] calls: {} (p50 {:?}, p99 {:?})",
+        f.calls, f.p50_duration, f.p99_duration
+    );
+    println!(
+        "metered calls: {}; prometheus text bytes: {}",
+        metered.calls(),
+        handle.render().len()
+    );
     let r = collector().recorder_stats();
-    println!("inline drains: {}, perfmon memory: {:.1} MB", r.inline_drains, r.memory_bytes as f64 / 1048576.0);
+    println!(
+        "inline drains: {}, perfmon memory: {:.1} MB",
+        r.inline_drains,
+        r.memory_bytes as f64 / 1048576.0
+    );
 }

@@ -102,6 +102,12 @@ fn tracked_calls_do_not_allocate_after_warm_up() {
             let _ = handler(i);
         }
     });
-    assert!(n <= 64, "{n} allocations in 1,000,000 calls: must not grow with the number of calls");
-    assert_eq!(collector().api_stats_for("/alloc").total_requests, 20_000 + per_kind + 1_000_000);
+    assert!(
+        n <= 64,
+        "{n} allocations in 1,000,000 calls: must not grow with the number of calls"
+    );
+    assert_eq!(
+        collector().api_stats_for("/alloc").total_requests,
+        20_000 + per_kind + 1_000_000
+    );
 }

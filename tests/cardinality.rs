@@ -1,7 +1,9 @@
 //! Cardinality caps hold under 100,000 distinct values: the excess is counted under
 //! `__other__`, nothing is lost, and memory stays bounded.
 
-use perfmon_runtime::{collector, record_api_metric, record_business_metric, ApiMetric, Limits, OTHER};
+use perfmon_runtime::{
+    collector, record_api_metric, record_business_metric, ApiMetric, Limits, OTHER,
+};
 use std::time::{Duration, SystemTime};
 
 #[test]
@@ -18,15 +20,33 @@ fn routes_past_the_cap_are_counted_under_other() {
         });
     }
     let routes = collector().api_routes();
-    let users: Vec<_> = routes.iter().filter(|r| r.path.starts_with("/users/")).collect();
-    assert_eq!(users.len(), cap, "exactly the first {cap} routes keep their own series");
-    let other = routes.iter().find(|r| r.path == OTHER).expect("an __other__ route");
+    let users: Vec<_> = routes
+        .iter()
+        .filter(|r| r.path.starts_with("/users/"))
+        .collect();
+    assert_eq!(
+        users.len(),
+        cap,
+        "exactly the first {cap} routes keep their own series"
+    );
+    let other = routes
+        .iter()
+        .find(|r| r.path == OTHER)
+        .expect("an __other__ route");
     assert_eq!(other.stats.total_requests, 100_000 - cap as u64);
-    assert_eq!(collector().api_stats().total_requests, 100_000, "nothing is dropped");
+    assert_eq!(
+        collector().api_stats().total_requests,
+        100_000,
+        "nothing is dropped"
+    );
     let r = collector().recorder_stats();
     // this binary's other test adds one business metric with up to max_tag_values + 1 tag series
     let bound = cap + 1 + Limits::default().max_tag_values + 2;
-    assert!(r.series <= bound as u64, "{} series, bound {bound}", r.series);
+    assert!(
+        r.series <= bound as u64,
+        "{} series, bound {bound}",
+        r.series
+    );
     assert!(r.memory_bytes < 64 << 20, "{} bytes", r.memory_bytes);
 }
 

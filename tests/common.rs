@@ -38,5 +38,8 @@ pub fn exact_quantile(sorted: &[Duration], q: f64) -> Duration {
 /// than one part in 1,024 (3 significant digits).
 pub fn assert_within_hdr(what: &str, reported: Duration, exact: Duration) {
     let (r, e) = (reported.as_nanos(), exact.as_nanos());
-    assert!(r >= e && r - e <= e / 1024, "{what}: reported {reported:?}, exact {exact:?}");
+    assert!(
+        r >= e && r - e <= e / 1024,
+        "{what}: reported {reported:?}, exact {exact:?}"
+    );
 }

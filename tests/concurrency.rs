@@ -70,8 +70,14 @@ fn eight_threads_lose_nothing() {
     assert_eq!(api.total_requests, THREADS * CALLS);
     assert_eq!(api.status_codes[&500], THREADS * CALLS / 10);
     assert_eq!(api.status_codes[&200], THREADS * CALLS * 9 / 10);
-    assert_eq!(collector().api_stats_for("/concurrent-hand").total_requests, THREADS * CALLS / 1000);
+    assert_eq!(
+        collector().api_stats_for("/concurrent-hand").total_requests,
+        THREADS * CALLS / 1000
+    );
     let r = collector().recorder_stats();
     assert_eq!(r.late_events, 0);
-    assert!(THREADS * CALLS * 2 > RING_CAPACITY as u64, "the rings filled and were drained many times");
+    assert!(
+        THREADS * CALLS * 2 > RING_CAPACITY as u64,
+        "the rings filled and were drained many times"
+    );
 }

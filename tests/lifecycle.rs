@@ -6,21 +6,64 @@ use std::time::{Duration, SystemTime};
 #[tokio::test]
 async fn init_shutdown_and_errors() {
     // recorded before init, kept after it
-    record_batch_metric(BatchMetric { name: "before-init", duration: Duration::from_millis(5), success: true, timestamp: SystemTime::now() });
+    record_batch_metric(BatchMetric {
+        name: "before-init",
+        duration: Duration::from_millis(5),
+        success: true,
+        timestamp: SystemTime::now(),
+    });
 
-    let e = init(Config::builder().redis_url("redis://127.0.0.1:6379/").build()).await.unwrap_err();
-    assert!(matches!(e, InitError::BackendUnsupported { backend: "Redis", .. }));
+    let e = init(
+        Config::builder()
+            .redis_url("redis://127.0.0.1:6379/")
+            .build(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(
+        e,
+        InitError::BackendUnsupported {
+            backend: "Redis",
+            ..
+        }
+    ));
     assert!(e.to_string().contains("PERFMON_REDIS_URL"), "{e}");
-    let e = init(Config::builder().database_url("postgres://127.0.0.1/test").build()).await.unwrap_err();
+    let e = init(
+        Config::builder()
+            .database_url("postgres://127.0.0.1/test")
+            .build(),
+    )
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("PostgreSQL"), "{e}");
-    let e = init(Config::builder().key_prefix("has space").build()).await.unwrap_err();
-    assert!(matches!(e, InitError::Config(ConfigError::Invalid { what: "key_prefix", .. })), "{e}");
-
-    let pm = init(Config::builder().key_prefix("test").instance("web-1").drain_interval(Duration::from_millis(1)).build())
+    let e = init(Config::builder().key_prefix("has space").build())
         .await
-        .expect("init");
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            InitError::Config(ConfigError::Invalid {
+                what: "key_prefix",
+                ..
+            })
+        ),
+        "{e}"
+    );
+
+    let pm = init(
+        Config::builder()
+            .key_prefix("test")
+            .instance("web-1")
+            .drain_interval(Duration::from_millis(1))
+            .build(),
+    )
+    .await
+    .expect("init");
     assert_eq!(pm.config().instance(), "web-1");
-    assert!(matches!(init(Config::builder().build()).await, Err(InitError::AlreadyInitialized)));
+    assert!(matches!(
+        init(Config::builder().build()).await,
+        Err(InitError::AlreadyInitialized)
+    ));
     assert_eq!(collector().batch_stats().batches["before-init"].runs, 1);
     pm.shutdown().await.expect("shutdown");
 
@@ -56,7 +99,11 @@ fn last_requests_are_the_newest_hundred_newest_first() {
             timestamp: SystemTime::now(),
         });
     }
-    let recent: Vec<u64> = collector().recent_requests().iter().map(|r| r.duration.as_millis() as u64).collect();
+    let recent: Vec<u64> = collector()
+        .recent_requests()
+        .iter()
+        .map(|r| r.duration.as_millis() as u64)
+        .collect();
     assert_eq!(recent.len(), RECENT_REQUESTS);
     assert_eq!(recent, (1050..1150).rev().collect::<Vec<_>>());
 }

@@ -5,7 +5,13 @@ use perfmon_runtime::*;
 use std::time::{Duration, SystemTime};
 
 fn api(path: &str, status_code: u16, ms: u64) {
-    record_api_metric(ApiMetric { method: "POST", path, status_code, duration: Duration::from_millis(ms), timestamp: SystemTime::now() });
+    record_api_metric(ApiMetric {
+        method: "POST",
+        path,
+        status_code,
+        duration: Duration::from_millis(ms),
+        timestamp: SystemTime::now(),
+    });
 }
 
 #[test]
@@ -32,7 +38,10 @@ fn error_rates_from_mixed_status_codes() {
     let json = serde_json::to_value(&s).expect("serializes");
     assert_eq!(json["errorRate"], 9.0);
     assert_eq!(json["totalRequests"], 100);
-    assert_eq!(json["avgDuration"], 10.0, "durations are milliseconds in JSON");
+    assert_eq!(
+        json["avgDuration"], 10.0,
+        "durations are milliseconds in JSON"
+    );
 }
 
 #[test]
@@ -47,7 +56,11 @@ fn slow_list_keeps_the_slowest_over_the_threshold_in_order() {
     api("/slow-list", 200, 4_999);
     slow_ms.sort_unstable_by(|a, b| b.cmp(a));
     let list = collector().slow_requests(100);
-    let ours: Vec<u64> = list.iter().filter(|r| r.path == "/slow-list").map(|r| r.duration.as_millis() as u64).collect();
+    let ours: Vec<u64> = list
+        .iter()
+        .filter(|r| r.path == "/slow-list")
+        .map(|r| r.duration.as_millis() as u64)
+        .collect();
     assert_eq!(ours, slow_ms[..50].to_vec(), "the top 50, slowest first");
     assert!(list.len() <= SLOW_LIST_SIZE);
     let top5 = collector().slow_requests(5);
@@ -71,7 +84,11 @@ fn sometimes_slow(sleep: bool) -> u8 {
 fn macro_threshold_decides_what_is_slow() {
     sometimes_slow(false);
     sometimes_slow(true);
-    let slow: Vec<_> = collector().slow_requests(50).into_iter().filter(|r| r.path == "/macro-slow").collect();
+    let slow: Vec<_> = collector()
+        .slow_requests(50)
+        .into_iter()
+        .filter(|r| r.path == "/macro-slow")
+        .collect();
     assert_eq!(slow.len(), 1, "only the call over 2 ms");
     assert!(slow[0].duration >= Duration::from_millis(4));
 }
@@ -103,31 +120,62 @@ fn cache_rates_per_key_group() {
             1..=3 => CacheOp::Miss,
             _ => CacheOp::Hit,
         };
-        record_cache_metric(CacheMetric { operation, key: &format!("rates:stats:clinic-{}:2025:10", i % 7), timestamp: now });
+        record_cache_metric(CacheMetric {
+            operation,
+            key: &format!("rates:stats:clinic-{}:2025:10", i % 7),
+            timestamp: now,
+        });
     }
     let c = collector().cache_stats();
     let g = &c.keys["rates:stats"];
-    assert_eq!((g.hits, g.misses, g.errors, g.total_operations), (160, 30, 10, 200));
+    assert_eq!(
+        (g.hits, g.misses, g.errors, g.total_operations),
+        (160, 30, 10, 200)
+    );
     assert_eq!((g.hit_rate, g.miss_rate, g.error_rate), (80.0, 15.0, 5.0));
-    assert!(!c.keys.keys().any(|k| k.contains("clinic")), "keys are grouped: {:?}", c.keys.keys());
+    assert!(
+        !c.keys.keys().any(|k| k.contains("clinic")),
+        "keys are grouped: {:?}",
+        c.keys.keys()
+    );
 }
 
 #[test]
 fn batches_business_and_functions() {
     let t0 = SystemTime::now();
     for (i, success) in [true, true, false, true].into_iter().enumerate() {
-        record_batch_metric(BatchMetric { name: "nightly", duration: Duration::from_secs(10 + i as u64), success, timestamp: t0 });
+        record_batch_metric(BatchMetric {
+            name: "nightly",
+            duration: Duration::from_secs(10 + i as u64),
+            success,
+            timestamp: t0,
+        });
     }
     let b = &collector().batch_stats().batches["nightly"];
-    assert_eq!((b.runs, b.successes, b.failures, b.success_rate), (4, 3, 1, 75.0));
+    assert_eq!(
+        (b.runs, b.successes, b.failures, b.success_rate),
+        (4, 3, 1, 75.0)
+    );
     assert_eq!(b.avg_duration, Duration::from_millis(11_500));
     assert!(b.last_failure.is_some());
 
-    record_business_metric("leave-application", 1.0, &[("clinicId", "c1"), ("type", "ANNUAL")]);
-    record_business_metric("leave-application", 2.0, &[("clinicId", "c2"), ("type", "ANNUAL")]);
+    record_business_metric(
+        "leave-application",
+        1.0,
+        &[("clinicId", "c1"), ("type", "ANNUAL")],
+    );
+    record_business_metric(
+        "leave-application",
+        2.0,
+        &[("clinicId", "c2"), ("type", "ANNUAL")],
+    );
     record_business_metric("leave-application", f64::NAN, &[]);
     let m = &collector().business_metrics().metrics["leave-application"];
-    assert_eq!((m.count, m.sum), (3, 3.0), "a NaN value counts as an event of value 0");
+    assert_eq!(
+        (m.count, m.sum),
+        (3, 3.0),
+        "a NaN value counts as an event of value 0"
+    );
     assert_eq!(m.tags["type"]["ANNUAL"].count, 2);
     assert_eq!(m.tags["clinicId"]["c2"].sum, 2.0);
 }
@@ -137,16 +185,42 @@ fn hand_recorded_events_outside_the_window_are_counted_not_lost() {
     let before = collector().recorder_stats().late_events;
     let now = SystemTime::now();
     api("/window", 200, 5); // now
-    record_api_metric(ApiMetric { method: "GET", path: "/window", status_code: 200, duration: Duration::from_millis(5), timestamp: now - Duration::from_secs(150) });
-    record_api_metric(ApiMetric { method: "GET", path: "/window", status_code: 200, duration: Duration::from_millis(5), timestamp: now - Duration::from_secs(600) });
-    assert_eq!(collector().api_stats_for("/window").total_requests, 2, "now and 2.5 minutes ago are in the window");
-    assert_eq!(collector().recorder_stats().late_events - before, 1, "10 minutes ago is counted as late");
+    record_api_metric(ApiMetric {
+        method: "GET",
+        path: "/window",
+        status_code: 200,
+        duration: Duration::from_millis(5),
+        timestamp: now - Duration::from_secs(150),
+    });
+    record_api_metric(ApiMetric {
+        method: "GET",
+        path: "/window",
+        status_code: 200,
+        duration: Duration::from_millis(5),
+        timestamp: now - Duration::from_secs(600),
+    });
+    assert_eq!(
+        collector().api_stats_for("/window").total_requests,
+        2,
+        "now and 2.5 minutes ago are in the window"
+    );
+    assert_eq!(
+        collector().recorder_stats().late_events - before,
+        1,
+        "10 minutes ago is counted as late"
+    );
 }
 
 #[test]
 fn failed_queries_by_hand() {
     let now = SystemTime::now();
-    let q = DatabaseMetric { operation: "delete", table: "HandTable", duration: Duration::from_millis(3), timestamp: now, query_type: QueryType::Write };
+    let q = DatabaseMetric {
+        operation: "delete",
+        table: "HandTable",
+        duration: Duration::from_millis(3),
+        timestamp: now,
+        query_type: QueryType::Write,
+    };
     record_database_metric(q);
     record_database_metric(q.failed());
     let t = &collector().database_stats().tables["HandTable"];

@@ -148,10 +148,16 @@ pub struct Args {
 }
 
 /// HTTP methods accepted by `track_api(method = ..)`.
-pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT"];
+pub const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT",
+];
 
 fn list(items: &[&str]) -> String {
-    items.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn expect_str(errors: &mut Errors, key: &Ident, value: &syn::Lit) -> Option<LitStr> {
@@ -166,7 +172,10 @@ fn expect_str(errors: &mut Errors, key: &Ident, value: &syn::Lit) -> Option<LitS
                 "crate" => "\"perfmon_runtime\"",
                 _ => "\"...\"",
             };
-            errors.spanned(other, format!("`{key}` takes a string literal, such as `{key} = {example}`"));
+            errors.spanned(
+                other,
+                format!("`{key}` takes a string literal, such as `{key} = {example}`"),
+            );
             None
         }
     }
@@ -221,18 +230,32 @@ impl Args {
                 }
                 RawArg::Bare(key) => {
                     if accepted.contains(&key.to_string().as_str()) {
-                        errors.spanned(&key, format!("expected `=` and a value after `{key}`, such as `{key} = \"...\"`"));
+                        errors.spanned(
+                            &key,
+                            format!(
+                                "expected `=` and a value after `{key}`, such as `{key} = \"...\"`"
+                            ),
+                        );
                     } else {
                         errors.spanned(
                             &key,
-                            format!("unknown argument `{key}`; expected one of: {}", list(accepted)),
+                            format!(
+                                "unknown argument `{key}`; expected one of: {}",
+                                list(accepted)
+                            ),
                         );
                     }
                 }
                 RawArg::KeyValue { key, value } => {
                     let k = key.to_string();
                     if !accepted.contains(&k.as_str()) {
-                        errors.spanned(&key, format!("unknown argument `{k}`; expected one of: {}", list(accepted)));
+                        errors.spanned(
+                            &key,
+                            format!(
+                                "unknown argument `{k}`; expected one of: {}",
+                                list(accepted)
+                            ),
+                        );
                         continue;
                     }
                     if seen.contains(&k) {
@@ -245,7 +268,9 @@ impl Args {
                         continue;
                     }
                     seen.push(k.clone());
-                    let Some(lit) = expect_str(&mut errors, &key, &value) else { continue };
+                    let Some(lit) = expect_str(&mut errors, &key, &value) else {
+                        continue;
+                    };
                     match k.as_str() {
                         "slow" | "threshold" => match parse_duration(&lit.value()) {
                             Ok(ns) => args.slow_ns = Some(ns),
@@ -342,7 +367,9 @@ impl Args {
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     const HELP: &str = "expected a number followed by one of `us`, `ms`, `s`, `m`, such as \"500us\", \"250ms\", \"1.5s\" or \"2m\"";
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
         return Err(format!("malformed duration \"{text}\"; {HELP}"));
@@ -365,10 +392,14 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     };
     let ns = value * scale;
     if ns < 1.0 {
-        return Err(format!("the duration \"{text}\" must be greater than zero; {HELP}"));
+        return Err(format!(
+            "the duration \"{text}\" must be greater than zero; {HELP}"
+        ));
     }
     if ns > 24.0 * 3600e9 {
-        return Err(format!("the duration \"{text}\" is longer than the largest accepted threshold (24 hours)"));
+        return Err(format!(
+            "the duration \"{text}\" is longer than the largest accepted threshold (24 hours)"
+        ));
     }
     Ok(ns.round() as u64)
 }
@@ -392,7 +423,9 @@ mod tests {
         assert_eq!(parse_duration("3s"), Ok(3_000_000_000));
         assert_eq!(parse_duration("1.5s"), Ok(1_500_000_000));
         assert_eq!(parse_duration("2m"), Ok(120_000_000_000));
-        for bad in ["", "3", "3x", "s", "1..5s", ".5s", "0ms", "-3s", "25h", "5.s"] {
+        for bad in [
+            "", "3", "3x", "s", "1..5s", ".5s", "0ms", "-3s", "25h", "5.s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

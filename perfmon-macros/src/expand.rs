@@ -35,7 +35,10 @@ pub fn expand(kind: MacroKind, attr: TokenStream, item: TokenStream) -> TokenStr
     if let Some(c) = &item_fn.sig.constness {
         let e = syn::Error::new_spanned(
             c,
-            format!("`#[{}]` cannot time a `const fn`; remove `const` or the attribute", kind.attr_name()),
+            format!(
+                "`#[{}]` cannot time a `const fn`; remove `const` or the attribute",
+                kind.attr_name()
+            ),
         );
         return with_error(item, e);
     }
@@ -58,11 +61,18 @@ fn not_a_fn(kind: MacroKind, item: TokenStream) -> TokenStream {
     // Point at the item's keyword (`struct`, `impl`, ...) or, for a bodiless trait method, the `;`.
     let (span_tokens, msg) = match syn::parse2::<syn::TraitItemFn>(item.clone()) {
         Ok(f) if f.default.is_none() => (
-            f.semi_token.map(|s| s.into_token_stream()).unwrap_or_else(|| f.sig.ident.to_token_stream()),
-            format!("`#[{attr}]` needs a fn with a body; put it on the fn in the `impl` block instead"),
+            f.semi_token
+                .map(|s| s.into_token_stream())
+                .unwrap_or_else(|| f.sig.ident.to_token_stream()),
+            format!(
+                "`#[{attr}]` needs a fn with a body; put it on the fn in the `impl` block instead"
+            ),
         ),
         _ => {
-            let first = item.clone().into_iter().find(|t| !matches!(t, proc_macro2::TokenTree::Punct(p) if p.as_char() == '#'));
+            let first = item
+                .clone()
+                .into_iter()
+                .find(|t| !matches!(t, proc_macro2::TokenTree::Punct(p) if p.as_char() == '#'));
             let first = first.map(|t| t.into_token_stream()).unwrap_or_default();
             (
                 first,
@@ -90,7 +100,10 @@ fn meta_init(args: &Args, krate: &TokenStream, fn_name: &str) -> TokenStream {
                     let p = lit(p);
                     (quote!(#p), true)
                 }
-                None => (quote!(::core::concat!(::core::module_path!(), "::", #fn_name_lit)), false),
+                None => (
+                    quote!(::core::concat!(::core::module_path!(), "::", #fn_name_lit)),
+                    false,
+                ),
             };
             quote!(#krate::__private::Meta::api(#method, #route, #explicit, #slow))
         }
@@ -161,7 +174,9 @@ struct ImplToInfer;
 impl VisitMut for ImplToInfer {
     fn visit_type_mut(&mut self, ty: &mut Type) {
         if let Type::ImplTrait(it) = ty {
-            *ty = Type::Infer(syn::TypeInfer { underscore_token: syn::Token![_](it.impl_token.span) });
+            *ty = Type::Infer(syn::TypeInfer {
+                underscore_token: syn::Token![_](it.impl_token.span),
+            });
             return;
         }
         syn::visit_mut::visit_type_mut(self, ty);
@@ -170,10 +185,20 @@ impl VisitMut for ImplToInfer {
 
 /// Finds `Box::pin(async move { .. })` as the tail of an `#[async_trait]`-expanded method.
 fn async_trait_block(block: &mut syn::Block) -> Option<&mut syn::ExprAsync> {
-    let Some(Stmt::Expr(Expr::Call(call), None)) = block.stmts.last_mut() else { return None };
-    let Expr::Path(func) = &*call.func else { return None };
-    let segs: Vec<String> = func.path.segments.iter().map(|s| s.ident.to_string()).collect();
-    let is_box_pin = segs.len() >= 2 && segs[segs.len() - 1] == "pin" && segs[segs.len() - 2] == "Box";
+    let Some(Stmt::Expr(Expr::Call(call), None)) = block.stmts.last_mut() else {
+        return None;
+    };
+    let Expr::Path(func) = &*call.func else {
+        return None;
+    };
+    let segs: Vec<String> = func
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    let is_box_pin =
+        segs.len() >= 2 && segs[segs.len() - 1] == "pin" && segs[segs.len() - 2] == "Box";
     if !is_box_pin || call.args.len() != 1 {
         return None;
     }

@@ -33,7 +33,14 @@ pub struct Meta {
 }
 
 impl Meta {
-    const fn new(kind: Kind, method: &'static str, name: &'static str, table: &'static str, write: bool, slow_ns: u64) -> Meta {
+    const fn new(
+        kind: Kind,
+        method: &'static str,
+        name: &'static str,
+        table: &'static str,
+        write: bool,
+        slow_ns: u64,
+    ) -> Meta {
         Meta {
             kind,
             method,
@@ -48,7 +55,12 @@ impl Meta {
     }
 
     /// `#[track_api]`.
-    pub const fn api(method: &'static str, route: &'static str, path_explicit: bool, slow_ns: u64) -> Meta {
+    pub const fn api(
+        method: &'static str,
+        route: &'static str,
+        path_explicit: bool,
+        slow_ns: u64,
+    ) -> Meta {
         let mut m = Meta::new(Kind::Api, method, route, "", false, slow_ns);
         m.path_explicit = path_explicit;
         m
@@ -94,17 +106,26 @@ impl Meta {
         let id = match self.kind {
             Kind::Api => {
                 let m = method_index(self.method);
-                lookup_or_register(reg, |r| r.find_api(m, self.name), |r| r.api(m, self.name, self.slow_ns))
+                lookup_or_register(
+                    reg,
+                    |r| r.find_api(m, self.name),
+                    |r| r.api(m, self.name, self.slow_ns),
+                )
             }
             Kind::Query => lookup_or_register(
                 reg,
                 |r| r.find_query(self.table, self.name, self.write),
                 |r| r.query(self.table, self.name, self.write, self.slow_ns),
             ),
-            kind => lookup_or_register(reg, |r| r.find_simple(kind, self.name), |r| r.simple(kind, self.name, self.slow_ns)),
+            kind => lookup_or_register(
+                reg,
+                |r| r.find_simple(kind, self.name),
+                |r| r.simple(kind, self.name, self.slow_ns),
+            ),
         };
         // This call site's own threshold applies to its calls, even when the series is shared.
-        self.slow_ticks.store(crate::clock::ns_to_ticks(self.slow_ns), Ordering::Relaxed);
+        self.slow_ticks
+            .store(crate::clock::ns_to_ticks(self.slow_ns), Ordering::Relaxed);
         self.id.store(id + 1, Ordering::Release);
         id
     }
@@ -115,9 +136,15 @@ impl Meta {
         let took = std::time::Duration::from_nanos(crate::clock::ticks_between_ns(start, end));
         let threshold = std::time::Duration::from_nanos(self.slow_ns);
         match self.kind {
-            Kind::Api => tracing::warn!(target: "perfmon", method = self.method, route = self.name, ?took, ?threshold, "slow request"),
-            Kind::Query => tracing::warn!(target: "perfmon", table = self.table, op = self.name, ?took, ?threshold, "slow query"),
-            _ => tracing::warn!(target: "perfmon", name = self.name, ?took, ?threshold, "slow call"),
+            Kind::Api => {
+                tracing::warn!(target: "perfmon", method = self.method, route = self.name, ?took, ?threshold, "slow request")
+            }
+            Kind::Query => {
+                tracing::warn!(target: "perfmon", table = self.table, op = self.name, ?took, ?threshold, "slow query")
+            }
+            _ => {
+                tracing::warn!(target: "perfmon", name = self.name, ?took, ?threshold, "slow call")
+            }
         }
     }
 
@@ -144,7 +171,10 @@ impl Guard {
     /// Reads the clock.
     #[inline(always)]
     pub fn start(meta: &'static Meta) -> Guard {
-        Guard { meta, start: now_ticks() }
+        Guard {
+            meta,
+            start: now_ticks(),
+        }
     }
 
     /// Reads the clock again and records the call with its status or outcome.
@@ -171,5 +201,11 @@ fn record(meta: &'static Meta, start: u64, end: u64, status: u16) {
         flags |= FLAG_SLOW;
         meta.warn_slow(start, end);
     }
-    push(Event { series, status, flags, a: start, b: end });
+    push(Event {
+        series,
+        status,
+        flags,
+        a: start,
+        b: end,
+    });
 }

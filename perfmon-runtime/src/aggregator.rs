@@ -137,7 +137,10 @@ impl Aggregator {
     fn series_mut(&mut self, id: u32) -> Option<&mut SeriesAgg> {
         let idx = id as usize;
         if idx >= self.series.len() {
-            let reg = crate::state::state().registry.read().unwrap_or_else(|e| e.into_inner());
+            let reg = crate::state::state()
+                .registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
             while self.series.len() <= idx {
                 let info = reg.info(self.series.len() as u32)?.clone();
                 self.series.push(SeriesAgg {
@@ -156,7 +159,11 @@ impl Aggregator {
     pub(crate) fn process(&mut self, ev: Event) {
         self.processed += 1;
         let (dur_ns, unix_ns, value) = if ev.flags & FLAG_TICKS != 0 {
-            (ticks_between_ns(ev.a, ev.b), self.anchor.to_unix_ns(ev.b), 0.0)
+            (
+                ticks_between_ns(ev.a, ev.b),
+                self.anchor.to_unix_ns(ev.b),
+                0.0,
+            )
         } else if ev.flags & FLAG_NANOS != 0 {
             // Hand-recorded: a timestamp in the future is filed as now.
             (ev.a, ev.b.min(self.now_ns), 0.0)
@@ -167,10 +174,14 @@ impl Aggregator {
         };
         let minute = self.minute_of(unix_ns);
         let slow = ev.flags & FLAG_SLOW != 0;
-        let Some(s) = self.series_mut(ev.series) else { return };
+        let Some(s) = self.series_mut(ev.series) else {
+            return;
+        };
         let kind = s.info.kind;
         match kind {
-            Kind::Batch if ev.status == OK => s.last_success_ns = s.last_success_ns.max(Some(unix_ns)),
+            Kind::Batch if ev.status == OK => {
+                s.last_success_ns = s.last_success_ns.max(Some(unix_ns))
+            }
             Kind::Batch => s.last_failure_ns = s.last_failure_ns.max(Some(unix_ns)),
             _ => {}
         }
@@ -178,7 +189,9 @@ impl Aggregator {
             s.rotate(minute);
         }
         let filed = if minute == s.cur_minute {
-            apply(&mut s.cur, kind, dur_ns, ev.status, slow, value, |h, v| h.record(v));
+            apply(&mut s.cur, kind, dur_ns, ev.status, slow, value, |h, v| {
+                h.record(v)
+            });
             true
         } else if let Some((_, m)) = s.closed.iter_mut().find(|(m, _)| *m == minute) {
             apply(m, kind, dur_ns, ev.status, slow, value, |h, v| h.record(v));
@@ -186,8 +199,14 @@ impl Aggregator {
         } else if minute + WINDOW_MINUTES > s.cur_minute {
             // A minute of the window that saw no event until now.
             let mut m = Minute::<CompactHist>::default();
-            apply(&mut m, kind, dur_ns, ev.status, slow, value, |h, v| h.record(v));
-            let pos = s.closed.iter().position(|(x, _)| *x > minute).unwrap_or(s.closed.len());
+            apply(&mut m, kind, dur_ns, ev.status, slow, value, |h, v| {
+                h.record(v)
+            });
+            let pos = s
+                .closed
+                .iter()
+                .position(|(x, _)| *x > minute)
+                .unwrap_or(s.closed.len());
             s.closed.insert(pos, (minute, m));
             true
         } else {
@@ -198,7 +217,12 @@ impl Aggregator {
             return;
         }
         if kind == Kind::Api {
-            let req = RawRequest { series: ev.series, status: ev.status, dur_ns, unix_ns };
+            let req = RawRequest {
+                series: ev.series,
+                status: ev.status,
+                dur_ns,
+                unix_ns,
+            };
             if self.recent.len() == RECENT_REQUESTS {
                 self.recent.pop_front();
             }
@@ -213,10 +237,18 @@ impl Aggregator {
         let pos = match self.slow.iter().position(|(m, _)| *m == minute) {
             Some(p) => p,
             None => {
-                let p = self.slow.iter().position(|(m, _)| *m > minute).unwrap_or(self.slow.len());
+                let p = self
+                    .slow
+                    .iter()
+                    .position(|(m, _)| *m > minute)
+                    .unwrap_or(self.slow.len());
                 self.slow.insert(p, (minute, Vec::new()));
                 let newest = self.slow.back().map_or(minute, |(m, _)| *m);
-                while self.slow.front().is_some_and(|(m, _)| m + WINDOW_MINUTES <= newest) {
+                while self
+                    .slow
+                    .front()
+                    .is_some_and(|(m, _)| m + WINDOW_MINUTES <= newest)
+                {
                     self.slow.pop_front();
                 }
                 match self.slow.iter().position(|(m, _)| *m == minute) {
@@ -246,7 +278,12 @@ impl Aggregator {
         let first = now.saturating_sub(WINDOW_MINUTES - 1);
         let in_window = |m: u64| m >= first && m <= now;
         let mut out = Vec::new();
-        for (id, s) in self.series.iter().enumerate().filter(|(_, s)| kinds.contains(&s.info.kind)) {
+        for (id, s) in self
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| kinds.contains(&s.info.kind))
+        {
             let mut v = View {
                 id: id as u32,
                 info: &s.info,
@@ -283,7 +320,9 @@ impl Aggregator {
                     v.hist.add_compact(&data.hist);
                 }
             }
-            let keep = v.events > 0 || (s.info.kind == Kind::Batch && (v.last_success_ns.is_some() || v.last_failure_ns.is_some()));
+            let keep = v.events > 0
+                || (s.info.kind == Kind::Batch
+                    && (v.last_success_ns.is_some() || v.last_failure_ns.is_some()));
             if keep {
                 v.statuses.sort_unstable();
                 out.push(v);
@@ -296,16 +335,26 @@ impl Aggregator {
     pub(crate) fn slow_requests(&self, n: usize) -> Vec<(RawRequest, &SeriesInfo)> {
         let now = self.now_minute();
         let first = now.saturating_sub(WINDOW_MINUTES - 1);
-        let mut all: Vec<RawRequest> =
-            self.slow.iter().filter(|(m, _)| *m >= first && *m <= now).flat_map(|(_, l)| l.iter().copied()).collect();
+        let mut all: Vec<RawRequest> = self
+            .slow
+            .iter()
+            .filter(|(m, _)| *m >= first && *m <= now)
+            .flat_map(|(_, l)| l.iter().copied())
+            .collect();
         all.sort_unstable_by(|a, b| b.dur_ns.cmp(&a.dur_ns).then(b.unix_ns.cmp(&a.unix_ns)));
         all.truncate(n.min(SLOW_LIST_SIZE));
-        all.into_iter().filter_map(|r| Some((r, &*self.series.get(r.series as usize)?.info))).collect()
+        all.into_iter()
+            .filter_map(|r| Some((r, &*self.series.get(r.series as usize)?.info)))
+            .collect()
     }
 
     /// The last requests, newest first.
     pub(crate) fn recent_requests(&self) -> Vec<(RawRequest, &SeriesInfo)> {
-        self.recent.iter().rev().filter_map(|r| Some((*r, &*self.series.get(r.series as usize)?.info))).collect()
+        self.recent
+            .iter()
+            .rev()
+            .filter_map(|r| Some((*r, &*self.series.get(r.series as usize)?.info)))
+            .collect()
     }
 
     /// Bytes held by histograms and lists (an estimate of the collector's memory).
@@ -314,13 +363,18 @@ impl Aggregator {
         for s in &self.series {
             total += s.cur.hist.heap_bytes() + s.cur.statuses.capacity() * 16;
             for (_, m) in &s.closed {
-                total += m.hist.heap_bytes() + m.statuses.capacity() * 16 + std::mem::size_of::<Minute<CompactHist>>();
+                total += m.hist.heap_bytes()
+                    + m.statuses.capacity() * 16
+                    + std::mem::size_of::<Minute<CompactHist>>();
             }
         }
-        total += self.slow.iter().map(|(_, l)| l.capacity() * std::mem::size_of::<RawRequest>()).sum::<usize>();
+        total += self
+            .slow
+            .iter()
+            .map(|(_, l)| l.capacity() * std::mem::size_of::<RawRequest>())
+            .sum::<usize>();
         total + self.recent.capacity() * std::mem::size_of::<RawRequest>()
     }
-
 }
 
 impl View<'_> {
@@ -358,7 +412,15 @@ impl<H> Minute<H> {
     }
 }
 
-fn apply<H>(m: &mut Minute<H>, kind: Kind, dur_ns: u64, status: u16, slow: bool, value: f64, record: impl FnOnce(&mut H, u64)) {
+fn apply<H>(
+    m: &mut Minute<H>,
+    kind: Kind,
+    dur_ns: u64,
+    status: u16,
+    slow: bool,
+    value: f64,
+    record: impl FnOnce(&mut H, u64),
+) {
     m.events += 1;
     match kind {
         Kind::Business | Kind::BusinessTag => {
@@ -398,7 +460,11 @@ impl SeriesAgg {
             self.cur.value_sum = 0.0;
         }
         self.cur_minute = minute;
-        while self.closed.front().is_some_and(|(m, _)| m + WINDOW_MINUTES <= minute) {
+        while self
+            .closed
+            .front()
+            .is_some_and(|(m, _)| m + WINDOW_MINUTES <= minute)
+        {
             self.closed.pop_front();
         }
     }

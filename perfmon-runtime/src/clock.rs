@@ -41,7 +41,9 @@ pub(crate) fn ns_to_ticks(ns: u64) -> u64 {
 
 /// Nanoseconds since the Unix epoch of a `SystemTime` (0 before the epoch).
 pub(crate) fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// `SystemTime` from nanoseconds since the Unix epoch.
@@ -67,9 +69,11 @@ impl Anchor {
     /// Wall-clock nanoseconds of a tick stamp.
     pub(crate) fn to_unix_ns(self, tick: u64) -> u64 {
         if tick >= self.tick {
-            self.unix_ns.saturating_add(ticks_between_ns(self.tick, tick))
+            self.unix_ns
+                .saturating_add(ticks_between_ns(self.tick, tick))
         } else {
-            self.unix_ns.saturating_sub(ticks_between_ns(tick, self.tick))
+            self.unix_ns
+                .saturating_sub(ticks_between_ns(tick, self.tick))
         }
     }
 
@@ -118,9 +122,15 @@ mod tests {
     fn rfc3339_matches_known_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         // 2025-10-28T14:30:00Z, the seed's example
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_761_661_800)), "2025-10-28T14:30:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_761_661_800)),
+            "2025-10-28T14:30:00.000Z"
+        );
         // a leap day
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_123)),
+            "2000-02-29T00:00:00.123Z"
+        );
     }
 
     #[test]

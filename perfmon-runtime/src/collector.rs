@@ -44,7 +44,10 @@ fn statuses<'a>(views: impl Iterator<Item = &'a View<'a>>) -> BTreeMap<u16, u64>
 }
 
 fn api_stats_of<'a>(views: &[&'a View<'a>]) -> ApiStats {
-    ApiStats::from_parts(&merged(views.iter().copied()), &statuses(views.iter().copied()))
+    ApiStats::from_parts(
+        &merged(views.iter().copied()),
+        &statuses(views.iter().copied()),
+    )
 }
 
 fn query_stats_of(views: &[&View<'_>]) -> QueryStats {
@@ -75,7 +78,12 @@ impl Collector {
     pub fn api_stats_for(&self, path: &str) -> ApiStats {
         let agg = crate::state::drained();
         let views = agg.views(&[Kind::Api]);
-        api_stats_of(&views.iter().filter(|v| &*v.info.name == path).collect::<Vec<_>>())
+        api_stats_of(
+            &views
+                .iter()
+                .filter(|v| &*v.info.name == path)
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// Statistics per route and method, busiest first.
@@ -84,22 +92,37 @@ impl Collector {
         let views = agg.views(&[Kind::Api]);
         let mut out: Vec<RouteStats> = views
             .iter()
-            .map(|v| RouteStats { method: v.info.method.to_string(), path: v.info.name.to_string(), stats: api_stats_of(&[v]) })
+            .map(|v| RouteStats {
+                method: v.info.method.to_string(),
+                path: v.info.name.to_string(),
+                stats: api_stats_of(&[v]),
+            })
             .collect();
-        out.sort_by(|a, b| b.stats.total_requests.cmp(&a.stats.total_requests).then_with(|| a.path.cmp(&b.path)));
+        out.sort_by(|a, b| {
+            b.stats
+                .total_requests
+                .cmp(&a.stats.total_requests)
+                .then_with(|| a.path.cmp(&b.path))
+        });
         out
     }
 
     /// Up to `n` (at most 50) requests over their slow threshold in the window, slowest first.
     pub fn slow_requests(&self, n: usize) -> Vec<SlowRequest> {
         let agg = crate::state::drained();
-        agg.slow_requests(n).into_iter().map(|(r, info)| to_request(r, info)).collect()
+        agg.slow_requests(n)
+            .into_iter()
+            .map(|(r, info)| to_request(r, info))
+            .collect()
     }
 
     /// The last 100 requests, newest first.
     pub fn recent_requests(&self) -> Vec<SlowRequest> {
         let agg = crate::state::drained();
-        agg.recent_requests().into_iter().map(|(r, info)| to_request(r, info)).collect()
+        agg.recent_requests()
+            .into_iter()
+            .map(|(r, info)| to_request(r, info))
+            .collect()
     }
 
     /// Cache hit, miss and error rates, overall and per key group.
@@ -108,11 +131,15 @@ impl Collector {
         let mut keys = BTreeMap::new();
         let (mut h, mut m, mut e) = (0, 0, 0);
         for v in agg.views(&[Kind::Cache]) {
-            let [hits, misses, errors] = [HIT, MISS, CACHE_ERROR].map(|i| v.outcomes[usize::from(i)]);
+            let [hits, misses, errors] =
+                [HIT, MISS, CACHE_ERROR].map(|i| v.outcomes[usize::from(i)]);
             h += hits;
             m += misses;
             e += errors;
-            keys.insert(v.info.name.to_string(), CacheKeyStats::from_counts(hits, misses, errors));
+            keys.insert(
+                v.info.name.to_string(),
+                CacheKeyStats::from_counts(hits, misses, errors),
+            );
         }
         let all = CacheKeyStats::from_counts(h, m, e);
         CacheStats {
@@ -131,16 +158,34 @@ impl Collector {
         let views = agg.views(&[Kind::Query]);
         let mut by_table: BTreeMap<&str, BTreeMap<&str, Vec<&View<'_>>>> = BTreeMap::new();
         for v in &views {
-            by_table.entry(&v.info.table).or_default().entry(&v.info.name).or_default().push(v);
+            by_table
+                .entry(&v.info.table)
+                .or_default()
+                .entry(&v.info.name)
+                .or_default()
+                .push(v);
         }
         let mut tables = BTreeMap::new();
         for (table, ops) in by_table {
             let all: Vec<&View<'_>> = ops.values().flatten().copied().collect();
-            let operations = ops.iter().map(|(op, vs)| (op.to_string(), query_stats_of(vs))).collect();
-            tables.insert(table.to_string(), TableStats { totals: query_stats_of(&all), operations });
+            let operations = ops
+                .iter()
+                .map(|(op, vs)| (op.to_string(), query_stats_of(vs)))
+                .collect();
+            tables.insert(
+                table.to_string(),
+                TableStats {
+                    totals: query_stats_of(&all),
+                    operations,
+                },
+            );
         }
         let totals = query_stats_of(&views.iter().collect::<Vec<_>>());
-        DatabaseStats { total_queries: totals.reads + totals.writes, totals, tables }
+        DatabaseStats {
+            total_queries: totals.reads + totals.writes,
+            totals,
+            tables,
+        }
     }
 
     /// Batch runs per name: successes, failures, durations, last success and failure.
@@ -203,7 +248,8 @@ impl Collector {
                     p99_duration: h.quantile(0.99),
                     max_duration: h.max(),
                     slow_calls: v.slow,
-                    threshold: (v.info.slow_ns != u64::MAX).then(|| Duration::from_nanos(v.info.slow_ns)),
+                    threshold: (v.info.slow_ns != u64::MAX)
+                        .then(|| Duration::from_nanos(v.info.slow_ns)),
                 };
                 (v.info.name.to_string(), stats)
             })
@@ -218,7 +264,11 @@ impl Collector {
             events_processed: agg.processed(),
             late_events: agg.late(),
             inline_drains: crate::state::state().inline_drains.load(Ordering::Relaxed),
-            series: crate::state::state().registry.read().unwrap_or_else(|e| e.into_inner()).len() as u64,
+            series: crate::state::state()
+                .registry
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .len() as u64,
             threads: agg.rings() as u64,
             memory_bytes: agg.heap_bytes() as u64,
         }

@@ -117,10 +117,17 @@ impl Config {
     }
 
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let mut b = Config::builder();
         if let Some(v) = get("PERFMON_REDIS_URL") {
-            if !(v.starts_with("redis://") || v.starts_with("rediss://") || v.starts_with("redis+unix://")) {
+            if !(v.starts_with("redis://")
+                || v.starts_with("rediss://")
+                || v.starts_with("redis+unix://"))
+            {
                 return Err(ConfigError::InvalidEnv {
                     var: "PERFMON_REDIS_URL",
                     value: v,
@@ -164,7 +171,9 @@ impl Config {
 
     /// A builder with every default.
     pub fn builder() -> ConfigBuilder {
-        ConfigBuilder { config: Config::default() }
+        ConfigBuilder {
+            config: Config::default(),
+        }
     }
 
     /// The Redis URL, if any.
@@ -196,27 +205,42 @@ impl Config {
         if !valid_label(&self.key_prefix) {
             return Err(ConfigError::Invalid {
                 what: "key_prefix",
-                message: format!("{:?} must be non-empty letters, digits, '-', '_', '.' or ':'", self.key_prefix),
+                message: format!(
+                    "{:?} must be non-empty letters, digits, '-', '_', '.' or ':'",
+                    self.key_prefix
+                ),
             });
         }
         if !valid_label(&self.instance) {
             return Err(ConfigError::Invalid {
                 what: "instance",
-                message: format!("{:?} must be non-empty letters, digits, '-', '_', '.' or ':'", self.instance),
+                message: format!(
+                    "{:?} must be non-empty letters, digits, '-', '_', '.' or ':'",
+                    self.instance
+                ),
             });
         }
         if self.cache_key_segments == 0 {
-            return Err(ConfigError::Invalid { what: "cache_key_segments", message: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                what: "cache_key_segments",
+                message: "must be at least 1".into(),
+            });
         }
         if self.drain_interval.is_zero() {
-            return Err(ConfigError::Invalid { what: "drain_interval", message: "must be greater than zero".into() });
+            return Err(ConfigError::Invalid {
+                what: "drain_interval",
+                message: "must be greater than zero".into(),
+            });
         }
         Ok(())
     }
 }
 
 fn valid_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
 }
 
 /// Builds a [`Config`]; methods are named after the environment variables.
@@ -301,9 +325,16 @@ mod tests {
 
     #[test]
     fn bad_env_values_name_the_variable() {
-        let e = Config::from_lookup(|k| (k == "PERFMON_DATABASE_URL").then(|| "mysql://x".to_string())).unwrap_err();
-        assert!(e.to_string().starts_with("PERFMON_DATABASE_URL is \"mysql://x\""), "{e}");
-        let e = Config::from_lookup(|k| (k == "PERFMON_KEY_PREFIX").then(|| "a b".to_string())).unwrap_err();
+        let e =
+            Config::from_lookup(|k| (k == "PERFMON_DATABASE_URL").then(|| "mysql://x".to_string()))
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("PERFMON_DATABASE_URL is \"mysql://x\""),
+            "{e}"
+        );
+        let e = Config::from_lookup(|k| (k == "PERFMON_KEY_PREFIX").then(|| "a b".to_string()))
+            .unwrap_err();
         assert!(e.to_string().contains("PERFMON_KEY_PREFIX"), "{e}");
     }
 }

@@ -82,15 +82,19 @@ fn status_kb(field: &str) -> Option<u64> {
 fn uptime() -> Duration {
     // /proc/self/stat field 22 is the start time in clock ticks after boot (USER_HZ = 100 on
     // Linux); /proc/uptime gives seconds since boot.
-    let start = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
-        let after = s.rsplit_once(')')?.1;
-        after.split_whitespace().nth(19)?.parse::<u64>().ok()
-    });
+    let start = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            after.split_whitespace().nth(19)?.parse::<u64>().ok()
+        });
     let boot = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
     match (start, boot) {
-        (Some(start), Some(boot)) => Duration::from_secs_f64((boot - start as f64 / 100.0).max(0.0)),
+        (Some(start), Some(boot)) => {
+            Duration::from_secs_f64((boot - start as f64 / 100.0).max(0.0))
+        }
         _ => Duration::ZERO,
     }
 }
@@ -126,9 +130,15 @@ pub async fn system_health() -> SystemHealth {
             ok,
             critical: false,
             message: if ok {
-                format!("{} events aggregated, none set aside", recorder.events_processed)
+                format!(
+                    "{} events aggregated, none set aside",
+                    recorder.events_processed
+                )
             } else {
-                format!("{} hand-recorded events arrived after their window and were not filed", recorder.late_events)
+                format!(
+                    "{} hand-recorded events arrived after their window and were not filed",
+                    recorder.late_events
+                )
             },
         },
     );
@@ -139,5 +149,11 @@ pub async fn system_health() -> SystemHealth {
     } else {
         HealthStatus::Healthy
     };
-    SystemHealth { status, checks, resources: resource_usage(), recorder, timestamp: SystemTime::now() }
+    SystemHealth {
+        status,
+        checks,
+        resources: resource_usage(),
+        recorder,
+        timestamp: SystemTime::now(),
+    }
 }

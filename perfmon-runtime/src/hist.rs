@@ -43,7 +43,10 @@ fn split(idx: u32) -> (u32, u32) {
     if page == 0 {
         (0, idx)
     } else {
-        (page - 1, (idx & ((1 << SUB_HALF_BITS) - 1)) + (1 << SUB_HALF_BITS))
+        (
+            page - 1,
+            (idx & ((1 << SUB_HALF_BITS) - 1)) + (1 << SUB_HALF_BITS),
+        )
     }
 }
 
@@ -129,7 +132,11 @@ impl PagedHist {
             for (i, &c) in page.iter().enumerate() {
                 if c != 0 {
                     let idx = ((p << PAGE_BITS) + i) as u32;
-                    let extra = self.spill.iter().find(|(s, _)| *s == idx).map_or(0, |(_, n)| *n);
+                    let extra = self
+                        .spill
+                        .iter()
+                        .find(|(s, _)| *s == idx)
+                        .map_or(0, |(_, n)| *n);
                     f(idx, c as u64 + extra);
                 }
             }
@@ -139,7 +146,10 @@ impl PagedHist {
     /// Moves the contents out into the compact form and clears this one, keeping its pages
     /// allocated for the next minute (so steady traffic does not allocate).
     pub(crate) fn take_compact(&mut self) -> CompactHist {
-        let mut out = CompactHist { bins: Vec::new(), summary: self.summary };
+        let mut out = CompactHist {
+            bins: Vec::new(),
+            summary: self.summary,
+        };
         self.for_each(|i, c| out.bins.push((i, c)));
         for page in self.pages.iter_mut().flatten() {
             page.fill(0);
@@ -247,11 +257,7 @@ impl Merged {
 
     /// Exact mean (from the exact sum, not from the bins).
     pub fn mean(&self) -> Duration {
-        if self.summary.count == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(self.summary.sum_ns / self.summary.count)
-        }
+        Duration::from_nanos(self.summary.sum_ns.checked_div(self.summary.count).unwrap_or(0))
     }
 
     /// Exact largest value.
@@ -296,13 +302,22 @@ mod tests {
 
     #[test]
     fn layout_matches_hdrhistogram() {
-        let h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, 3).expect("histogram");
+        let h =
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, u64::MAX / 2, 3).expect("histogram");
         let mut v: u64 = 0;
         while v < (1u64 << 60) {
             for probe in [v, v + 1, v.saturating_mul(3) / 2] {
                 let idx = index_of(probe);
-                assert_eq!(lowest_of(idx), h.lowest_equivalent(probe), "lowest of {probe}");
-                assert_eq!(highest_of(idx), h.highest_equivalent(probe), "highest of {probe}");
+                assert_eq!(
+                    lowest_of(idx),
+                    h.lowest_equivalent(probe),
+                    "lowest of {probe}"
+                );
+                assert_eq!(
+                    highest_of(idx),
+                    h.highest_equivalent(probe),
+                    "highest of {probe}"
+                );
                 assert!(lowest_of(idx) <= probe && probe <= highest_of(idx));
             }
             v = if v == 0 { 1 } else { v * 2 - v / 3 };
@@ -311,7 +326,9 @@ mod tests {
 
     #[test]
     fn quantiles_equal_hdrhistogram_on_the_same_values() {
-        let mut reference = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram");
+        let mut reference =
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+                .expect("histogram");
         let mut paged = PagedHist::default();
         // a deterministic spread over 5 decades
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -136,13 +136,17 @@ pub use aggregator::{RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
 pub use clock::rfc3339;
 pub use collector::{collector, Collector};
 pub use config::{Config, ConfigBuilder, ConfigError, Limits};
-pub use health::{resource_usage, system_health, CheckResult, HealthStatus, MemoryUsage, ResourceUsage, SystemHealth};
+pub use health::{
+    resource_usage, system_health, CheckResult, HealthStatus, MemoryUsage, ResourceUsage,
+    SystemHealth,
+};
 pub use hist::Merged;
 pub use lifecycle::{init, init_blocking, InitError, Perfmon, ShutdownError};
 pub use perfmon_macros::{measure, track_api, track_batch, track_cache, track_query};
 pub use record::{
-    record_api_metric, record_batch_metric, record_business_metric, record_cache_metric, record_database_metric, ApiMetric,
-    BatchMetric, CacheMetric, CacheOp, DatabaseMetric, FailedQuery, IntoDatabaseMetric, QueryType,
+    record_api_metric, record_batch_metric, record_business_metric, record_cache_metric,
+    record_database_metric, ApiMetric, BatchMetric, CacheMetric, CacheOp, DatabaseMetric,
+    FailedQuery, IntoDatabaseMetric, QueryType,
 };
 pub use registry::OTHER;
 pub use ring::RING_CAPACITY;

@@ -63,7 +63,9 @@ pub struct Perfmon {
 
 impl std::fmt::Debug for Perfmon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Perfmon").field("instance", &self.config.instance).finish_non_exhaustive()
+        f.debug_struct("Perfmon")
+            .field("instance", &self.config.instance)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,22 +87,37 @@ pub async fn init(config: Config) -> Result<Perfmon, InitError> {
 pub fn init_blocking(config: Config) -> Result<Perfmon, InitError> {
     config.validate()?;
     if config.redis_url.is_some() {
-        return Err(InitError::BackendUnsupported { backend: "Redis", var: "PERFMON_REDIS_URL" });
+        return Err(InitError::BackendUnsupported {
+            backend: "Redis",
+            var: "PERFMON_REDIS_URL",
+        });
     }
     if config.database_url.is_some() {
-        return Err(InitError::BackendUnsupported { backend: "PostgreSQL", var: "PERFMON_DATABASE_URL" });
+        return Err(InitError::BackendUnsupported {
+            backend: "PostgreSQL",
+            var: "PERFMON_DATABASE_URL",
+        });
     }
     let mut is_running = running().lock().unwrap_or_else(|e| e.into_inner());
     if *is_running {
         return Err(InitError::AlreadyInitialized);
     }
     let s = state();
-    s.registry.write().unwrap_or_else(|e| e.into_inner()).set_limits(config.limits);
-    s.api_slow_ns.store(nanos(config.api_slow), Ordering::Relaxed);
-    s.query_slow_ns.store(nanos(config.query_slow), Ordering::Relaxed);
-    s.cache_key_segments.store(config.cache_key_segments, Ordering::Relaxed);
+    s.registry
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_limits(config.limits);
+    s.api_slow_ns
+        .store(nanos(config.api_slow), Ordering::Relaxed);
+    s.query_slow_ns
+        .store(nanos(config.query_slow), Ordering::Relaxed);
+    s.cache_key_segments
+        .store(config.cache_key_segments, Ordering::Relaxed);
 
-    let signal = Arc::new(Signal { stop: Mutex::new(false), cv: Condvar::new() });
+    let signal = Arc::new(Signal {
+        stop: Mutex::new(false),
+        cv: Condvar::new(),
+    });
     let interval = config.drain_interval;
     let sig = signal.clone();
     let worker = std::thread::Builder::new()
@@ -109,7 +126,11 @@ pub fn init_blocking(config: Config) -> Result<Perfmon, InitError> {
         .map_err(InitError::Worker)?;
     *is_running = true;
     tracing::debug!(target: "perfmon", instance = %config.instance, "perfmon started (in-memory)");
-    Ok(Perfmon { signal, worker: Some(worker), config })
+    Ok(Perfmon {
+        signal,
+        worker: Some(worker),
+        config,
+    })
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -142,7 +163,9 @@ impl Perfmon {
     }
 
     fn stop(&mut self) -> Result<(), ShutdownError> {
-        let Some(worker) = self.worker.take() else { return Ok(()) };
+        let Some(worker) = self.worker.take() else {
+            return Ok(());
+        };
         *self.signal.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.signal.cv.notify_all();
         let joined = worker.join();

@@ -113,7 +113,13 @@ fn push_timed(series: u32, status: u16, duration: Duration, timestamp: SystemTim
     if dur > slow_ns {
         flags |= FLAG_SLOW;
     }
-    push(Event { series, status, flags, a: dur, b: unix_ns(timestamp) });
+    push(Event {
+        series,
+        status,
+        flags,
+        a: dur,
+        b: unix_ns(timestamp),
+    });
 }
 
 fn slow_of(series: u32) -> u64 {
@@ -139,7 +145,11 @@ pub fn record_api_metric(m: ApiMetric<'_>) {
     let s = state();
     let method = method_index(m.method);
     let slow = s.api_slow_ns.load(Ordering::Relaxed);
-    let id = lookup_or_register(&s.registry, |r| r.find_api(method, m.path), |r| r.api(method, m.path, slow));
+    let id = lookup_or_register(
+        &s.registry,
+        |r| r.find_api(method, m.path),
+        |r| r.api(method, m.path, slow),
+    );
     let slow_ns = slow_of(id);
     if nanos(m.duration) > slow_ns {
         tracing::warn!(target: "perfmon", method = m.method, route = m.path, took = ?m.duration, "slow request");
@@ -181,7 +191,13 @@ pub fn record_database_metric<'a>(metric: impl IntoDatabaseMetric<'a>) {
     if nanos(m.duration) > slow_ns {
         tracing::warn!(target: "perfmon", table = m.table, op = m.operation, took = ?m.duration, "slow query");
     }
-    push_timed(id, if failed { FAILED } else { OK }, m.duration, m.timestamp, slow_ns);
+    push_timed(
+        id,
+        if failed { FAILED } else { OK },
+        m.duration,
+        m.timestamp,
+        slow_ns,
+    );
 }
 
 /// The key group of a cache key: its first `segments` `:`-separated parts.
@@ -196,7 +212,11 @@ pub(crate) fn key_group(key: &str, segments: usize) -> &str {
 pub fn record_cache_metric(m: CacheMetric<'_>) {
     let s = state();
     let group = key_group(m.key, s.cache_key_segments.load(Ordering::Relaxed));
-    let id = lookup_or_register(&s.registry, |r| r.find_simple(Kind::Cache, group), |r| r.simple(Kind::Cache, group, u64::MAX));
+    let id = lookup_or_register(
+        &s.registry,
+        |r| r.find_simple(Kind::Cache, group),
+        |r| r.simple(Kind::Cache, group, u64::MAX),
+    );
     let status = match m.operation {
         CacheOp::Hit => HIT,
         CacheOp::Miss => MISS,
@@ -208,8 +228,18 @@ pub fn record_cache_metric(m: CacheMetric<'_>) {
 /// Records one batch run.
 pub fn record_batch_metric(m: BatchMetric<'_>) {
     let s = state();
-    let id = lookup_or_register(&s.registry, |r| r.find_simple(Kind::Batch, m.name), |r| r.simple(Kind::Batch, m.name, u64::MAX));
-    push_timed(id, if m.success { OK } else { FAILED }, m.duration, m.timestamp, u64::MAX);
+    let id = lookup_or_register(
+        &s.registry,
+        |r| r.find_simple(Kind::Batch, m.name),
+        |r| r.simple(Kind::Batch, m.name, u64::MAX),
+    );
+    push_timed(
+        id,
+        if m.success { OK } else { FAILED },
+        m.duration,
+        m.timestamp,
+        u64::MAX,
+    );
 }
 
 /// Records a business event: adds `value` to the metric `name`, and to each tag's value.
@@ -222,10 +252,26 @@ pub fn record_business_metric(name: &str, value: f64, tags: &[(&str, &str)]) {
     let tick = now_ticks();
     let value = if value.is_finite() { value } else { 0.0 };
     let id = lookup_or_register(&s.registry, |r| r.find_business(name), |r| r.business(name));
-    push(Event { series: id, status: 0, flags: FLAG_VALUE, a: value.to_bits(), b: tick });
+    push(Event {
+        series: id,
+        status: 0,
+        flags: FLAG_VALUE,
+        a: value.to_bits(),
+        b: tick,
+    });
     for (k, v) in tags {
-        let tag = lookup_or_register(&s.registry, |r| r.find_business_tag(name, k, v), |r| r.business_tag(name, k, v));
-        push(Event { series: tag, status: 0, flags: FLAG_VALUE, a: value.to_bits(), b: tick });
+        let tag = lookup_or_register(
+            &s.registry,
+            |r| r.find_business_tag(name, k, v),
+            |r| r.business_tag(name, k, v),
+        );
+        push(Event {
+            series: tag,
+            status: 0,
+            flags: FLAG_VALUE,
+            a: value.to_bits(),
+            b: tick,
+        });
     }
 }
 
@@ -235,7 +281,10 @@ mod tests {
 
     #[test]
     fn key_groups() {
-        assert_eq!(key_group("fairness:stats:clinic-1:2025:10", 2), "fairness:stats");
+        assert_eq!(
+            key_group("fairness:stats:clinic-1:2025:10", 2),
+            "fairness:stats"
+        );
         assert_eq!(key_group("fairness:stats:clinic-1:2025:10", 1), "fairness");
         assert_eq!(key_group("plain", 2), "plain");
         assert_eq!(key_group("a:b", 2), "a:b");

@@ -25,11 +25,16 @@ pub(crate) enum Kind {
 }
 
 /// HTTP methods a series can carry; anything else is `OTHER`.
-pub(crate) const METHODS: [&str; 11] = ["ANY", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT", "OTHER"];
+pub(crate) const METHODS: [&str; 11] = [
+    "ANY", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT", "OTHER",
+];
 
 /// Index of a method in [`METHODS`], case-insensitively; unknown methods map to `OTHER`.
 pub(crate) fn method_index(m: &str) -> usize {
-    METHODS.iter().position(|k| k.eq_ignore_ascii_case(m)).unwrap_or(METHODS.len() - 1)
+    METHODS
+        .iter()
+        .position(|k| k.eq_ignore_ascii_case(m))
+        .unwrap_or(METHODS.len() - 1)
 }
 
 /// The labels and threshold of one series.
@@ -131,11 +136,18 @@ impl Registry {
     // ---- lookups (read lock) ----
 
     pub(crate) fn find_api(&self, method: usize, route: &str) -> Option<u32> {
-        self.api.get(route).map(|m| m[method]).filter(|id| *id != NONE)
+        self.api
+            .get(route)
+            .map(|m| m[method])
+            .filter(|id| *id != NONE)
     }
 
     pub(crate) fn find_query(&self, table: &str, op: &str, write: bool) -> Option<u32> {
-        self.query.get(table)?.get(op).map(|m| m[usize::from(write)]).filter(|id| *id != NONE)
+        self.query
+            .get(table)?
+            .get(op)
+            .map(|m| m[usize::from(write)])
+            .filter(|id| *id != NONE)
     }
 
     pub(crate) fn find_simple(&self, kind: Kind, name: &str) -> Option<u32> {
@@ -169,7 +181,9 @@ impl Registry {
         let mut info = Self::info_for(Kind::Api, route, slow_ns);
         info.method = METHODS[method];
         let id = self.push(info);
-        self.api.entry(route.into()).or_insert([NONE; METHODS.len()])[method] = id;
+        self.api
+            .entry(route.into())
+            .or_insert([NONE; METHODS.len()])[method] = id;
         id
     }
 
@@ -189,7 +203,11 @@ impl Registry {
         info.table = table.into();
         info.write = write;
         let id = self.push(info);
-        self.query.entry(table.into()).or_default().entry(op.into()).or_insert([NONE; 2])[usize::from(write)] = id;
+        self.query
+            .entry(table.into())
+            .or_default()
+            .entry(op.into())
+            .or_insert([NONE; 2])[usize::from(write)] = id;
         id
     }
 
@@ -221,7 +239,13 @@ impl Registry {
             return id;
         }
         let id = self.push(Self::info_for(Kind::Business, name, u64::MAX));
-        self.business.insert(name.into(), Business { id, tags: HashMap::new() });
+        self.business.insert(
+            name.into(),
+            Business {
+                id,
+                tags: HashMap::new(),
+            },
+        );
         id
     }
 
@@ -230,7 +254,9 @@ impl Registry {
         let name: Box<str> = self.infos[metric_id as usize].name.clone();
         let full = self.full();
         let (max_keys, max_values) = (self.limits.max_tag_keys, self.limits.max_tag_values);
-        let Some(entry) = self.business.get(&*name) else { return metric_id };
+        let Some(entry) = self.business.get(&*name) else {
+            return metric_id;
+        };
         let key = capped(&entry.tags, key, max_keys, full);
         let value = match entry.tags.get(key) {
             Some(values) => capped(values, value, max_values, full),
@@ -245,7 +271,11 @@ impl Registry {
         info.tag_value = value.into();
         let id = self.push(info);
         if let Some(entry) = self.business.get_mut(&*name) {
-            entry.tags.entry(key.into()).or_default().insert(value.into(), id);
+            entry
+                .tags
+                .entry(key.into())
+                .or_default()
+                .insert(value.into(), id);
         }
         id
     }
@@ -272,7 +302,12 @@ mod tests {
     use super::*;
 
     fn small() -> Registry {
-        Registry::new(Limits { max_routes: 2, max_tag_values: 1, max_series: 1000, ..Limits::default() })
+        Registry::new(Limits {
+            max_routes: 2,
+            max_tag_values: 1,
+            max_series: 1000,
+            ..Limits::default()
+        })
     }
 
     #[test]
@@ -283,8 +318,15 @@ mod tests {
         let c = r.api(1, "/c", 1);
         let d = r.api(2, "/d", 1);
         assert_ne!(a, b);
-        assert_eq!(&*r.info(c).map(|i| i.name.clone()).unwrap_or_default(), OTHER);
-        assert_eq!(r.api(1, "/e", 1), c, "every further route lands on the same series");
+        assert_eq!(
+            &*r.info(c).map(|i| i.name.clone()).unwrap_or_default(),
+            OTHER
+        );
+        assert_eq!(
+            r.api(1, "/e", 1),
+            c,
+            "every further route lands on the same series"
+        );
         assert_ne!(c, d, "methods stay apart under __other__");
         assert_eq!(r.api(1, "/a", 1), a, "known routes keep their series");
     }
@@ -295,12 +337,18 @@ mod tests {
         let x = r.business_tag("login", "role", "ADMIN");
         let y = r.business_tag("login", "role", "STAFF");
         assert_ne!(x, y);
-        assert_eq!(&*r.info(y).map(|i| i.tag_value.clone()).unwrap_or_default(), OTHER);
+        assert_eq!(
+            &*r.info(y).map(|i| i.tag_value.clone()).unwrap_or_default(),
+            OTHER
+        );
     }
 
     #[test]
     fn the_total_cap_backs_the_dimensions() {
-        let mut r = Registry::new(Limits { max_series: 3, ..Limits::default() });
+        let mut r = Registry::new(Limits {
+            max_series: 3,
+            ..Limits::default()
+        });
         for i in 0..10 {
             r.simple(Kind::Measure, &format!("f{i}"), u64::MAX);
         }

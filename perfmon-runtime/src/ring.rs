@@ -59,7 +59,9 @@ unsafe impl Send for Ring {}
 
 impl Ring {
     fn new() -> Ring {
-        let buf = (0..RING_CAPACITY).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect();
+        let buf = (0..RING_CAPACITY)
+            .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+            .collect();
         Ring {
             head: AtomicUsize::new(0),
             tail: AtomicUsize::new(0),
@@ -90,7 +92,8 @@ impl Ring {
         self.cached_tail.store(t, Ordering::Relaxed);
         if h.wrapping_sub(t) >= RING_CAPACITY {
             crate::state::drain_full_ring(self);
-            self.cached_tail.store(self.tail.load(Ordering::Acquire), Ordering::Relaxed);
+            self.cached_tail
+                .store(self.tail.load(Ordering::Acquire), Ordering::Relaxed);
         }
     }
 

@@ -41,11 +41,15 @@ struct Shard(Mutex<Aggregator>);
 
 pub(crate) fn state() -> &'static State {
     STATE.get_or_init(|| {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let n = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
         State {
             registry: RwLock::new(Registry::new(Limits::default())),
             rings: Mutex::new(Vec::new()),
-            shards: (0..n).map(|_| Shard(Mutex::new(Aggregator::new()))).collect(),
+            shards: (0..n)
+                .map(|_| Shard(Mutex::new(Aggregator::new())))
+                .collect(),
             next_shard: AtomicUsize::new(0),
             inline_drains: AtomicU64::new(0),
             api_slow_ns: AtomicU64::new(5_000_000_000),
@@ -143,16 +147,28 @@ impl Drained {
 
     /// Slow requests of the window across shards, slowest first.
     pub(crate) fn slow_requests(&self, n: usize) -> Vec<(RawRequest, &SeriesInfo)> {
-        let mut all: Vec<_> = self.shards.iter().flat_map(|a| a.slow_requests(SLOW_LIST_SIZE)).collect();
-        all.sort_unstable_by(|a, b| b.0.dur_ns.cmp(&a.0.dur_ns).then(b.0.unix_ns.cmp(&a.0.unix_ns)));
+        let mut all: Vec<_> = self
+            .shards
+            .iter()
+            .flat_map(|a| a.slow_requests(SLOW_LIST_SIZE))
+            .collect();
+        all.sort_unstable_by(|a, b| {
+            b.0.dur_ns
+                .cmp(&a.0.dur_ns)
+                .then(b.0.unix_ns.cmp(&a.0.unix_ns))
+        });
         all.truncate(n.min(SLOW_LIST_SIZE));
         all
     }
 
     /// The last requests across shards, newest first.
     pub(crate) fn recent_requests(&self) -> Vec<(RawRequest, &SeriesInfo)> {
-        let mut all: Vec<_> = self.shards.iter().flat_map(|a| a.recent_requests()).collect();
-        all.sort_by(|a, b| b.0.unix_ns.cmp(&a.0.unix_ns));
+        let mut all: Vec<_> = self
+            .shards
+            .iter()
+            .flat_map(|a| a.recent_requests())
+            .collect();
+        all.sort_by_key(|r| std::cmp::Reverse(r.0.unix_ns));
         all.truncate(RECENT_REQUESTS);
         all
     }

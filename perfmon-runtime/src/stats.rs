@@ -215,7 +215,13 @@ pub struct QueryStats {
 }
 
 impl QueryStats {
-    pub(crate) fn from_parts(h: &Merged, reads: u64, writes: u64, errors: u64, slow: u64) -> QueryStats {
+    pub(crate) fn from_parts(
+        h: &Merged,
+        reads: u64,
+        writes: u64,
+        errors: u64,
+        slow: u64,
+    ) -> QueryStats {
         QueryStats {
             reads,
             writes,
