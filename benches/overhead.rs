@@ -100,20 +100,34 @@ mod peers {
     }
 }
 
-/// Median ns per call over `rounds` rounds of `iters` calls.
-fn ns_per_call(rounds: usize, iters: u64, mut f: impl FnMut(u64) -> u64) -> f64 {
-    let mut samples = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let start = Instant::now();
-        let mut acc = 0u64;
-        for i in 0..iters {
-            acc = acc.wrapping_add(f(i));
-        }
-        black_box(acc);
-        samples.push(start.elapsed().as_nanos() as f64 / iters as f64);
+/// One timed run of `iters` calls: ns per call.
+fn run_once(iters: u64, f: &mut dyn FnMut(u64) -> u64) -> f64 {
+    let start = Instant::now();
+    let mut acc = 0u64;
+    for i in 0..iters {
+        acc = acc.wrapping_add(f(i));
     }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    samples[rounds / 2]
+    black_box(acc);
+    start.elapsed().as_nanos() as f64 / iters as f64
+}
+
+/// Median ns per call of each case. The cases take turns, round after round, so that a burst of
+/// noise on this shared machine hits every case alike instead of one case's whole measurement.
+fn ns_per_call(rounds: usize, cases: &mut [(&'static str, u64, Box<dyn FnMut(u64) -> u64 + '_>)]) -> Vec<(&'static str, f64)> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); cases.len()];
+    for _ in 0..rounds {
+        for (i, (_, iters, f)) in cases.iter_mut().enumerate() {
+            samples[i].push(run_once(*iters, f.as_mut()));
+        }
+    }
+    cases
+        .iter()
+        .zip(samples)
+        .map(|((name, _, _), mut s)| {
+            s.sort_by(|a, b| a.total_cmp(b));
+            (*name, s[s.len() / 2])
+        })
+        .collect()
 }
 
 /// Calls per second with `threads` threads each making `iters` calls of `f`.
@@ -186,45 +200,32 @@ fn main() {
     }
 
     let clock = quanta::Clock::new();
-    let cases: Vec<(&str, f64)> = vec![
-        ("bare fn", ns_per_call(rounds, iters, bare)),
+    let metered_ref = &metered;
+    let clock_ref = &clock;
+    let mut specs: Vec<(&'static str, u64, Box<dyn FnMut(u64) -> u64>)> = vec![
+        ("bare fn", iters, Box::new(bare)),
         (
             "floor: bare fn + 2 TSC reads",
-            ns_per_call(rounds, iters, |i| {
-                let a = clock.raw();
+            iters,
+            Box::new(move |i| {
+                let a = clock_ref.raw();
                 let r = bare(i);
-                r.wrapping_add(clock.raw().wrapping_sub(a))
+                r.wrapping_add(clock_ref.raw().wrapping_sub(a))
             }),
         ),
-        ("#[track_api]", ns_per_call(rounds, iters, tracked_api)),
-        (
-            "#[track_api] -> Result",
-            ns_per_call(rounds, iters, |i| tracked_api_result(i).unwrap_or(0)),
-        ),
-        ("#[track_query]", ns_per_call(rounds, iters, tracked_query)),
-        ("#[measure]", ns_per_call(rounds, iters, measured)),
-        (
-            "bare async fn (polled)",
-            ns_per_call(rounds, iters, |i| poll_ready(bare_async(i))),
-        ),
-        (
-            "async #[track_api] (polled)",
-            ns_per_call(rounds, iters, |i| poll_ready(tracked_async(i))),
-        ),
-        (
-            "metered #[measure([HitCount, ResponseTime])]",
-            ns_per_call(rounds, iters, |i| metered.call(i)),
-        ),
-        (
-            "metrics histogram! + Prometheus recorder",
-            ns_per_call(rounds, iters, peers::metrics_histogram),
-        ),
+        ("#[track_api]", iters, Box::new(tracked_api)),
+        ("#[track_api] -> Result", iters, Box::new(|i| tracked_api_result(i).unwrap_or(0))),
+        ("#[track_query]", iters, Box::new(tracked_query)),
+        ("#[measure]", iters, Box::new(measured)),
+        ("bare async fn (polled)", iters, Box::new(|i| poll_ready(bare_async(i)))),
+        ("async #[track_api] (polled)", iters, Box::new(|i| poll_ready(tracked_async(i)))),
+        ("metered #[measure([HitCount, ResponseTime])]", iters, Box::new(move |i| metered_ref.call(i))),
+        ("metrics histogram! + Prometheus recorder", iters, Box::new(peers::metrics_histogram)),
         // hotpath buffers every measurement (hundreds of MB for millions of calls): fewer calls
-        (
-            "hotpath #[measure]",
-            ns_per_call(rounds, iters / 4, peers::hotpath_measured),
-        ),
+        ("hotpath #[measure]", iters / 4, Box::new(peers::hotpath_measured)),
     ];
+    let cases = ns_per_call(rounds, &mut specs);
+    drop(specs);
     let bare_ns = cases[0].1;
     let bare_async_ns = cases[6].1;
     println!("\n{:<46} {:>10} {:>12}", "case", "ns/call", "added ns");
@@ -256,16 +257,13 @@ fn main() {
     // CPU is the rest.
     let perfmon =
         perfmon_runtime::init_blocking(perfmon_runtime::Config::builder().build()).expect("init");
-    let with_worker = [
-        (
-            "#[track_api], worker draining",
-            ns_per_call(rounds, iters, tracked_api),
-        ),
-        (
-            "#[measure], worker draining",
-            ns_per_call(rounds, iters, measured),
-        ),
-    ];
+    let with_worker = ns_per_call(
+        rounds,
+        &mut [
+            ("#[track_api], worker draining", iters, Box::new(tracked_api) as Box<dyn FnMut(u64) -> u64>),
+            ("#[measure], worker draining", iters, Box::new(measured)),
+        ],
+    );
     for (name, ns) in &with_worker {
         println!("{name:<46} {ns:>10.1} {:>12.1}", ns - bare_ns);
     }
