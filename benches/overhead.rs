@@ -100,6 +100,9 @@ mod peers {
     }
 }
 
+/// A named benchmark case: how many calls per round, and the call.
+type Case<'a> = (&'static str, u64, Box<dyn FnMut(u64) -> u64 + 'a>);
+
 /// One timed run of `iters` calls: ns per call.
 fn run_once(iters: u64, f: &mut dyn FnMut(u64) -> u64) -> f64 {
     let start = Instant::now();
@@ -113,7 +116,7 @@ fn run_once(iters: u64, f: &mut dyn FnMut(u64) -> u64) -> f64 {
 
 /// Median ns per call of each case. The cases take turns, round after round, so that a burst of
 /// noise on this shared machine hits every case alike instead of one case's whole measurement.
-fn ns_per_call(rounds: usize, cases: &mut [(&'static str, u64, Box<dyn FnMut(u64) -> u64 + '_>)]) -> Vec<(&'static str, f64)> {
+fn ns_per_call(rounds: usize, cases: &mut [Case<'_>]) -> Vec<(&'static str, f64)> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); cases.len()];
     for _ in 0..rounds {
         for (i, (_, iters, f)) in cases.iter_mut().enumerate() {
@@ -213,19 +216,43 @@ fn main() {
     }
 
     let metered_ref = &metered;
-    let mut specs: Vec<(&'static str, u64, Box<dyn FnMut(u64) -> u64>)> = vec![
+    let mut specs: Vec<Case<'_>> = vec![
         ("bare fn", iters, Box::new(bare)),
         ("floor: bare fn + 2 TSC reads", iters, Box::new(floor_call)),
         ("#[track_api]", iters, Box::new(tracked_api)),
-        ("#[track_api] -> Result", iters, Box::new(|i| tracked_api_result(i).unwrap_or(0))),
+        (
+            "#[track_api] -> Result",
+            iters,
+            Box::new(|i| tracked_api_result(i).unwrap_or(0)),
+        ),
         ("#[track_query]", iters, Box::new(tracked_query)),
         ("#[measure]", iters, Box::new(measured)),
-        ("bare async fn (polled)", iters, Box::new(|i| poll_ready(bare_async(i)))),
-        ("async #[track_api] (polled)", iters, Box::new(|i| poll_ready(tracked_async(i)))),
-        ("metered #[measure([HitCount, ResponseTime])]", iters, Box::new(move |i| metered_ref.call(i))),
-        ("metrics histogram! + Prometheus recorder", iters, Box::new(peers::metrics_histogram)),
+        (
+            "bare async fn (polled)",
+            iters,
+            Box::new(|i| poll_ready(bare_async(i))),
+        ),
+        (
+            "async #[track_api] (polled)",
+            iters,
+            Box::new(|i| poll_ready(tracked_async(i))),
+        ),
+        (
+            "metered #[measure([HitCount, ResponseTime])]",
+            iters,
+            Box::new(move |i| metered_ref.call(i)),
+        ),
+        (
+            "metrics histogram! + Prometheus recorder",
+            iters,
+            Box::new(peers::metrics_histogram),
+        ),
         // hotpath buffers every measurement (hundreds of MB for millions of calls): fewer calls
-        ("hotpath #[measure]", iters / 4, Box::new(peers::hotpath_measured)),
+        (
+            "hotpath #[measure]",
+            iters / 4,
+            Box::new(peers::hotpath_measured),
+        ),
     ];
     let cases = ns_per_call(rounds, &mut specs);
     drop(specs);
@@ -263,7 +290,11 @@ fn main() {
     let with_worker = ns_per_call(
         rounds,
         &mut [
-            ("#[track_api], worker draining", iters, Box::new(tracked_api) as Box<dyn FnMut(u64) -> u64>),
+            (
+                "#[track_api], worker draining",
+                iters,
+                Box::new(tracked_api) as Box<dyn FnMut(u64) -> u64>,
+            ),
             ("#[measure], worker draining", iters, Box::new(measured)),
         ],
     );

@@ -257,7 +257,12 @@ impl Merged {
 
     /// Exact mean (from the exact sum, not from the bins).
     pub fn mean(&self) -> Duration {
-        Duration::from_nanos(self.summary.sum_ns.checked_div(self.summary.count).unwrap_or(0))
+        Duration::from_nanos(
+            self.summary
+                .sum_ns
+                .checked_div(self.summary.count)
+                .unwrap_or(0),
+        )
     }
 
     /// Exact largest value.
