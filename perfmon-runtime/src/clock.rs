@@ -5,14 +5,29 @@
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The calibrated clock, and whether its raw ticks are the x86 TSC (then the hot path reads the
-/// TSC inline instead of calling into `quanta`, which saves a call per read).
-static CLOCK: OnceLock<(quanta::Clock, bool)> = OnceLock::new();
+/// The calibrated clock, whether its raw ticks are the x86 TSC (then the hot path reads the TSC
+/// inline instead of calling into `quanta`, which saves a call per read), and the tick-to-ns
+/// factor as a 32.32 fixed-point multiplier taken from `quanta`'s own calibration (so the
+/// aggregator converts with one inline multiplication).
+struct Calibrated {
+    clock: quanta::Clock,
+    tsc: bool,
+    ns_per_tick_q32: u64,
+}
 
-fn init_clock() -> (quanta::Clock, bool) {
+static CLOCK: OnceLock<Calibrated> = OnceLock::new();
+
+const PROBE: u64 = 1 << 32;
+
+fn init_clock() -> Calibrated {
     let clock = quanta::Clock::new();
     let tsc = raw_is_tsc(&clock);
-    (clock, tsc)
+    let ns_per_tick_q32 = clock.delta_as_nanos(0, PROBE).max(1);
+    Calibrated {
+        clock,
+        tsc,
+        ns_per_tick_q32,
+    }
 }
 
 /// Whether `quanta` chose the TSC as its source: its raw reading then falls between two TSC
@@ -35,32 +50,29 @@ fn raw_is_tsc(_: &quanta::Clock) -> bool {
 }
 
 #[inline(always)]
-fn clock() -> &'static quanta::Clock {
-    &CLOCK.get_or_init(init_clock).0
+fn calibrated() -> &'static Calibrated {
+    CLOCK.get_or_init(init_clock)
 }
 
 /// Reads the raw tick counter: the TSC, inline, where `quanta` found it invariant; else
 /// `quanta`'s own source. No syscall where the TSC is usable.
 #[inline(always)]
 pub(crate) fn now_ticks() -> u64 {
-    let (clock, tsc) = CLOCK.get_or_init(init_clock);
+    let c = calibrated();
     #[cfg(target_arch = "x86_64")]
-    if *tsc {
+    if c.tsc {
         // SAFETY: `rdtsc` is available on every x86_64 processor.
         return unsafe { core::arch::x86_64::_rdtsc() };
     }
-    let _ = tsc;
-    clock.raw()
+    c.clock.raw()
 }
 
 /// Nanoseconds between two tick readings (0 if `end` is not after `start`).
 #[inline]
 pub(crate) fn ticks_between_ns(start: u64, end: u64) -> u64 {
-    if end <= start {
-        0
-    } else {
-        clock().delta_as_nanos(start, end)
-    }
+    let ticks = end.saturating_sub(start);
+    let ns = (ticks as u128 * calibrated().ns_per_tick_q32 as u128) >> 32;
+    u64::try_from(ns).unwrap_or(u64::MAX)
 }
 
 /// Converts a threshold in nanoseconds into ticks, for comparisons on the hot path.
@@ -68,9 +80,7 @@ pub(crate) fn ns_to_ticks(ns: u64) -> u64 {
     if ns == u64::MAX {
         return u64::MAX;
     }
-    const PROBE: u64 = 1 << 32;
-    let ns_per_probe = clock().delta_as_nanos(0, PROBE).max(1);
-    let ticks = (ns as u128 * PROBE as u128) / ns_per_probe as u128;
+    let ticks = ((ns as u128) << 32) / calibrated().ns_per_tick_q32 as u128;
     u64::try_from(ticks).unwrap_or(u64::MAX)
 }
 
@@ -166,6 +176,19 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_123)),
             "2000-02-29T00:00:00.123Z"
         );
+    }
+
+    #[test]
+    fn conversion_matches_quanta() {
+        let c = calibrated();
+        for ticks in [0u64, 1, 1_000, 3_000_000, 1 << 40] {
+            let ours = ticks_between_ns(0, ticks);
+            let theirs = c.clock.delta_as_nanos(0, ticks);
+            assert!(
+                ours.abs_diff(theirs) <= 1 + theirs / 1_000_000,
+                "{ticks}: {ours} vs {theirs}"
+            );
+        }
     }
 
     #[test]
