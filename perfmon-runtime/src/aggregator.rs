@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::clock::{ticks_between_ns, Anchor};
-use crate::hist::{CompactHist, PagedHist};
+use crate::hist::{Buckets, CompactHist, PagedHist};
 use crate::registry::{Kind, SeriesInfo};
 use crate::ring::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_TICKS, FLAG_VALUE};
 
@@ -56,9 +56,16 @@ pub(crate) struct SeriesAgg {
     cur_minute: u64,
     cur: Minute<PagedHist>,
     closed: VecDeque<(u64, Minute<CompactHist>)>,
+    /// Everything since start except the current minute, for monotonic counters (Prometheus):
+    /// folded in when a minute closes, and directly for events that arrive after their minute
+    /// closed. Costs nothing per event.
+    totals: Minute<Buckets>,
     pub last_success_ns: Option<u64>,
     pub last_failure_ns: Option<u64>,
 }
+
+/// A series' counters and duration buckets since start.
+pub(crate) type Totals = Minute<Buckets>;
 
 /// A raw request as kept in the slow and recent lists.
 #[derive(Clone, Copy, Debug)]
@@ -148,6 +155,7 @@ impl Aggregator {
                     cur_minute: 0,
                     cur: Minute::default(),
                     closed: VecDeque::new(),
+                    totals: Minute::default(),
                     last_success_ns: None,
                     last_failure_ns: None,
                 });
@@ -193,23 +201,50 @@ impl Aggregator {
                 h.record(v)
             });
             true
-        } else if let Some((_, m)) = s.closed.iter_mut().find(|(m, _)| *m == minute) {
-            apply(m, kind, dur_ns, ev.status, slow, value, |h, v| h.record(v));
-            true
         } else if minute + WINDOW_MINUTES > s.cur_minute {
-            // A minute of the window that saw no event until now.
-            let mut m = Minute::<CompactHist>::default();
-            apply(&mut m, kind, dur_ns, ev.status, slow, value, |h, v| {
-                h.record(v)
-            });
-            let pos = s
-                .closed
-                .iter()
-                .position(|(x, _)| *x > minute)
-                .unwrap_or(s.closed.len());
-            s.closed.insert(pos, (minute, m));
+            // An event for a minute already closed: file it there (creating the minute if it saw
+            // nothing until now), and in the totals, which folded that minute already.
+            let pos = match s.closed.iter().position(|(x, _)| *x >= minute) {
+                Some(p) if s.closed[p].0 == minute => p,
+                Some(p) => {
+                    s.closed.insert(p, (minute, Minute::default()));
+                    p
+                }
+                None => {
+                    s.closed.push_back((minute, Minute::default()));
+                    s.closed.len() - 1
+                }
+            };
+            apply(
+                &mut s.closed[pos].1,
+                kind,
+                dur_ns,
+                ev.status,
+                slow,
+                value,
+                |h, v| h.record(v),
+            );
+            apply(
+                &mut s.totals,
+                kind,
+                dur_ns,
+                ev.status,
+                slow,
+                value,
+                |b, v| b.add_value(v),
+            );
             true
         } else {
+            // Too old for the window: left out of the window's figures, kept in the totals.
+            apply(
+                &mut s.totals,
+                kind,
+                dur_ns,
+                ev.status,
+                slow,
+                value,
+                |b, v| b.add_value(v),
+            );
             false
         };
         if !filed {
@@ -331,6 +366,26 @@ impl Aggregator {
         out
     }
 
+    /// Every series of the given kinds with its totals since start (current minute included).
+    pub(crate) fn totals(&self, kinds: &[Kind]) -> Vec<(u32, &SeriesInfo, Totals)> {
+        let mut out = Vec::new();
+        for (id, s) in self
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| kinds.contains(&s.info.kind))
+        {
+            let mut t = Totals::default();
+            t.fold(&s.totals, |b, h| b.add(h));
+            t.fold(&s.cur, |b, h| b.add_paged(h));
+            if t.events > 0 {
+                t.statuses.sort_unstable();
+                out.push((id as u32, &*s.info, t));
+            }
+        }
+        out
+    }
+
     /// Slow requests of the window, slowest first.
     pub(crate) fn slow_requests(&self, n: usize) -> Vec<(RawRequest, &SeriesInfo)> {
         let now = self.now_minute();
@@ -399,7 +454,30 @@ impl View<'_> {
     }
 }
 
+impl Minute<Buckets> {
+    /// Adds a minute's counters, and its histogram through `fold`.
+    pub(crate) fn fold<H>(&mut self, m: &Minute<H>, fold: impl FnOnce(&mut Buckets, &H)) {
+        for i in 0..3 {
+            self.outcomes[i] += m.outcomes[i];
+        }
+        for &(code, n) in &m.statuses {
+            self.count_status_n(code, n);
+        }
+        self.slow += m.slow;
+        self.events += m.events;
+        self.value_sum += m.value_sum;
+        fold(&mut self.hist, &m.hist);
+    }
+}
+
 impl<H> Minute<H> {
+    fn count_status_n(&mut self, code: u16, n: u64) {
+        match self.statuses.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, x)) => *x += n,
+            None => self.statuses.push((code, n)),
+        }
+    }
+
     fn counters(&self) -> Minute<()> {
         Minute {
             hist: (),
@@ -453,6 +531,7 @@ impl SeriesAgg {
                 events: self.cur.events,
                 value_sum: self.cur.value_sum,
             };
+            self.totals.fold(&closed, |b, h| b.add_compact(h));
             self.closed.push_back((self.cur_minute, closed));
             self.cur.outcomes = [0; 3];
             self.cur.slow = 0;

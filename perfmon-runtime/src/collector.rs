@@ -257,6 +257,13 @@ impl Collector {
         FunctionStats { functions }
     }
 
+    /// Everything counted since start, as Prometheus text exposition (format 0.0.4), with the
+    /// standard `process_*` metrics. Counters are monotonic; histograms use buckets from 1 ms to
+    /// 60 s.
+    pub fn prometheus_text(&self) -> String {
+        crate::prometheus::render()
+    }
+
     /// The recorder's own counters: events processed, late events, inline drains, memory.
     pub fn recorder_stats(&self) -> RecorderStats {
         let agg = crate::state::drained();

@@ -190,6 +190,72 @@ impl CompactHist {
     }
 }
 
+/// Upper bounds of the cumulative buckets exposed to Prometheus, in nanoseconds
+/// (1 ms to 60 s; `+Inf` is implied).
+pub(crate) const LE_BOUNDS_NS: [u64; 14] = [
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+];
+
+/// Lifetime counts per Prometheus bucket (non-cumulative; the last slot is above every bound),
+/// folded from HDR bins: a bin counts in the first bucket whose bound is at or above its lowest
+/// value, so a bucket's count is exact up to the bin width (0.1%).
+/// `sum_ns` is the exact sum of the values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Buckets {
+    pub counts: [u64; LE_BOUNDS_NS.len() + 1],
+    pub sum_ns: u64,
+}
+
+impl Buckets {
+    #[inline]
+    fn add_bin(&mut self, idx: u32, n: u64) {
+        let v = lowest_of(idx);
+        let b = LE_BOUNDS_NS.partition_point(|&le| le < v);
+        self.counts[b] += n;
+    }
+
+    /// Adds one value.
+    pub(crate) fn add_value(&mut self, v: u64) {
+        self.add_bin(index_of(v), 1);
+        self.sum_ns = self.sum_ns.saturating_add(v);
+    }
+
+    /// Adds the bins of a closed minute.
+    pub(crate) fn add_compact(&mut self, h: &CompactHist) {
+        for &(i, n) in &h.bins {
+            self.add_bin(i, n);
+        }
+        self.sum_ns = self.sum_ns.saturating_add(h.summary.sum_ns);
+    }
+
+    /// Adds the bins of the live minute.
+    pub(crate) fn add_paged(&mut self, h: &PagedHist) {
+        h.for_each(|i, n| self.add_bin(i, n));
+        self.sum_ns = self.sum_ns.saturating_add(h.summary.sum_ns);
+    }
+
+    /// Adds other totals.
+    pub(crate) fn add(&mut self, o: &Buckets) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts.iter()) {
+            *a += b;
+        }
+        self.sum_ns = self.sum_ns.saturating_add(o.sum_ns);
+    }
+}
+
 /// A merge of any number of histograms, for answering a query: sorted non-zero bins, so its
 /// size follows the data, not the value range.
 #[derive(Default, Clone, Debug)]

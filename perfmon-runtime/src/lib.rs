@@ -122,6 +122,7 @@ mod config;
 mod health;
 mod hist;
 mod lifecycle;
+mod prometheus;
 mod record;
 mod registry;
 mod ring;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
-use crate::aggregator::{Aggregator, RawRequest, View, RECENT_REQUESTS, SLOW_LIST_SIZE};
+use crate::aggregator::{Aggregator, RawRequest, Totals, View, RECENT_REQUESTS, SLOW_LIST_SIZE};
 use crate::config::Limits;
 use crate::registry::{Kind, Registry, SeriesInfo};
 use crate::ring::{Event, Ring};
@@ -139,6 +139,25 @@ impl Drained {
                         e.insert(v);
                     }
                     std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(v),
+                }
+            }
+        }
+        by_id.into_values().collect()
+    }
+
+    /// Every series of the given kinds with its totals since start, merged across shards.
+    pub(crate) fn totals(&self, kinds: &[Kind]) -> Vec<(&SeriesInfo, Totals)> {
+        let mut by_id: BTreeMap<u32, (&SeriesInfo, Totals)> = BTreeMap::new();
+        for agg in &self.shards {
+            for (id, info, t) in agg.totals(kinds) {
+                match by_id.entry(id) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert((info, t));
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        e.get_mut().1.fold(&t, |b, h| b.add(h));
+                        e.get_mut().1.statuses.sort_unstable();
+                    }
                 }
             }
         }
