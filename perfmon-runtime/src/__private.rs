@@ -91,6 +91,21 @@ impl Meta {
         self.path_explicit
     }
 
+    #[cfg(feature = "axum")]
+    pub(crate) fn route(&self) -> &'static str {
+        self.name
+    }
+
+    #[cfg(feature = "axum")]
+    pub(crate) fn method(&self) -> &'static str {
+        self.method
+    }
+
+    #[cfg(feature = "axum")]
+    pub(crate) fn slow_ns(&self) -> u64 {
+        self.slow_ns
+    }
+
     #[inline(always)]
     fn series(&'static self) -> u32 {
         match self.id.load(Ordering::Acquire) {
@@ -195,6 +210,11 @@ impl Drop for Guard {
 
 #[inline(always)]
 fn record(meta: &'static Meta, start: u64, end: u64, status: u16) {
+    // Inside `PerfmonLayer`, the layer records the request once, with this call site's metadata.
+    #[cfg(feature = "axum")]
+    if matches!(meta.kind, Kind::Api) && crate::http::layer::hand_over(meta) {
+        return;
+    }
     let series = meta.series();
     let mut flags = FLAG_TICKS;
     if end.saturating_sub(start) > meta.slow_ticks.load(Ordering::Relaxed) {

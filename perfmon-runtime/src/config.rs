@@ -57,6 +57,7 @@ pub struct Config {
     pub(crate) query_slow: Duration,
     pub(crate) cache_key_segments: usize,
     pub(crate) drain_interval: Duration,
+    pub(crate) health_cache_ttl: Duration,
 }
 
 /// A configuration value that cannot be used.
@@ -104,6 +105,7 @@ impl Default for Config {
             query_slow: Duration::from_millis(100),
             cache_key_segments: 2,
             drain_interval: Duration::from_millis(10),
+            health_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -295,6 +297,12 @@ impl ConfigBuilder {
     /// How often the background worker drains the threads' rings (default 10 ms).
     pub fn drain_interval(mut self, d: Duration) -> Self {
         self.config.drain_interval = d;
+        self
+    }
+    /// How long a health result is reused, so that polling under load does not hammer the
+    /// backends (default 1 s; zero runs the checks on every call).
+    pub fn health_cache_ttl(mut self, d: Duration) -> Self {
+        self.config.health_cache_ttl = d;
         self
     }
     /// The configuration; `init` validates it.

@@ -121,6 +121,8 @@ mod collector;
 mod config;
 mod health;
 mod hist;
+#[cfg(feature = "axum")]
+pub mod http;
 mod lifecycle;
 mod prometheus;
 mod record;
@@ -138,8 +140,8 @@ pub use clock::rfc3339;
 pub use collector::{collector, Collector};
 pub use config::{Config, ConfigBuilder, ConfigError, Limits};
 pub use health::{
-    resource_usage, system_health, CheckResult, HealthStatus, MemoryUsage, ResourceUsage,
-    SystemHealth,
+    register_health_check, resource_usage, system_health, unregister_health_check, CheckResult,
+    HealthCheck, HealthStatus, MemoryUsage, ResourceUsage, SystemHealth,
 };
 pub use hist::Merged;
 pub use lifecycle::{init, init_blocking, InitError, Perfmon, ShutdownError};

@@ -113,6 +113,7 @@ pub fn init_blocking(config: Config) -> Result<Perfmon, InitError> {
         .store(nanos(config.query_slow), Ordering::Relaxed);
     s.cache_key_segments
         .store(config.cache_key_segments, Ordering::Relaxed);
+    crate::health::set_cache_ttl(config.health_cache_ttl);
 
     let signal = Arc::new(Signal {
         stop: Mutex::new(false),

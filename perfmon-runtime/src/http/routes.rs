@@ -1,0 +1,284 @@
+//! The monitoring router: JSON metrics and health (the seed's shapes), liveness, readiness,
+//! Prometheus text and the dashboard.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::health::HealthStatus;
+
+/// Values of `type=`.
+pub const TYPES: [&str; 7] = [
+    "all", "api", "database", "cache", "batch", "business", "system",
+];
+/// Values of `window=`.
+pub const WINDOWS: [&str; 6] = ["5m", "1h", "24h", "7d", "90d", "1y"];
+/// Values of `scope=`.
+pub const SCOPES: [&str; 2] = ["instance", "cluster"];
+/// Parameters of `GET /api/monitoring/metrics`.
+pub const PARAMS: [&str; 4] = ["type", "path", "window", "scope"];
+
+/// The monitoring routes, to merge into the application's router:
+///
+/// | route | answers |
+/// | --- | --- |
+/// | `GET /api/monitoring/metrics?type=&path=&window=&scope=` | `{"success": true, "data": {...}}` |
+/// | `GET /api/monitoring/health` | health and resources; 200 healthy or degraded, 503 unhealthy |
+/// | `GET /api/monitoring/live` | 200 while the process serves; depends on nothing external |
+/// | `GET /api/monitoring/ready` | 200 unless a critical check fails, else 503 |
+/// | `GET /metrics` | Prometheus text exposition |
+/// | `GET /api/monitoring/dashboard` | the HTML dashboard |
+///
+/// A bad parameter is answered 400 with `{"success": false, "error": "..."}` naming what is
+/// allowed.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/api/monitoring/metrics", get(metrics))
+        .route("/api/monitoring/health", get(health))
+        .route("/api/monitoring/live", get(live))
+        .route("/api/monitoring/ready", get(ready))
+        .route("/api/monitoring/dashboard", get(super::dashboard::page))
+        .route("/metrics", get(prometheus))
+}
+
+/// A user-supplied value, made safe to quote in a message: at most 64 printable characters,
+/// with anything that could be markup replaced.
+fn quote(v: &str) -> String {
+    let mut out: String = v
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_graphic() && !matches!(c, '<' | '>' | '&' | '"' | '\'' | '\\') || c == ' '
+            {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if v.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "success": false, "error": message })),
+    )
+        .into_response()
+}
+
+/// The parsed parameters of the metrics endpoint.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Params {
+    pub kind: &'static str,
+    pub path: Option<String>,
+    pub window: &'static str,
+    pub scope: &'static str,
+}
+
+fn one_of(name: &str, value: &str, allowed: &[&'static str]) -> Result<&'static str, String> {
+    allowed
+        .iter()
+        .copied()
+        .find(|a| *a == value)
+        .ok_or_else(|| {
+            format!(
+                "{name}={} is not allowed; {name} must be one of: {}",
+                quote(value),
+                allowed.join(", ")
+            )
+        })
+}
+
+pub(crate) fn parse(query: Option<&str>) -> Result<Params, String> {
+    let mut p = Params {
+        kind: "all",
+        path: None,
+        window: "5m",
+        scope: "instance",
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if !PARAMS.contains(&&*k) {
+            return Err(format!(
+                "unknown parameter {}; the parameters are: {}",
+                quote(&k),
+                PARAMS.join(", ")
+            ));
+        }
+        if seen.iter().any(|s| *s == k) {
+            return Err(format!("{k} is given more than once; give it once"));
+        }
+        seen.push(k.to_string());
+        match &*k {
+            "type" => p.kind = one_of("type", &v, &TYPES)?,
+            "window" => p.window = one_of("window", &v, &WINDOWS)?,
+            "scope" => p.scope = one_of("scope", &v, &SCOPES)?,
+            _ => {
+                if !v.starts_with('/') || v.len() > 512 {
+                    return Err(format!("path={} is not allowed; path must be a route template starting with /, such as /api/schedule/assign", quote(&v)));
+                }
+                p.path = Some(v.into_owned());
+            }
+        }
+    }
+    if p.window != "5m" {
+        return Err(format!(
+            "window={} is read from the Redis and PostgreSQL retention tiers, which this release does not have; window must be: 5m",
+            p.window
+        ));
+    }
+    if p.scope != "instance" {
+        return Err("scope=cluster merges every instance through the retention tiers, which this release does not have; scope must be: instance".into());
+    }
+    Ok(p)
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// The `data` object for the given parameters.
+pub(crate) async fn data(p: &Params) -> Value {
+    let c = crate::collector();
+    let mut data = serde_json::Map::new();
+    let all = p.kind == "all";
+    if all || p.kind == "api" {
+        let api = match &p.path {
+            Some(path) => c.api_stats_for(path),
+            None => c.api_stats(),
+        };
+        data.insert("api".into(), to_value(&api));
+        let mut routes = c.api_routes();
+        let mut slow = c.slow_requests(crate::SLOW_LIST_SIZE);
+        if let Some(path) = &p.path {
+            routes.retain(|r| &r.path == path);
+            slow.retain(|r| &r.path == path);
+        }
+        data.insert("routes".into(), to_value(&routes));
+        data.insert("slowRequests".into(), to_value(&slow));
+    }
+    if all || p.kind == "database" {
+        data.insert("database".into(), to_value(&c.database_stats()));
+    }
+    if all || p.kind == "cache" {
+        data.insert("cache".into(), to_value(&c.cache_stats()));
+    }
+    if all || p.kind == "batch" {
+        data.insert("batch".into(), to_value(&c.batch_stats()));
+    }
+    if all || p.kind == "business" {
+        data.insert("business".into(), to_value(&c.business_metrics()));
+        data.insert("functions".into(), to_value(&c.function_stats()));
+    }
+    if all || p.kind == "system" {
+        let h = crate::system_health().await;
+        let health = to_value(&h);
+        data.insert(
+            "system".into(),
+            json!({ "health": { "status": health["status"], "checks": health["checks"] }, "resources": health["resources"] }),
+        );
+    }
+    Value::Object(data)
+}
+
+async fn metrics(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
+    match parse(query.as_deref()) {
+        Err(e) => bad_request(e),
+        Ok(p) => {
+            let data = data(&p).await;
+            axum::Json(
+                json!({ "success": true, "window": p.window, "scope": p.scope, "data": data }),
+            )
+            .into_response()
+        }
+    }
+}
+
+fn health_code(status: HealthStatus) -> StatusCode {
+    match status {
+        HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    }
+}
+
+async fn health() -> Response {
+    let h = crate::system_health().await;
+    (health_code(h.status), axum::Json(to_value(&h))).into_response()
+}
+
+async fn live() -> Response {
+    axum::Json(json!({ "status": "alive", "uptime": crate::health::proc_stats().uptime.as_secs() }))
+        .into_response()
+}
+
+async fn ready() -> Response {
+    let h = crate::system_health().await;
+    let failing: Vec<&String> = h
+        .checks
+        .iter()
+        .filter(|(_, c)| !c.ok && c.critical)
+        .map(|(n, _)| n)
+        .collect();
+    let body = json!({ "status": if failing.is_empty() { "ready" } else { "not ready" }, "failing": failing });
+    (health_code(h.status), axum::Json(body)).into_response()
+}
+
+async fn prometheus() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::collector().prometheus_text(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters() {
+        assert_eq!(parse(None).map(|p| p.kind), Ok("all"));
+        let p = parse(Some("type=api&path=%2Fapi%2Fschedule%2Fassign")).expect("valid");
+        assert_eq!(
+            (p.kind, p.path.as_deref()),
+            ("api", Some("/api/schedule/assign"))
+        );
+        let e = parse(Some("type=apis")).unwrap_err();
+        assert_eq!(e, "type=apis is not allowed; type must be one of: all, api, database, cache, batch, business, system");
+        assert!(parse(Some("window=2h"))
+            .unwrap_err()
+            .contains("5m, 1h, 24h, 7d, 90d, 1y"));
+        assert!(parse(Some("window=1h"))
+            .unwrap_err()
+            .contains("window must be: 5m"));
+        assert!(parse(Some("scope=cluster"))
+            .unwrap_err()
+            .contains("scope must be: instance"));
+        assert!(parse(Some("color=red"))
+            .unwrap_err()
+            .starts_with("unknown parameter color"));
+        assert!(parse(Some("type=api&type=cache"))
+            .unwrap_err()
+            .contains("more than once"));
+        assert!(parse(Some("path=nope"))
+            .unwrap_err()
+            .contains("starting with /"));
+    }
+
+    #[test]
+    fn user_values_are_not_echoed_raw() {
+        let e = parse(Some("type=%3Cscript%3Ealert(1)%3C%2Fscript%3E")).unwrap_err();
+        assert!(!e.contains('<') && !e.contains('>'), "{e}");
+        let long = "x".repeat(1000);
+        assert!(parse(Some(&format!("type={long}"))).unwrap_err().len() < 200);
+    }
+}
