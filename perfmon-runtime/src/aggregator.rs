@@ -308,10 +308,9 @@ impl Aggregator {
     }
 
     /// Every series with activity in the window ending at `now_minute`, of the given kinds.
-    pub(crate) fn views(&self, kinds: &[Kind]) -> Vec<View<'_>> {
-        let now = self.now_minute();
-        let first = now.saturating_sub(WINDOW_MINUTES - 1);
-        let in_window = |m: u64| m >= first && m <= now;
+    /// Every series of the given kinds with activity in minutes `first..=last`.
+    pub(crate) fn views_in(&self, kinds: &[Kind], first: u64, last: u64) -> Vec<View<'_>> {
+        let in_window = |m: u64| m >= first && m <= last;
         let mut out = Vec::new();
         for (id, s) in self
             .series

@@ -257,6 +257,35 @@ impl Collector {
         FunctionStats { functions }
     }
 
+    /// The window minute by minute, oldest first: API volume, mean, p95, p99 and error rate, and
+    /// the cache hit rate, for trend charts. Minutes without any event are included (zeros).
+    pub fn timeline(&self) -> Vec<TimelinePoint> {
+        let agg = crate::state::drained();
+        let now = agg.now_minute();
+        let first = now.saturating_sub(crate::WINDOW_MINUTES - 1);
+        (first..=now)
+            .map(|m| {
+                let api = agg.views_in(&[Kind::Api], m, m);
+                let s = api_stats_of(&api.iter().collect::<Vec<_>>());
+                let (mut hits, mut total) = (0, 0);
+                for v in agg.views_in(&[Kind::Cache], m, m) {
+                    hits += v.outcomes[usize::from(HIT)];
+                    total += v.outcomes.iter().sum::<u64>();
+                }
+                TimelinePoint {
+                    minute: system_time(m * crate::aggregator::NS_PER_MINUTE),
+                    total_requests: s.total_requests,
+                    avg_duration: s.avg_duration,
+                    p95_duration: s.p95_duration,
+                    p99_duration: s.p99_duration,
+                    error_rate: s.error_rate,
+                    cache_operations: total,
+                    cache_hit_rate: percent(hits, total),
+                }
+            })
+            .collect()
+    }
+
     /// Everything counted since start, as Prometheus text exposition (format 0.0.4), with the
     /// standard `process_*` metrics. Counters are monotonic; histograms use buckets from 1 ms to
     /// 60 s.

@@ -129,11 +129,22 @@ pub(crate) fn drained() -> Drained {
 }
 
 impl Drained {
+    /// The minute containing "now".
+    pub(crate) fn now_minute(&self) -> u64 {
+        self.shards.first().map_or(0, |a| a.now_minute())
+    }
+
     /// Every series of the given kinds active in the window, merged across shards.
     pub(crate) fn views(&self, kinds: &[Kind]) -> Vec<View<'_>> {
+        let now = self.now_minute();
+        self.views_in(kinds, now.saturating_sub(crate::WINDOW_MINUTES - 1), now)
+    }
+
+    /// Every series of the given kinds active in minutes `first..=last`, merged across shards.
+    pub(crate) fn views_in(&self, kinds: &[Kind], first: u64, last: u64) -> Vec<View<'_>> {
         let mut by_id: BTreeMap<u32, View<'_>> = BTreeMap::new();
         for agg in &self.shards {
-            for v in agg.views(kinds) {
+            for v in agg.views_in(kinds, first, last) {
                 match by_id.entry(v.id) {
                     std::collections::btree_map::Entry::Vacant(e) => {
                         e.insert(v);

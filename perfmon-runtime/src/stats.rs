@@ -381,3 +381,31 @@ pub struct RecorderStats {
     /// Bytes held by histograms and lists (estimate).
     pub memory_bytes: u64,
 }
+
+/// One minute of the window, for trend charts (`collector().timeline()`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelinePoint {
+    /// Start of the minute.
+    #[serde(serialize_with = "ser_time")]
+    pub minute: SystemTime,
+    /// API requests in the minute.
+    pub total_requests: u64,
+    /// Mean API duration.
+    #[serde(serialize_with = "ser_ms")]
+    pub avg_duration: Duration,
+    /// 95th percentile.
+    #[serde(serialize_with = "ser_ms")]
+    pub p95_duration: Duration,
+    /// 99th percentile.
+    #[serde(serialize_with = "ser_ms")]
+    pub p99_duration: Duration,
+    /// 4xx and 5xx, percent.
+    #[serde(serialize_with = "ser_rate")]
+    pub error_rate: f64,
+    /// Cache operations in the minute.
+    pub cache_operations: u64,
+    /// Cache hits, percent.
+    #[serde(serialize_with = "ser_rate")]
+    pub cache_hit_rate: f64,
+}

@@ -161,6 +161,9 @@ pub(crate) async fn data(p: &Params) -> Value {
             slow.retain(|r| &r.path == path);
         }
         data.insert("routes".into(), to_value(&routes));
+        if p.path.is_none() {
+            data.insert("timeline".into(), to_value(&c.timeline()));
+        }
         data.insert("slowRequests".into(), to_value(&slow));
     }
     if all || p.kind == "database" {
