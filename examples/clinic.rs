@@ -1,21 +1,37 @@
 //! A small clinic-scheduling service instrumented with all five perfmon macros and
-//! `record_business_metric`. It drives its own mixed traffic for a few seconds (staff queries,
+//! `record_business_metric`, served over HTTP with `PerfmonLayer` and the monitoring router on
+//! 127.0.0.1:3000. It drives its own mixed traffic over HTTP for a few seconds (staff queries,
 //! schedule assignments, fairness statistics behind a cache, leave applications, logins, a weekly
 //! batch; some slow calls, some errors, cache hits and misses), then prints what perfmon saw.
 //!
 //! ```text
-//! cargo run --release -p perfmon-examples --example clinic
-//! PERFMON_EXAMPLE_SECONDS=10 cargo run --release -p perfmon-examples --example clinic
+//! cargo run --release -p perfmon-examples --example clinic               # traffic, report, exit
+//! cargo run --release -p perfmon-examples --example clinic -- --serve    # ... then keep serving
 //! ```
+//!
+//! Environment: `PERFMON_EXAMPLE_SECONDS` (traffic duration, default 5; 0 for none),
+//! `PERFMON_EXAMPLE_ADDR` (default 127.0.0.1:3000; port 0 picks a free one), and perfmon's own
+//! `PERFMON_*` variables. Flags: `--serve` keeps serving after the report (until Ctrl-C),
+//! `--no-layer` serves without `PerfmonLayer` (for the load benchmark's baseline).
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use perfmon_runtime::http::PerfmonLayer;
 use perfmon_runtime::{
     collector, measure, record_business_metric, track_api, track_batch, track_cache, track_query,
     HttpStatus,
 };
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::sleep;
 
 /// Errors of the service, each with its HTTP status.
@@ -33,6 +49,18 @@ impl HttpStatus for ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::Database(_) => 500,
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code =
+            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            code,
+            axum::Json(serde_json::json!({ "success": false, "error": self.to_string() })),
+        )
+            .into_response()
     }
 }
 
@@ -258,40 +286,168 @@ async fn weekly_assignment(app: &App, week: u32) -> Result<usize, ApiError> {
     Ok(total)
 }
 
-async fn traffic(app: Arc<App>, worker: u64, until: Instant) -> u64 {
+// ---- HTTP: thin handlers over `App`; its `#[track_api]` methods hand their names and slow
+// thresholds to `PerfmonLayer`, which records each request once with its real status.
+
+#[derive(Deserialize)]
+struct ClinicQuery {
+    #[serde(rename = "clinicId", default)]
+    clinic_id: u32,
+    #[serde(default)]
+    week: u32,
+    #[serde(default)]
+    month: u32,
+    #[serde(rename = "staffId", default)]
+    staff_id: u32,
+    #[serde(default)]
+    rebuild: bool,
+    #[serde(default)]
+    annual: bool,
+    #[serde(default)]
+    admin: bool,
+}
+
+type Shared = State<Arc<App>>;
+
+async fn staff_handler(
+    State(app): Shared,
+    Query(q): Query<ClinicQuery>,
+) -> Result<Response, ApiError> {
+    let staff = app.list_staff(q.clinic_id).await?;
+    Ok(axum::Json(serde_json::json!({ "success": true, "count": staff.len() })).into_response())
+}
+
+async fn assign_handler(
+    State(app): Shared,
+    Query(q): Query<ClinicQuery>,
+) -> Result<Response, ApiError> {
+    let n = app.assign(q.clinic_id, q.week, q.rebuild).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "success": true, "assigned": n })),
+    )
+        .into_response())
+}
+
+async fn fairness_handler(
+    State(app): Shared,
+    Query(q): Query<ClinicQuery>,
+) -> Result<Response, ApiError> {
+    let v = app.fairness(q.clinic_id, q.month).await?;
+    Ok(axum::Json(serde_json::json!({ "success": true, "fairness": v })).into_response())
+}
+
+async fn leave_handler(
+    State(app): Shared,
+    Query(q): Query<ClinicQuery>,
+) -> Result<Response, ApiError> {
+    let id = app.apply_leave(q.clinic_id, q.staff_id, q.annual).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "success": true, "id": id })),
+    )
+        .into_response())
+}
+
+async fn login_handler(
+    State(app): Shared,
+    Query(q): Query<ClinicQuery>,
+) -> Result<Response, ApiError> {
+    app.login(q.clinic_id, q.admin)?;
+    Ok(axum::Json(serde_json::json!({ "success": true })).into_response())
+}
+
+/// A route that does nothing, for the load benchmark.
+async fn ping() -> &'static str {
+    "pong"
+}
+
+/// The service's routes under `PerfmonLayer`, then the monitoring routes outside it, so that
+/// polling the metrics or the dashboard does not count as the service's traffic.
+fn app_router(app: Arc<App>, with_layer: bool) -> Router {
+    let routes = Router::new()
+        .route("/api/staff", get(staff_handler))
+        .route("/api/schedule/assign", post(assign_handler))
+        .route("/api/stats/fairness", get(fairness_handler))
+        .route("/api/leave", post(leave_handler))
+        .route("/api/auth/login", post(login_handler))
+        .route("/api/ping", get(ping))
+        .with_state(app);
+    let routes = if with_layer {
+        routes.layer(PerfmonLayer::new())
+    } else {
+        routes
+    };
+    routes.merge(perfmon_runtime::http::router())
+}
+
+/// One HTTP/1.1 request over a fresh connection; the status code, or `None` if it failed.
+async fn http_call(addr: std::net::SocketAddr, method: &str, target: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.ok()?;
+    let head = std::str::from_utf8(buf.get(..12)?).ok()?;
+    head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// One traffic worker: a mix of the service's requests until `until`.
+async fn traffic(addr: std::net::SocketAddr, worker: u64, until: Instant) -> (u64, u64) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (worker + 1).wrapping_mul(0xA24B_AED4_963E_E407));
-    let mut calls = 0;
+    let (mut calls, mut failed) = (0, 0);
     while Instant::now() < until {
-        let clinic = 1 + rng.below(4) as u32;
-        let _ = match rng.below(100) {
-            0..=29 => app
-                .list_staff(if rng.below(50) == 0 { 0 } else { clinic })
-                .await
-                .map(|_| ()),
-            30..=49 => {
-                let week = 1 + rng.below(52) as u32;
-                // one request in 150 rebuilds the month, which is slow
-                app.assign(clinic, week, rng.below(150) == 0)
-                    .await
-                    .map(|_| ())
-            }
+        let clinic = 1 + rng.below(4);
+        let target = match rng.below(100) {
+            0..=29 => (
+                "GET",
+                format!(
+                    "/api/staff?clinicId={}",
+                    if rng.below(50) == 0 { 0 } else { clinic }
+                ),
+            ),
+            // one assignment in 150 rebuilds the month, which is slow
+            30..=49 => (
+                "POST",
+                format!(
+                    "/api/schedule/assign?clinicId={clinic}&week={}&rebuild={}",
+                    1 + rng.below(52),
+                    rng.below(150) == 0
+                ),
+            ),
             50..=79 => {
                 let month = match rng.below(100) {
-                    0 => 13, // a cache error
+                    0 => 13, // the cache fails
                     1..=3 => 12,
-                    _ => 1 + rng.below(11) as u32,
+                    _ => 1 + rng.below(11),
                 };
-                app.fairness(clinic, month).await.map(|_| ())
+                (
+                    "GET",
+                    format!("/api/stats/fairness?clinicId={clinic}&month={month}"),
+                )
             }
-            80..=89 => app
-                .apply_leave(clinic, rng.below(30) as u32, rng.below(3) > 0)
-                .await
-                .map(|_| ()),
-            _ => app.login(clinic, rng.below(5) == 0),
+            80..=89 => (
+                "POST",
+                format!(
+                    "/api/leave?clinicId={clinic}&staffId={}&annual={}",
+                    rng.below(30),
+                    rng.below(3) > 0
+                ),
+            ),
+            _ => (
+                "POST",
+                format!(
+                    "/api/auth/login?clinicId={clinic}&admin={}",
+                    rng.below(5) == 0
+                ),
+            ),
         };
+        if http_call(addr, target.0, &target.1).await.is_none() {
+            failed += 1;
+        }
         calls += 1;
     }
-    calls
+    (calls, failed)
 }
 
 fn ms(d: Duration) -> String {
@@ -406,13 +562,19 @@ fn report(elapsed: Duration, calls: u64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
     let perfmon = perfmon_runtime::init(perfmon_runtime::Config::from_env()?).await?;
-
+    let serve = std::env::args().any(|a| a == "--serve");
+    let with_layer = !std::env::args().any(|a| a == "--no-layer");
     let seconds: u64 = std::env::var("PERFMON_EXAMPLE_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    let addr = std::env::var("PERFMON_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+
     let staff = (1..=40)
         .map(|id| Staff {
             id,
@@ -429,30 +591,67 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             entries: Mutex::new(HashMap::new()),
         },
     });
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    println!("listening on http://{local} (dashboard: http://{local}/api/monitoring/dashboard)");
+    let server = tokio::spawn(axum::serve(listener, app_router(app, with_layer)).into_future());
 
     let start = Instant::now();
     let until = start + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..16)
-        .map(|w| tokio::spawn(traffic(app.clone(), w, until)))
+        .map(|w| tokio::spawn(traffic(local, w, until)))
         .collect();
     // the weekly batch runs beside the traffic; week 40 fails
-    let batch = {
-        let app = app.clone();
-        tokio::spawn(async move {
-            for week in 36..=41 {
-                if let Err(e) = weekly_assignment(&app, week).await {
-                    tracing::error!(week, error = %e, "weekly assignment failed");
-                }
-                sleep(Duration::from_millis(200)).await;
+    let batch_app = Arc::new(App {
+        db: Db {
+            staff: Mutex::new(
+                (1..=12)
+                    .map(|id| Staff {
+                        id,
+                        clinic: 1 + id % 3,
+                        shifts: 0,
+                    })
+                    .collect(),
+            ),
+            rng: Mutex::new(Rng(7)),
+        },
+        cache: FairnessCache {
+            entries: Mutex::new(HashMap::new()),
+        },
+    });
+    let batch = tokio::spawn(async move {
+        if seconds == 0 {
+            return;
+        }
+        for week in 36..=41 {
+            if let Err(e) = weekly_assignment(&batch_app, week).await {
+                tracing::error!(week, error = %e, "weekly assignment failed");
             }
-        })
-    };
-    let mut calls = 0;
+            sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let (mut calls, mut failed) = (0, 0);
     for w in workers {
-        calls += w.await?;
+        let (c, f) = w.await?;
+        calls += c;
+        failed += f;
     }
     batch.await?;
-    report(start.elapsed(), calls);
+    if seconds > 0 {
+        report(start.elapsed(), calls);
+        if failed > 0 {
+            println!("({failed} requests of the traffic generator could not reach the server)");
+        }
+    }
+    if serve {
+        println!("serving on http://{local} until Ctrl-C");
+        tokio::select! {
+            r = server => { r??; }
+            r = tokio::signal::ctrl_c() => { r?; }
+        }
+    }
     perfmon.shutdown().await?;
     Ok(())
 }

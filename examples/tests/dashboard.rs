@@ -1,0 +1,236 @@
+//! Drives headless Chromium against the running example: the dashboard must show the same
+//! figures as the JSON endpoint, and a screenshot is kept as an artifact.
+//!
+//! Needs Debian's `chromium` (`.ci/test` installs it). The example is the one `cargo test`
+//! builds beside this test.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The example binary cargo built for this test run (`target/<profile>/examples/clinic`).
+fn example_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("clinic{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not built: run the tests with `cargo test` (which builds examples)",
+        bin.display()
+    );
+    bin
+}
+
+struct Example(Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to the example");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    body.to_string()
+}
+
+fn chromium(args: &[&str]) -> String {
+    let profile = tempdir();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            &format!("--user-data-dir={}", profile.display()),
+            "--virtual-time-budget=8000",
+        ])
+        .args(args)
+        .output()
+        .expect("chromium runs (apt-get install chromium; .ci/test installs it)");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "perfmon-chromium-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The text of the element with `id` in the dumped DOM.
+fn by_id(dom: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let at = dom
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} in the page"));
+    let rest = &dom[at..];
+    let start = rest.find('>').expect("tag end") + 1;
+    let end = rest[start..].find('<').expect("text end");
+    rest[start..start + end].to_string()
+}
+
+/// The page's number formats (see dashboard.html).
+fn ms(v: &Value) -> String {
+    let v = v.as_f64().expect("a number");
+    if v >= 1000.0 {
+        format!("{:.2} s", v / 1000.0)
+    } else {
+        format!("{v:.1} ms")
+    }
+}
+
+fn pct(v: &Value) -> String {
+    format!("{:.1}%", v.as_f64().expect("a number"))
+}
+
+#[test]
+fn the_dashboard_shows_what_the_json_endpoint_says() {
+    let mut child = Command::new(example_binary())
+        .arg("--serve")
+        .env("PERFMON_EXAMPLE_SECONDS", "3")
+        .env("PERFMON_EXAMPLE_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the example");
+    let stdout = child.stdout.take().expect("stdout");
+    let _guard = Example(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a first line").expect("utf-8");
+    let addr = first
+        .strip_prefix("listening on http://")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    // the traffic phase ends with the report; then the example only serves
+    for line in lines.by_ref() {
+        if line.expect("utf-8").starts_with("serving on") {
+            break;
+        }
+    }
+
+    let json: Value = serde_json::from_str(&get(&addr, "/api/monitoring/metrics")).expect("JSON");
+    let d = &json["data"];
+    assert!(
+        d["api"]["totalRequests"].as_u64() > Some(100),
+        "the example drove traffic"
+    );
+
+    let url = format!("http://{addr}/api/monitoring/dashboard?refresh=60");
+    let dom = chromium(&["--dump-dom", &url]);
+    assert!(
+        dom.contains("data-loaded=\"1\"") || dom.contains("data-loaded=\"2\""),
+        "the page rendered its data"
+    );
+
+    assert_eq!(by_id(&dom, "api-avg"), ms(&d["api"]["avgDuration"]));
+    assert_eq!(by_id(&dom, "api-p95"), ms(&d["api"]["p95Duration"]));
+    assert_eq!(by_id(&dom, "api-p99"), ms(&d["api"]["p99Duration"]));
+    assert_eq!(
+        by_id(&dom, "api-total"),
+        d["api"]["totalRequests"].to_string()
+    );
+    assert_eq!(by_id(&dom, "api-error-rate"), pct(&d["api"]["errorRate"]));
+    assert_eq!(by_id(&dom, "cache-hit-rate"), pct(&d["cache"]["hitRate"]));
+    assert_eq!(
+        by_id(&dom, "cache-total"),
+        d["cache"]["totalOperations"].to_string()
+    );
+    let status = d["system"]["health"]["status"].as_str().expect("status");
+    assert!(
+        dom.contains(&format!("class=\"light {status}\"")),
+        "status light {status}"
+    );
+
+    let slow = &d["slowRequests"][0];
+    if !slow.is_null() {
+        let first = format!(
+            "{} {} - {:.1}s ({})",
+            slow["method"].as_str().expect("method"),
+            slow["path"].as_str().expect("path"),
+            slow["duration"].as_f64().expect("ms") / 1000.0,
+            slow["statusCode"]
+        );
+        assert!(
+            dom.contains(&format!("<li>{first}</li>")),
+            "slow request {first}"
+        );
+    }
+    for (table, t) in d["database"]["tables"].as_object().expect("tables") {
+        let row = format!(
+            "<td>{table}</td><td>{}</td><td>{}</td><td>{}</td>",
+            t["reads"],
+            t["writes"],
+            ms(&t["avgDuration"])
+        );
+        assert!(dom.contains(&row), "database row {row}");
+    }
+    for (name, b) in d["batch"]["batches"].as_object().expect("batches") {
+        let row = format!(
+            "<td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            b["runs"],
+            b["successes"],
+            b["failures"],
+            pct(&b["successRate"])
+        );
+        assert!(dom.contains(&row), "batch row {row}");
+    }
+    assert!(dom.contains("<polyline"), "the trend chart has a line");
+
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1400,1500",
+        &url,
+    ]);
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "a real screenshot"
+    );
+    println!("dashboard screenshot: {}", shot.display());
+}
