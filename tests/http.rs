@@ -112,9 +112,19 @@ async fn the_layer_records_each_request_once_under_its_route_template() {
     // a second layer around the first does not count twice
     let twice = app.clone().layer(PerfmonLayer::new());
     assert_eq!(call(&twice, "GET", "/api/staff/4").await.0, StatusCode::OK);
+    // nor does one around the whole router, which sees no route but gets it from the inner one
+    let outside = tower::Layer::layer(&PerfmonLayer::new(), app.clone());
+    let req = Request::builder()
+        .uri("/api/staff/5")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        outside.oneshot(req).await.expect("infallible").status(),
+        StatusCode::OK
+    );
 
     let staff = route("GET", "/api/staff/{id}").expect("templated route, never the raw path");
-    assert_eq!(staff.stats.total_requests, 4);
+    assert_eq!(staff.stats.total_requests, 5);
     assert!(collector()
         .api_routes()
         .iter()

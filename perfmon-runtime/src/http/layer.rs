@@ -1,7 +1,7 @@
 //! `PerfmonLayer`: records every request that passes through it, exactly once, with the matched
 //! route template, the real status code and the full duration.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -63,9 +63,122 @@ pub struct PerfmonService<S> {
     inner: S,
 }
 
-/// Marks a request already seen by an outer `PerfmonLayer`, so that a second layer stays quiet.
+/// Per-thread caches, so that a request costs no lock, no string hashing and no shared atomic
+/// once its series is known:
+/// * `routes`: (matched route, method) → the request's series. Keyed by the address of the
+///   route's `MatchedPath` string; each entry holds a clone of that `MatchedPath` (an `Arc<str>`),
+///   so the address cannot be reused by another string while cached.
+/// * `handlers`: (request's series, `#[track_api]` call site) → the series and threshold to
+///   record under when the handler hands its metadata over.
+struct Caches {
+    routes: Vec<Option<(MatchedPath, usize, Series)>>,
+    handlers: Vec<Option<(u32, usize, Series)>>,
+    unmatched: [Option<Series>; METHODS.len()],
+}
+
+/// A series id and the slow threshold to apply.
 #[derive(Clone, Copy)]
-struct Seen;
+struct Series {
+    id: u32,
+    slow_ns: u64,
+}
+
+const CACHE_SLOTS: usize = 256;
+
+thread_local! {
+    static CACHES: RefCell<Caches> = const {
+        RefCell::new(Caches { routes: Vec::new(), handlers: Vec::new(), unmatched: [None; METHODS.len()] })
+    };
+}
+
+fn register(method: usize, route: &str, slow_ns: u64) -> Series {
+    let id = lookup_or_register(
+        &state().registry,
+        |r| r.find_api(method, route),
+        |r| r.api(method, route, slow_ns),
+    );
+    Series { id, slow_ns }
+}
+
+fn default_slow() -> u64 {
+    state()
+        .api_slow_ns
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The series of a request to a matched route.
+fn route_series(matched: &MatchedPath, method: usize) -> Series {
+    let ptr = matched.as_str().as_ptr() as usize;
+    let slot = (ptr >> 3 ^ method) % CACHE_SLOTS;
+    let hit = CACHES.try_with(|c| match c.borrow().routes.get(slot) {
+        Some(Some((m, meth, series))) if m.as_str().as_ptr() as usize == ptr && *meth == method => {
+            Some(*series)
+        }
+        _ => None,
+    });
+    if let Ok(Some(series)) = hit {
+        return series;
+    }
+    let series = register(method, matched.as_str(), default_slow());
+    let _ = CACHES.try_with(|c| {
+        let mut c = c.borrow_mut();
+        if c.routes.is_empty() {
+            c.routes.resize_with(CACHE_SLOTS, || None);
+        }
+        c.routes[slot] = Some((matched.clone(), method, series));
+    });
+    series
+}
+
+/// The series of a request that matched no route.
+fn unmatched_series(method: usize) -> Series {
+    if let Ok(Some(series)) = CACHES.try_with(|c| c.borrow().unmatched[method]) {
+        return series;
+    }
+    let series = register(method, UNMATCHED, default_slow());
+    let _ = CACHES.try_with(|c| c.borrow_mut().unmatched[method] = Some(series));
+    series
+}
+
+/// The series of a request whose `#[track_api]` handler handed over its metadata: its `path`
+/// (if given) or the request's route, its `method` (if given) or the request's, its threshold.
+fn handler_series(base: u32, meta: &'static Meta) -> Series {
+    let meta_ptr = meta as *const Meta as usize;
+    let slot = ((base as usize) ^ meta_ptr >> 3) % CACHE_SLOTS;
+    let hit = CACHES.try_with(|c| match c.borrow().handlers.get(slot) {
+        Some(Some((b, m, series))) if *b == base && *m == meta_ptr => Some(*series),
+        _ => None,
+    });
+    if let Ok(Some(series)) = hit {
+        return series;
+    }
+    let (base_route, base_method) = {
+        let reg = state().registry.read().unwrap_or_else(|e| e.into_inner());
+        reg.info(base)
+            .map_or((UNMATCHED.to_string(), METHODS[0]), |i| {
+                (i.name.to_string(), i.method)
+            })
+    };
+    let route = if meta.path_explicit() {
+        meta.route()
+    } else {
+        base_route.as_str()
+    };
+    let method = if meta.method() != METHODS[0] {
+        meta.method()
+    } else {
+        base_method
+    };
+    let series = register(method_index(method), route, meta.slow_ns());
+    let _ = CACHES.try_with(|c| {
+        let mut c = c.borrow_mut();
+        if c.handlers.is_empty() {
+            c.handlers.resize_with(CACHE_SLOTS, || None);
+        }
+        c.handlers[slot] = Some((base, meta_ptr, series));
+    });
+    series
+}
 
 impl<S, B, R> Service<Request<B>> for PerfmonService<S>
 where
@@ -79,19 +192,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = now_ticks();
-        let nested = req.extensions().get::<Seen>().is_some();
-        req.extensions_mut().insert(Seen);
-        let record = (!nested).then(|| Pending {
+        let method = method_index(req.method().as_str());
+        let record = Some(Pending {
             start,
-            method: method_index(req.method().as_str()),
-            route: req.extensions().get::<MatchedPath>().cloned(),
+            method,
+            series: Cell::new(
+                req.extensions()
+                    .get::<MatchedPath>()
+                    .map(|m| route_series(m, method)),
+            ),
             handler: Cell::new(None),
         });
         ResponseFuture {
             inner: self.inner.call(req),
             record,
+            polled: false,
         }
     }
 }
@@ -100,7 +217,9 @@ where
 struct Pending {
     start: u64,
     method: usize,
-    route: Option<MatchedPath>,
+    /// The series of (method, matched route); `None` until known: filled in by an inner
+    /// `PerfmonLayer` that saw the matched route when this one (outside the router) did not.
+    series: Cell<Option<Series>>,
     /// Set by a `#[track_api]` handler that ran inside this request.
     handler: Cell<Option<&'static Meta>>,
 }
@@ -138,39 +257,36 @@ impl Drop for Reset {
 impl Pending {
     fn finish(&self, status: u16) {
         let end = now_ticks();
-        let s = state();
-        let handler = self.handler.get();
-        let route: &str = match (handler, &self.route) {
-            (Some(m), _) if m.path_explicit() => m.route(),
-            (_, Some(r)) => r.as_str(),
-            (_, None) => UNMATCHED,
+        let base = self
+            .series
+            .get()
+            .unwrap_or_else(|| unmatched_series(self.method));
+        let series = match self.handler.get() {
+            Some(meta) => handler_series(base.id, meta),
+            None => base,
         };
-        let method = match handler.map(|m| m.method()) {
-            Some(m) if m != METHODS[0] => method_index(m),
-            _ => self.method,
-        };
-        let slow_ns = handler.map_or_else(
-            || s.api_slow_ns.load(std::sync::atomic::Ordering::Relaxed),
-            |m| m.slow_ns(),
-        );
-        let id = lookup_or_register(
-            &s.registry,
-            |r| r.find_api(method, route),
-            |r| r.api(method, route, slow_ns),
-        );
         let took_ns = crate::clock::ticks_between_ns(self.start, end);
         let mut flags = FLAG_TICKS;
-        if took_ns > slow_ns {
+        if took_ns > series.slow_ns {
             flags |= FLAG_SLOW;
-            tracing::warn!(target: "perfmon", method = METHODS[method], route, status, took = ?std::time::Duration::from_nanos(took_ns), "slow request");
+            slow_warning(series.id, status, took_ns);
         }
         push(Event {
-            series: id,
+            series: series.id,
             status,
             flags,
             a: self.start,
             b: end,
         });
+    }
+}
+
+#[cold]
+fn slow_warning(series: u32, status: u16, took_ns: u64) {
+    let reg = state().registry.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = reg.info(series) {
+        let took = std::time::Duration::from_nanos(took_ns);
+        tracing::warn!(target: "perfmon", method = i.method, route = &*i.name, status, ?took, "slow request");
     }
 }
 
@@ -180,6 +296,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         record: Option<Pending>,
+        polled: bool,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
@@ -201,6 +318,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if !*this.polled {
+            *this.polled = true;
+            // Inside another `PerfmonLayer`'s request: that one records; hand it the matched
+            // route if it did not see one, and stay quiet.
+            let outer = CURRENT.with(|c| c.get());
+            if !outer.is_null() {
+                if let Some(mine) = this.record.take() {
+                    // SAFETY: `outer` is the `Pending` of the future polling us (see `CURRENT`).
+                    let outer = unsafe { &*outer };
+                    if outer.series.get().is_none() {
+                        outer.series.set(mine.series.get());
+                    }
+                }
+            }
+        }
         let ptr: *const Pending = this
             .record
             .as_ref()
