@@ -13,29 +13,54 @@ async fn init_shutdown_and_errors() {
         timestamp: SystemTime::now(),
     });
 
+    // nothing listens on port 1: an error that names the backend, its URL, and what to do
+    let e = init(Config::builder().redis_url("redis://127.0.0.1:1/").build())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            InitError::Unreachable {
+                backend: "Redis",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("Redis at redis://127.0.0.1:1/ is unreachable"),
+        "{e}"
+    );
     let e = init(
+        Config::builder()
+            .database_url("postgres://app:secret@127.0.0.1:1/test")
+            .build(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            InitError::Unreachable {
+                backend: "PostgreSQL",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("postgres://app:***@127.0.0.1:1/test") && !msg.contains("secret"),
+        "{msg}"
+    );
+    let e = init_blocking(
         Config::builder()
             .redis_url("redis://127.0.0.1:6379/")
             .build(),
     )
-    .await
     .unwrap_err();
-    assert!(matches!(
-        e,
-        InitError::BackendUnsupported {
-            backend: "Redis",
-            ..
-        }
-    ));
-    assert!(e.to_string().contains("PERFMON_REDIS_URL"), "{e}");
-    let e = init(
-        Config::builder()
-            .database_url("postgres://127.0.0.1/test")
-            .build(),
-    )
-    .await
-    .unwrap_err();
-    assert!(e.to_string().contains("PostgreSQL"), "{e}");
+    assert!(e.to_string().contains("init(config).await"), "{e}");
     let e = init(Config::builder().key_prefix("has space").build())
         .await
         .unwrap_err();

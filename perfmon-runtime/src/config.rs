@@ -58,6 +58,8 @@ pub struct Config {
     pub(crate) cache_key_segments: usize,
     pub(crate) drain_interval: Duration,
     pub(crate) health_cache_ttl: Duration,
+    pub(crate) health_check_timeout: Duration,
+    pub(crate) critical_overrides: Vec<(String, bool)>,
 }
 
 /// A configuration value that cannot be used.
@@ -106,6 +108,8 @@ impl Default for Config {
             cache_key_segments: 2,
             drain_interval: Duration::from_millis(10),
             health_cache_ttl: Duration::from_secs(1),
+            health_check_timeout: Duration::from_secs(2),
+            critical_overrides: Vec::new(),
         }
     }
 }
@@ -201,6 +205,16 @@ impl Config {
     /// The cardinality caps.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Whether the built-in check `name` is critical: the override if one was set, else `default`.
+    #[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
+    pub(crate) fn critical(&self, name: &str, default: bool) -> bool {
+        self.critical_overrides
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map_or(default, |(_, c)| *c)
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -303,6 +317,18 @@ impl ConfigBuilder {
     /// backends (default 1 s; zero runs the checks on every call).
     pub fn health_cache_ttl(mut self, d: Duration) -> Self {
         self.config.health_cache_ttl = d;
+        self
+    }
+    /// The timeout of the built-in backend checks (default 2 s).
+    pub fn health_check_timeout(mut self, d: Duration) -> Self {
+        self.config.health_check_timeout = d;
+        self
+    }
+    /// Whether the built-in check `name` (`database` or `redis`) is critical: a failing critical
+    /// check makes the system `unhealthy`, another one `degraded`. By default `database` is
+    /// critical and `redis` is not.
+    pub fn critical_check(mut self, name: impl Into<String>, critical: bool) -> Self {
+        self.config.critical_overrides.push((name.into(), critical));
         self
     }
     /// The configuration; `init` validates it.

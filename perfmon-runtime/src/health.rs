@@ -82,6 +82,8 @@ pub struct SystemHealth {
     pub resources: ResourceUsage,
     /// The recorder's counters.
     pub recorder: RecorderStats,
+    /// The PostgreSQL pool, if PostgreSQL is configured (the seed's `database.activeConnections`).
+    pub database: Option<crate::PoolStats>,
     /// When the checks ran.
     pub timestamp: SystemTime,
 }
@@ -100,12 +102,15 @@ impl Serialize for SystemHealth {
             .iter()
             .map(|(k, v)| (k.as_str(), v.ok))
             .collect();
-        let mut m = s.serialize_map(Some(6))?;
+        let mut m = s.serialize_map(Some(7))?;
         m.serialize_entry("status", &self.status)?;
         m.serialize_entry("checks", &oks)?;
         m.serialize_entry("details", &self.checks)?;
         m.serialize_entry("resources", &self.resources)?;
         m.serialize_entry("recorder", &self.recorder)?;
+        if let Some(db) = &self.database {
+            m.serialize_entry("database", db)?;
+        }
         m.serialize_entry("timestamp", &Time(self.timestamp))?;
         m.end()
     }
@@ -451,6 +456,7 @@ pub async fn system_health() -> SystemHealth {
         checks,
         resources: resource_usage(),
         recorder,
+        database: crate::backends::pool_stats(),
         timestamp: SystemTime::now(),
     };
     *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), health.clone()));

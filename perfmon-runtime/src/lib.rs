@@ -116,6 +116,7 @@
 #![warn(missing_docs)]
 
 mod aggregator;
+mod backends;
 mod clock;
 mod collector;
 mod config;
@@ -136,6 +137,7 @@ mod status;
 pub mod __private;
 
 pub use aggregator::{RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
+pub use backends::PoolStats;
 pub use clock::rfc3339;
 pub use collector::{collector, Collector};
 pub use config::{Config, ConfigBuilder, ConfigError, Limits};

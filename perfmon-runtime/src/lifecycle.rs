@@ -17,12 +17,24 @@ pub enum InitError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A backend is configured but this build cannot talk to it.
-    #[error("{backend} is configured ({var} is set) but perfmon-runtime was built without support for it: this release keeps every statistic in memory; unset {var} or use a release with the {backend} tiers")]
+    #[error("{backend} is configured ({var} is set) but perfmon-runtime was built without its `{feature}` feature: enable the feature or unset {var}")]
     BackendUnsupported {
         /// `Redis` or `PostgreSQL`.
         backend: &'static str,
         /// The variable or builder setting that configures it.
         var: &'static str,
+        /// The cargo feature that supports it.
+        feature: &'static str,
+    },
+    /// A configured backend could not be reached at start.
+    #[error("{backend} at {target} is unreachable: {reason}; check that it runs and that the URL is right")]
+    Unreachable {
+        /// `Redis` or `PostgreSQL`.
+        backend: &'static str,
+        /// Its URL, password redacted.
+        target: String,
+        /// What failed.
+        reason: String,
     },
     /// `init` was already called in this process and its handle is still alive.
     #[error("perfmon is already initialized in this process; keep the first handle, or shut it down before calling init again")]
@@ -69,8 +81,9 @@ impl std::fmt::Debug for Perfmon {
     }
 }
 
-/// Starts perfmon with `config`: validates it, applies limits and thresholds, and starts the
-/// background worker. Statistics recorded before `init` are kept.
+/// Starts perfmon with `config`: validates it, connects the configured backends (an unreachable
+/// one is an error that names it) and registers their health checks, applies limits and
+/// thresholds, and starts the background worker. Statistics recorded before `init` are kept.
 ///
 /// ```
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -80,24 +93,28 @@ impl std::fmt::Debug for Perfmon {
 /// # Ok(()) }
 /// ```
 pub async fn init(config: Config) -> Result<Perfmon, InitError> {
-    init_blocking(config)
+    config.validate()?;
+    if *running().lock().unwrap_or_else(|e| e.into_inner()) {
+        return Err(InitError::AlreadyInitialized);
+    }
+    crate::backends::connect(&config).await?;
+    start(config)
 }
 
-/// [`init`] for programs without an async runtime.
+/// [`init`] for programs without an async runtime; it cannot connect backends, so a configured
+/// Redis or PostgreSQL URL is an error here (use [`init`]).
 pub fn init_blocking(config: Config) -> Result<Perfmon, InitError> {
     config.validate()?;
-    if config.redis_url.is_some() {
-        return Err(InitError::BackendUnsupported {
-            backend: "Redis",
-            var: "PERFMON_REDIS_URL",
-        });
+    if config.redis_url.is_some() || config.database_url.is_some() {
+        return Err(InitError::Config(ConfigError::Invalid {
+            what: "init_blocking",
+            message: "backends are connected asynchronously: call `init(config).await` when a Redis or PostgreSQL URL is set".into(),
+        }));
     }
-    if config.database_url.is_some() {
-        return Err(InitError::BackendUnsupported {
-            backend: "PostgreSQL",
-            var: "PERFMON_DATABASE_URL",
-        });
-    }
+    start(config)
+}
+
+fn start(config: Config) -> Result<Perfmon, InitError> {
     let mut is_running = running().lock().unwrap_or_else(|e| e.into_inner());
     if *is_running {
         return Err(InitError::AlreadyInitialized);
@@ -158,9 +175,11 @@ impl Perfmon {
         &self.config
     }
 
-    /// Drains every thread's events and stops the worker.
+    /// Drains every thread's events, stops the worker and closes the backends' connections.
     pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
-        self.stop()
+        let stopped = self.stop();
+        crate::backends::disconnect().await;
+        stopped
     }
 
     fn stop(&mut self) -> Result<(), ShutdownError> {
@@ -178,6 +197,7 @@ impl Perfmon {
 
 impl Drop for Perfmon {
     fn drop(&mut self) {
+        crate::backends::disconnect_now();
         if let Err(e) = self.stop() {
             tracing::error!(target: "perfmon", error = %e, "perfmon shutdown");
         }
