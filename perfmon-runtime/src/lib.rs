@@ -65,10 +65,18 @@
 //!
 //! ## Feature flags
 //!
-//! None yet: this release is the embedded default, everything in memory, no network and no async
-//! runtime needed for recording. The Redis and PostgreSQL tiers (`redis`, `postgres`) and the
-//! HTTP layer (`axum`) are planned; configuring a backend URL today makes [`init`] fail with
-//! [`InitError::BackendUnsupported`] rather than silently ignoring it.
+//! With none, this is the embedded default: everything in memory, no network, no async runtime
+//! needed for recording.
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `axum` | `http::PerfmonLayer` (records every request once, with its route template and real status) and `http::router`: `/api/monitoring/metrics`, `/api/monitoring/health`, `/api/monitoring/live`, `/api/monitoring/ready`, `/metrics` (Prometheus), `/api/monitoring/dashboard` |
+//! | `postgres` | `PERFMON_DATABASE_URL`: a sqlx pool opened by [`init`], checked there and by the built-in `database` health check (`SELECT 1`, pool counts; critical) |
+//! | `redis` | `PERFMON_REDIS_URL`: a reconnecting connection opened by [`init`], checked there and by the built-in `redis` health check (`PING`; not critical) |
+//!
+//! The Redis and PostgreSQL *retention tiers* (windows beyond 5 minutes, cluster scope) are not
+//! in this release: the backends are connected and health-checked only, and the metrics
+//! endpoint answers `window=5m&scope=instance` (other values are a 400 that says so).
 //!
 //! ## What can fail
 //!
@@ -76,10 +84,15 @@
 //! | --- | --- | --- |
 //! | tracked call, `record_*` | nothing: never blocks on I/O, never panics | a full ring is drained by its own thread |
 //! | [`Config::from_env`] | [`ConfigError::InvalidEnv`] | names the variable and what it accepts |
-//! | [`init`] | [`InitError`] | invalid config, backend configured but unsupported, already running |
+//! | [`init`] | [`InitError::Unreachable`] | names the backend and its URL (password redacted) |
+//! | [`init`] | [`InitError::BackendUnsupported`] | a URL is set for a backend whose feature is off |
+//! | [`init`] | [`InitError::AlreadyInitialized`], [`InitError::Config`] | one `init` at a time; invalid config |
+//! | a backend going away later | its health check fails: `degraded` (Redis) or `unhealthy` (PostgreSQL) | recording goes on; the connection is retried |
+//! | a health check hanging | fails after its timeout (2 s by default) | results are cached 1 s |
 //! | [`Perfmon::shutdown`] | [`ShutdownError::WorkerPanicked`] | statistics up to the last drain are kept |
-//! | hand-recorded event older than the window | counted in [`RecorderStats::late_events`] | health turns `degraded` |
+//! | hand-recorded event older than the window | counted in [`RecorderStats::late_events`], kept in the Prometheus totals | health turns `degraded` |
 //! | a label past its cap | counted under [`OTHER`] (`__other__`) | memory stays bounded |
+//! | a bad query parameter | 400 `{"success": false, "error": ...}` naming the allowed values | |
 //!
 //! ## Design
 //!
