@@ -66,195 +66,173 @@ fn query_stats_of(views: &[&View<'_>]) -> QueryStats {
     QueryStats::from_parts(&h, reads, writes, errors, slow)
 }
 
+/// API statistics over `views` (API series).
+pub(crate) fn api_stats_from(views: &[View<'_>]) -> ApiStats {
+    api_stats_of(&views.iter().collect::<Vec<_>>())
+}
+
+/// API statistics of one route template over `views`.
+pub(crate) fn api_stats_for_from(views: &[View<'_>], path: &str) -> ApiStats {
+    api_stats_of(&views.iter().filter(|v| &*v.info.name == path).collect::<Vec<_>>())
+}
+
+/// Per route and method, busiest first.
+pub(crate) fn api_routes_from(views: &[View<'_>]) -> Vec<RouteStats> {
+    let mut out: Vec<RouteStats> = views
+        .iter()
+        .map(|v| RouteStats { method: v.info.method.to_string(), path: v.info.name.to_string(), stats: api_stats_of(&[v]) })
+        .collect();
+    out.sort_by(|a, b| b.stats.total_requests.cmp(&a.stats.total_requests).then_with(|| a.path.cmp(&b.path)));
+    out
+}
+
+pub(crate) fn cache_stats_from(views: &[View<'_>]) -> CacheStats {
+    let mut keys = BTreeMap::new();
+    let (mut h, mut m, mut e) = (0, 0, 0);
+    for v in views {
+        let [hits, misses, errors] = [HIT, MISS, CACHE_ERROR].map(|i| v.outcomes[usize::from(i)]);
+        h += hits;
+        m += misses;
+        e += errors;
+        keys.insert(v.info.name.to_string(), CacheKeyStats::from_counts(hits, misses, errors));
+    }
+    let all = CacheKeyStats::from_counts(h, m, e);
+    CacheStats {
+        hit_rate: all.hit_rate,
+        miss_rate: all.miss_rate,
+        error_rate: all.error_rate,
+        total_operations: all.total_operations,
+        keys,
+    }
+}
+
+pub(crate) fn database_stats_from(views: &[View<'_>]) -> DatabaseStats {
+    let mut by_table: BTreeMap<&str, BTreeMap<&str, Vec<&View<'_>>>> = BTreeMap::new();
+    for v in views {
+        by_table.entry(&v.info.table).or_default().entry(&v.info.name).or_default().push(v);
+    }
+    let mut tables = BTreeMap::new();
+    for (table, ops) in by_table {
+        let all: Vec<&View<'_>> = ops.values().flatten().copied().collect();
+        let operations = ops.iter().map(|(op, vs)| (op.to_string(), query_stats_of(vs))).collect();
+        tables.insert(table.to_string(), TableStats { totals: query_stats_of(&all), operations });
+    }
+    let totals = query_stats_of(&views.iter().collect::<Vec<_>>());
+    DatabaseStats { total_queries: totals.reads + totals.writes, totals, tables }
+}
+
+pub(crate) fn batch_stats_from(views: &[View<'_>]) -> BatchStats {
+    let batches = views
+        .iter()
+        .map(|v| {
+            let (ok, failed) = (v.outcomes[usize::from(OK)], v.outcomes[usize::from(FAILED)]);
+            let stats = BatchJobStats {
+                runs: ok + failed,
+                successes: ok,
+                failures: failed,
+                success_rate: percent(ok, ok + failed),
+                avg_duration: v.hist.mean(),
+                p95_duration: v.hist.quantile(0.95),
+                max_duration: v.hist.max(),
+                last_success: v.last_success_ns.map(system_time),
+                last_failure: v.last_failure_ns.map(system_time),
+            };
+            (v.info.name.to_string(), stats)
+        })
+        .collect();
+    BatchStats { batches }
+}
+
+pub(crate) fn business_from(views: &[View<'_>]) -> BusinessMetrics {
+    let mut metrics: BTreeMap<String, BusinessMetricStats> = BTreeMap::new();
+    for v in views {
+        let entry = metrics.entry(v.info.name.to_string()).or_default();
+        if v.info.kind == Kind::Business {
+            entry.count += v.events;
+            entry.sum += v.value_sum;
+        } else {
+            let values = entry.tags.entry(v.info.table.to_string()).or_default();
+            let s = values.entry(v.info.tag_value.to_string()).or_default();
+            s.count += v.events;
+            s.sum += v.value_sum;
+        }
+    }
+    BusinessMetrics { metrics }
+}
+
+pub(crate) fn function_stats_from(views: &[View<'_>]) -> FunctionStats {
+    let functions = views
+        .iter()
+        .map(|v| {
+            let h = &v.hist;
+            let stats = FnStats {
+                calls: h.count(),
+                avg_duration: h.mean(),
+                p50_duration: h.quantile(0.50),
+                p95_duration: h.quantile(0.95),
+                p99_duration: h.quantile(0.99),
+                max_duration: h.max(),
+                slow_calls: v.slow,
+                threshold: (v.info.slow_ns != u64::MAX).then(|| Duration::from_nanos(v.info.slow_ns)),
+            };
+            (v.info.name.to_string(), stats)
+        })
+        .collect();
+    FunctionStats { functions }
+}
+
 impl Collector {
     /// API statistics over every route.
     pub fn api_stats(&self) -> ApiStats {
-        let agg = crate::state::drained();
-        let views = agg.views(&[Kind::Api]);
-        api_stats_of(&views.iter().collect::<Vec<_>>())
+        api_stats_from(&crate::state::drained().views(&[Kind::Api]))
     }
 
     /// API statistics of one route template (all methods), zero if it saw no request.
     pub fn api_stats_for(&self, path: &str) -> ApiStats {
-        let agg = crate::state::drained();
-        let views = agg.views(&[Kind::Api]);
-        api_stats_of(
-            &views
-                .iter()
-                .filter(|v| &*v.info.name == path)
-                .collect::<Vec<_>>(),
-        )
+        api_stats_for_from(&crate::state::drained().views(&[Kind::Api]), path)
     }
 
     /// Statistics per route and method, busiest first.
     pub fn api_routes(&self) -> Vec<RouteStats> {
-        let agg = crate::state::drained();
-        let views = agg.views(&[Kind::Api]);
-        let mut out: Vec<RouteStats> = views
-            .iter()
-            .map(|v| RouteStats {
-                method: v.info.method.to_string(),
-                path: v.info.name.to_string(),
-                stats: api_stats_of(&[v]),
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            b.stats
-                .total_requests
-                .cmp(&a.stats.total_requests)
-                .then_with(|| a.path.cmp(&b.path))
-        });
-        out
+        api_routes_from(&crate::state::drained().views(&[Kind::Api]))
     }
 
     /// Up to `n` (at most 50) requests over their slow threshold in the window, slowest first.
     pub fn slow_requests(&self, n: usize) -> Vec<SlowRequest> {
         let agg = crate::state::drained();
-        agg.slow_requests(n)
-            .into_iter()
-            .map(|(r, info)| to_request(r, info))
-            .collect()
+        agg.slow_requests(n).into_iter().map(|(r, info)| to_request(r, info)).collect()
     }
 
     /// The last 100 requests, newest first.
     pub fn recent_requests(&self) -> Vec<SlowRequest> {
         let agg = crate::state::drained();
-        agg.recent_requests()
-            .into_iter()
-            .map(|(r, info)| to_request(r, info))
-            .collect()
+        agg.recent_requests().into_iter().map(|(r, info)| to_request(r, info)).collect()
     }
 
     /// Cache hit, miss and error rates, overall and per key group.
     pub fn cache_stats(&self) -> CacheStats {
-        let agg = crate::state::drained();
-        let mut keys = BTreeMap::new();
-        let (mut h, mut m, mut e) = (0, 0, 0);
-        for v in agg.views(&[Kind::Cache]) {
-            let [hits, misses, errors] =
-                [HIT, MISS, CACHE_ERROR].map(|i| v.outcomes[usize::from(i)]);
-            h += hits;
-            m += misses;
-            e += errors;
-            keys.insert(
-                v.info.name.to_string(),
-                CacheKeyStats::from_counts(hits, misses, errors),
-            );
-        }
-        let all = CacheKeyStats::from_counts(h, m, e);
-        CacheStats {
-            hit_rate: all.hit_rate,
-            miss_rate: all.miss_rate,
-            error_rate: all.error_rate,
-            total_operations: all.total_operations,
-            keys,
-        }
+        cache_stats_from(&crate::state::drained().views(&[Kind::Cache]))
     }
 
     /// Query statistics per table and operation, with totals (percentiles from merged
     /// histograms at every level).
     pub fn database_stats(&self) -> DatabaseStats {
-        let agg = crate::state::drained();
-        let views = agg.views(&[Kind::Query]);
-        let mut by_table: BTreeMap<&str, BTreeMap<&str, Vec<&View<'_>>>> = BTreeMap::new();
-        for v in &views {
-            by_table
-                .entry(&v.info.table)
-                .or_default()
-                .entry(&v.info.name)
-                .or_default()
-                .push(v);
-        }
-        let mut tables = BTreeMap::new();
-        for (table, ops) in by_table {
-            let all: Vec<&View<'_>> = ops.values().flatten().copied().collect();
-            let operations = ops
-                .iter()
-                .map(|(op, vs)| (op.to_string(), query_stats_of(vs)))
-                .collect();
-            tables.insert(
-                table.to_string(),
-                TableStats {
-                    totals: query_stats_of(&all),
-                    operations,
-                },
-            );
-        }
-        let totals = query_stats_of(&views.iter().collect::<Vec<_>>());
-        DatabaseStats {
-            total_queries: totals.reads + totals.writes,
-            totals,
-            tables,
-        }
+        database_stats_from(&crate::state::drained().views(&[Kind::Query]))
     }
 
     /// Batch runs per name: successes, failures, durations, last success and failure.
     pub fn batch_stats(&self) -> BatchStats {
-        let agg = crate::state::drained();
-        let batches = agg
-            .views(&[Kind::Batch])
-            .iter()
-            .map(|v| {
-                let (ok, failed) = (v.outcomes[usize::from(OK)], v.outcomes[usize::from(FAILED)]);
-                let stats = BatchJobStats {
-                    runs: ok + failed,
-                    successes: ok,
-                    failures: failed,
-                    success_rate: percent(ok, ok + failed),
-                    avg_duration: v.hist.mean(),
-                    p95_duration: v.hist.quantile(0.95),
-                    max_duration: v.hist.max(),
-                    last_success: v.last_success_ns.map(system_time),
-                    last_failure: v.last_failure_ns.map(system_time),
-                };
-                (v.info.name.to_string(), stats)
-            })
-            .collect();
-        BatchStats { batches }
+        batch_stats_from(&crate::state::drained().views(&[Kind::Batch]))
     }
 
     /// Business metrics: count and sum per name and per tag value.
     pub fn business_metrics(&self) -> BusinessMetrics {
-        let agg = crate::state::drained();
-        let mut metrics: BTreeMap<String, BusinessMetricStats> = BTreeMap::new();
-        for v in agg.views(&[Kind::Business, Kind::BusinessTag]) {
-            let entry = metrics.entry(v.info.name.to_string()).or_default();
-            if v.info.kind == Kind::Business {
-                entry.count += v.events;
-                entry.sum += v.value_sum;
-            } else {
-                let values = entry.tags.entry(v.info.table.to_string()).or_default();
-                let s = values.entry(v.info.tag_value.to_string()).or_default();
-                s.count += v.events;
-                s.sum += v.value_sum;
-            }
-        }
-        BusinessMetrics { metrics }
+        business_from(&crate::state::drained().views(&[Kind::Business, Kind::BusinessTag]))
     }
 
     /// `#[measure]` statistics per name.
     pub fn function_stats(&self) -> FunctionStats {
-        let agg = crate::state::drained();
-        let functions = agg
-            .views(&[Kind::Measure])
-            .iter()
-            .map(|v| {
-                let h = &v.hist;
-                let stats = FnStats {
-                    calls: h.count(),
-                    avg_duration: h.mean(),
-                    p50_duration: h.quantile(0.50),
-                    p95_duration: h.quantile(0.95),
-                    p99_duration: h.quantile(0.99),
-                    max_duration: h.max(),
-                    slow_calls: v.slow,
-                    threshold: (v.info.slow_ns != u64::MAX)
-                        .then(|| Duration::from_nanos(v.info.slow_ns)),
-                };
-                (v.info.name.to_string(), stats)
-            })
-            .collect();
-        FunctionStats { functions }
+        function_stats_from(&crate::state::drained().views(&[Kind::Measure]))
     }
 
     /// The window minute by minute, oldest first: API volume, mean, p95, p99 and error rate, and
