@@ -15,6 +15,8 @@ use crate::ring::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_TICKS, FLAG_VALUE};
 
 /// Minutes in the in-memory window: the current minute and the four before it.
 pub const WINDOW_MINUTES: u64 = 5;
+/// Closed minutes kept past the window (see `SeriesAgg::rotate`).
+const EVICTION_GRACE_MINUTES: u64 = 2;
 pub(crate) const NS_PER_MINUTE: u64 = 60_000_000_000;
 /// Slow requests kept per minute (the slow list is the top of these over the window).
 pub const SLOW_LIST_SIZE: usize = 50;
@@ -40,6 +42,11 @@ pub(crate) struct Minute<H> {
     pub slow: u64,
     pub events: u64,
     pub value_sum: f64,
+    /// Batches: the last successful and failed run in this minute (Unix ns, 0 for none).
+    pub last_ok_ns: u64,
+    pub last_fail_ns: u64,
+    /// Changed since the retention tiers last took it.
+    pub dirty: bool,
 }
 
 impl<H> Minute<H> {
@@ -181,6 +188,7 @@ impl Aggregator {
             return;
         };
         let minute = self.minute_of(unix_ns);
+        let now_minute = self.now_ns / NS_PER_MINUTE;
         let slow = ev.flags & FLAG_SLOW != 0;
         let Some(s) = self.series_mut(ev.series) else {
             return;
@@ -197,11 +205,18 @@ impl Aggregator {
             s.rotate(minute);
         }
         let filed = if minute == s.cur_minute {
-            apply(&mut s.cur, kind, dur_ns, ev.status, slow, value, |h, v| {
-                h.record(v)
-            });
+            apply(
+                &mut s.cur,
+                kind,
+                dur_ns,
+                ev.status,
+                slow,
+                value,
+                unix_ns,
+                |h, v| h.record(v),
+            );
             true
-        } else if minute + WINDOW_MINUTES > s.cur_minute {
+        } else if minute + WINDOW_MINUTES > now_minute {
             // An event for a minute already closed: file it there (creating the minute if it saw
             // nothing until now), and in the totals, which folded that minute already.
             let pos = match s.closed.iter().position(|(x, _)| *x >= minute) {
@@ -222,6 +237,7 @@ impl Aggregator {
                 ev.status,
                 slow,
                 value,
+                unix_ns,
                 |h, v| h.record(v),
             );
             apply(
@@ -231,6 +247,7 @@ impl Aggregator {
                 ev.status,
                 slow,
                 value,
+                unix_ns,
                 |b, v| b.add_value(v),
             );
             true
@@ -243,6 +260,7 @@ impl Aggregator {
                 ev.status,
                 slow,
                 value,
+                unix_ns,
                 |b, v| b.add_value(v),
             );
             false
@@ -307,7 +325,6 @@ impl Aggregator {
         self.now_ns / NS_PER_MINUTE
     }
 
-    /// Every series with activity in the window ending at `now_minute`, of the given kinds.
     /// Every series of the given kinds with activity in minutes `first..=last`.
     pub(crate) fn views_in(&self, kinds: &[Kind], first: u64, last: u64) -> Vec<View<'_>> {
         let in_window = |m: u64| m >= first && m <= last;
@@ -363,6 +380,58 @@ impl Aggregator {
             }
         }
         out
+    }
+
+    /// Collects the (series, minute) pairs changed since the last call, and clears their flags.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn take_dirty(&mut self, out: &mut std::collections::BTreeSet<(u32, u64)>) {
+        for (id, s) in self.series.iter_mut().enumerate() {
+            if s.cur.dirty {
+                s.cur.dirty = false;
+                out.insert((id as u32, s.cur_minute));
+            }
+            for (m, data) in s.closed.iter_mut().filter(|(_, d)| d.dirty) {
+                data.dirty = false;
+                out.insert((id as u32, *m));
+            }
+        }
+    }
+
+    /// Adds this shard's part of minutes `first..=last` of a series to `into`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn add_minutes(
+        &self,
+        series: u32,
+        first: u64,
+        last: u64,
+        into: &mut Minute<crate::hist::Merged>,
+    ) {
+        let Some(s) = self.series.get(series as usize) else {
+            return;
+        };
+        let fold = |into: &mut Minute<crate::hist::Merged>, m: &Minute<()>| {
+            for i in 0..3 {
+                into.outcomes[i] += m.outcomes[i];
+            }
+            for &(code, n) in &m.statuses {
+                into.count_status_n(code, n);
+            }
+            into.slow += m.slow;
+            into.events += m.events;
+            into.value_sum += m.value_sum;
+            into.last_ok_ns = into.last_ok_ns.max(m.last_ok_ns);
+            into.last_fail_ns = into.last_fail_ns.max(m.last_fail_ns);
+        };
+        if (first..=last).contains(&s.cur_minute) && s.cur.events > 0 {
+            fold(into, &s.cur.counters());
+            into.hist.add_paged(&s.cur.hist);
+        }
+        for (m, data) in s.closed.iter().filter(|(m, _)| (first..=last).contains(m)) {
+            let _ = m;
+            fold(into, &data.counters());
+            into.hist.add_compact(&data.hist);
+        }
+        into.statuses.sort_unstable();
     }
 
     /// Every series of the given kinds with its totals since start (current minute included).
@@ -470,7 +539,7 @@ impl Minute<Buckets> {
 }
 
 impl<H> Minute<H> {
-    fn count_status_n(&mut self, code: u16, n: u64) {
+    pub(crate) fn count_status_n(&mut self, code: u16, n: u64) {
         match self.statuses.iter_mut().find(|(c, _)| *c == code) {
             Some((_, x)) => *x += n,
             None => self.statuses.push((code, n)),
@@ -485,10 +554,14 @@ impl<H> Minute<H> {
             slow: self.slow,
             events: self.events,
             value_sum: self.value_sum,
+            last_ok_ns: self.last_ok_ns,
+            last_fail_ns: self.last_fail_ns,
+            dirty: self.dirty,
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply<H>(
     m: &mut Minute<H>,
     kind: Kind,
@@ -496,9 +569,18 @@ fn apply<H>(
     status: u16,
     slow: bool,
     value: f64,
+    unix_ns: u64,
     record: impl FnOnce(&mut H, u64),
 ) {
     m.events += 1;
+    m.dirty = true;
+    if kind == Kind::Batch {
+        if status == OK {
+            m.last_ok_ns = m.last_ok_ns.max(unix_ns);
+        } else {
+            m.last_fail_ns = m.last_fail_ns.max(unix_ns);
+        }
+    }
     match kind {
         Kind::Business | Kind::BusinessTag => {
             m.value_sum += value;
@@ -529,6 +611,9 @@ impl SeriesAgg {
                 slow: self.cur.slow,
                 events: self.cur.events,
                 value_sum: self.cur.value_sum,
+                last_ok_ns: self.cur.last_ok_ns,
+                last_fail_ns: self.cur.last_fail_ns,
+                dirty: self.cur.dirty,
             };
             self.totals.fold(&closed, |b, h| b.add_compact(h));
             self.closed.push_back((self.cur_minute, closed));
@@ -536,12 +621,19 @@ impl SeriesAgg {
             self.cur.slow = 0;
             self.cur.events = 0;
             self.cur.value_sum = 0.0;
+            self.cur.last_ok_ns = 0;
+            self.cur.last_fail_ns = 0;
+            self.cur.dirty = false;
         }
         self.cur_minute = minute;
+        // Closed minutes stay `EVICTION_GRACE_MINUTES` past the window: an event is filed into a
+        // closed minute only while that minute is in the window by the wall clock, so every
+        // shard still holds a minute whenever any shard can still change it (the retention
+        // tiers rewrite whole minutes, merged across shards).
         while self
             .closed
             .front()
-            .is_some_and(|(m, _)| m + WINDOW_MINUTES <= minute)
+            .is_some_and(|(m, _)| m + WINDOW_MINUTES + EVICTION_GRACE_MINUTES <= minute)
         {
             self.closed.pop_front();
         }

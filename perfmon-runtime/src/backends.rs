@@ -42,6 +42,16 @@ pub(crate) fn redact(url: &str) -> String {
 #[cfg(feature = "postgres")]
 static PG: std::sync::RwLock<Option<sqlx::PgPool>> = std::sync::RwLock::new(None);
 
+#[cfg(feature = "redis")]
+static REDIS: std::sync::RwLock<Option<redis::aio::ConnectionManager>> =
+    std::sync::RwLock::new(None);
+
+/// The Redis connection opened by `init`, for the tier's writer.
+#[cfg(feature = "redis")]
+pub(crate) fn redis_connection() -> Option<redis::aio::ConnectionManager> {
+    REDIS.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// The pool's counts, if PostgreSQL is configured.
 pub(crate) fn pool_stats() -> Option<PoolStats> {
     #[cfg(feature = "postgres")]
@@ -80,7 +90,14 @@ pub(crate) fn disconnect_now() {
         crate::health::unregister_health_check("database");
     }
     #[cfg(feature = "redis")]
-    crate::health::unregister_health_check("redis");
+    if REDIS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .is_some()
+    {
+        crate::health::unregister_health_check("redis");
+    }
 }
 
 /// Closes the connections and removes their checks.
@@ -94,6 +111,11 @@ pub(crate) async fn disconnect() {
         }
     }
     #[cfg(feature = "redis")]
+    if REDIS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .is_some()
     {
         crate::health::unregister_health_check("redis");
     }
@@ -169,6 +191,7 @@ async fn connect_redis(url: &str, config: &Config) -> Result<(), InitError> {
         .query_async(&mut conn)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
+    *REDIS.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
     let check = crate::health::HealthCheck::new("redis", move || {
         let mut conn = conn.clone();
         async move {
@@ -182,7 +205,7 @@ async fn connect_redis(url: &str, config: &Config) -> Result<(), InitError> {
     .critical(config.critical("redis", false))
     .timeout(config.health_check_timeout);
     crate::health::register_health_check(check);
-    tracing::info!(target: "perfmon", target = %redact(url), "Redis reachable (health checks; the retention tiers are not written by this release)");
+    tracing::info!(target: "perfmon", target = %redact(url), "Redis reachable: health checks and the Redis tier");
     Ok(())
 }
 

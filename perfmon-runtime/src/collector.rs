@@ -73,16 +73,30 @@ pub(crate) fn api_stats_from(views: &[View<'_>]) -> ApiStats {
 
 /// API statistics of one route template over `views`.
 pub(crate) fn api_stats_for_from(views: &[View<'_>], path: &str) -> ApiStats {
-    api_stats_of(&views.iter().filter(|v| &*v.info.name == path).collect::<Vec<_>>())
+    api_stats_of(
+        &views
+            .iter()
+            .filter(|v| &*v.info.name == path)
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Per route and method, busiest first.
 pub(crate) fn api_routes_from(views: &[View<'_>]) -> Vec<RouteStats> {
     let mut out: Vec<RouteStats> = views
         .iter()
-        .map(|v| RouteStats { method: v.info.method.to_string(), path: v.info.name.to_string(), stats: api_stats_of(&[v]) })
+        .map(|v| RouteStats {
+            method: v.info.method.to_string(),
+            path: v.info.name.to_string(),
+            stats: api_stats_of(&[v]),
+        })
         .collect();
-    out.sort_by(|a, b| b.stats.total_requests.cmp(&a.stats.total_requests).then_with(|| a.path.cmp(&b.path)));
+    out.sort_by(|a, b| {
+        b.stats
+            .total_requests
+            .cmp(&a.stats.total_requests)
+            .then_with(|| a.path.cmp(&b.path))
+    });
     out
 }
 
@@ -94,7 +108,10 @@ pub(crate) fn cache_stats_from(views: &[View<'_>]) -> CacheStats {
         h += hits;
         m += misses;
         e += errors;
-        keys.insert(v.info.name.to_string(), CacheKeyStats::from_counts(hits, misses, errors));
+        keys.insert(
+            v.info.name.to_string(),
+            CacheKeyStats::from_counts(hits, misses, errors),
+        );
     }
     let all = CacheKeyStats::from_counts(h, m, e);
     CacheStats {
@@ -109,16 +126,34 @@ pub(crate) fn cache_stats_from(views: &[View<'_>]) -> CacheStats {
 pub(crate) fn database_stats_from(views: &[View<'_>]) -> DatabaseStats {
     let mut by_table: BTreeMap<&str, BTreeMap<&str, Vec<&View<'_>>>> = BTreeMap::new();
     for v in views {
-        by_table.entry(&v.info.table).or_default().entry(&v.info.name).or_default().push(v);
+        by_table
+            .entry(&v.info.table)
+            .or_default()
+            .entry(&v.info.name)
+            .or_default()
+            .push(v);
     }
     let mut tables = BTreeMap::new();
     for (table, ops) in by_table {
         let all: Vec<&View<'_>> = ops.values().flatten().copied().collect();
-        let operations = ops.iter().map(|(op, vs)| (op.to_string(), query_stats_of(vs))).collect();
-        tables.insert(table.to_string(), TableStats { totals: query_stats_of(&all), operations });
+        let operations = ops
+            .iter()
+            .map(|(op, vs)| (op.to_string(), query_stats_of(vs)))
+            .collect();
+        tables.insert(
+            table.to_string(),
+            TableStats {
+                totals: query_stats_of(&all),
+                operations,
+            },
+        );
     }
     let totals = query_stats_of(&views.iter().collect::<Vec<_>>());
-    DatabaseStats { total_queries: totals.reads + totals.writes, totals, tables }
+    DatabaseStats {
+        total_queries: totals.reads + totals.writes,
+        totals,
+        tables,
+    }
 }
 
 pub(crate) fn batch_stats_from(views: &[View<'_>]) -> BatchStats {
@@ -173,7 +208,8 @@ pub(crate) fn function_stats_from(views: &[View<'_>]) -> FunctionStats {
                 p99_duration: h.quantile(0.99),
                 max_duration: h.max(),
                 slow_calls: v.slow,
-                threshold: (v.info.slow_ns != u64::MAX).then(|| Duration::from_nanos(v.info.slow_ns)),
+                threshold: (v.info.slow_ns != u64::MAX)
+                    .then(|| Duration::from_nanos(v.info.slow_ns)),
             };
             (v.info.name.to_string(), stats)
         })
@@ -200,13 +236,19 @@ impl Collector {
     /// Up to `n` (at most 50) requests over their slow threshold in the window, slowest first.
     pub fn slow_requests(&self, n: usize) -> Vec<SlowRequest> {
         let agg = crate::state::drained();
-        agg.slow_requests(n).into_iter().map(|(r, info)| to_request(r, info)).collect()
+        agg.slow_requests(n)
+            .into_iter()
+            .map(|(r, info)| to_request(r, info))
+            .collect()
     }
 
     /// The last 100 requests, newest first.
     pub fn recent_requests(&self) -> Vec<SlowRequest> {
         let agg = crate::state::drained();
-        agg.recent_requests().into_iter().map(|(r, info)| to_request(r, info)).collect()
+        agg.recent_requests()
+            .into_iter()
+            .map(|(r, info)| to_request(r, info))
+            .collect()
     }
 
     /// Cache hit, miss and error rates, overall and per key group.

@@ -60,6 +60,7 @@ pub struct Config {
     pub(crate) health_cache_ttl: Duration,
     pub(crate) health_check_timeout: Duration,
     pub(crate) critical_overrides: Vec<(String, bool)>,
+    pub(crate) flush_interval: Duration,
 }
 
 /// A configuration value that cannot be used.
@@ -110,6 +111,7 @@ impl Default for Config {
             health_cache_ttl: Duration::from_secs(1),
             health_check_timeout: Duration::from_secs(2),
             critical_overrides: Vec::new(),
+            flush_interval: Duration::from_secs(10),
         }
     }
 }
@@ -242,6 +244,12 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        if self.flush_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                what: "flush_interval",
+                message: "must be greater than zero".into(),
+            });
+        }
         if self.drain_interval.is_zero() {
             return Err(ConfigError::Invalid {
                 what: "drain_interval",
@@ -329,6 +337,11 @@ impl ConfigBuilder {
     /// critical and `redis` is not.
     pub fn critical_check(mut self, name: impl Into<String>, critical: bool) -> Self {
         self.config.critical_overrides.push((name.into(), critical));
+        self
+    }
+    /// How often the retention tiers are written (default 10 s).
+    pub fn flush_interval(mut self, d: Duration) -> Self {
+        self.config.flush_interval = d;
         self
     }
     /// The configuration; `init` validates it.

@@ -139,12 +139,15 @@ mod hist;
 pub mod http;
 mod lifecycle;
 mod prometheus;
+mod query;
 mod record;
 mod registry;
 mod ring;
 mod state;
 mod stats;
 mod status;
+#[cfg(feature = "redis")]
+mod tier;
 
 #[doc(hidden)]
 pub mod __private;
@@ -161,6 +164,7 @@ pub use health::{
 pub use hist::Merged;
 pub use lifecycle::{init, init_blocking, InitError, Perfmon, ShutdownError};
 pub use perfmon_macros::{measure, track_api, track_batch, track_cache, track_query};
+pub use query::{Query, QueryError, Scope, Window};
 pub use record::{
     record_api_metric, record_batch_metric, record_business_metric, record_cache_metric,
     record_database_metric, ApiMetric, BatchMetric, CacheMetric, CacheOp, DatabaseMetric,
@@ -170,3 +174,5 @@ pub use registry::OTHER;
 pub use ring::RING_CAPACITY;
 pub use stats::*;
 pub use status::HttpStatus;
+#[cfg(feature = "redis")]
+pub use tier::redis::{FlushReport, PENDING_LIMIT};

@@ -44,9 +44,12 @@ pub enum InitError {
     Worker(#[source] std::io::Error),
 }
 
-/// Why `shutdown` failed.
+/// Why `shutdown` or `flush` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ShutdownError {
+    /// The last flush to the retention tiers failed; what it held stays unwritten.
+    #[error("{0}")]
+    Flush(String),
     /// The worker thread panicked.
     #[error("the perfmon worker thread panicked; statistics up to its last drain are kept")]
     WorkerPanicked,
@@ -71,6 +74,8 @@ pub struct Perfmon {
     signal: Arc<Signal>,
     worker: Option<JoinHandle<()>>,
     config: Config,
+    #[cfg(feature = "redis")]
+    tier: Option<crate::tier::redis::Worker>,
 }
 
 impl std::fmt::Debug for Perfmon {
@@ -98,7 +103,15 @@ pub async fn init(config: Config) -> Result<Perfmon, InitError> {
         return Err(InitError::AlreadyInitialized);
     }
     crate::backends::connect(&config).await?;
-    start(config)
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    let mut perfmon = start(config)?;
+    #[cfg(feature = "redis")]
+    if let Some(conn) = crate::backends::redis_connection() {
+        let c = &perfmon.config;
+        let writer = crate::tier::redis::Writer::new(conn, &c.key_prefix, &c.instance);
+        perfmon.tier = Some(crate::tier::redis::Worker::start(writer, c.flush_interval));
+    }
+    Ok(perfmon)
 }
 
 /// [`init`] for programs without an async runtime; it cannot connect backends, so a configured
@@ -148,6 +161,8 @@ fn start(config: Config) -> Result<Perfmon, InitError> {
         signal,
         worker: Some(worker),
         config,
+        #[cfg(feature = "redis")]
+        tier: None,
     })
 }
 
@@ -178,8 +193,31 @@ impl Perfmon {
     /// Drains every thread's events, stops the worker and closes the backends' connections.
     pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
         let stopped = self.stop();
+        #[cfg(feature = "redis")]
+        let flushed = match self.tier.take() {
+            Some(tier) => tier.stop().await.map(|_| ()).map_err(ShutdownError::Flush),
+            None => Ok(()),
+        };
+        #[cfg(not(feature = "redis"))]
+        let flushed: Result<(), ShutdownError> = Ok(());
         crate::backends::disconnect().await;
-        stopped
+        stopped.and(flushed)
+    }
+
+    /// Writes what changed since the last flush to the retention tiers now (the worker does it
+    /// every `flush_interval`). Without a tier configured there is nothing to write.
+    #[cfg(feature = "redis")]
+    pub async fn flush(&self) -> Result<crate::FlushReport, ShutdownError> {
+        match &self.tier {
+            Some(tier) => tier
+                .writer
+                .lock()
+                .await
+                .flush()
+                .await
+                .map_err(ShutdownError::Flush),
+            None => Ok(crate::FlushReport::default()),
+        }
     }
 
     fn stop(&mut self) -> Result<(), ShutdownError> {
@@ -197,6 +235,18 @@ impl Perfmon {
 
 impl Drop for Perfmon {
     fn drop(&mut self) {
+        // Dropped without `shutdown().await`: stop the flush worker and flush once more in the
+        // background, bounded by the flush timeout.
+        #[cfg(feature = "redis")]
+        if let Some(tier) = self.tier.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = tier.stop().await {
+                        tracing::warn!(target: "perfmon", error = %e, "final flush on drop");
+                    }
+                });
+            }
+        }
         crate::backends::disconnect_now();
         if let Err(e) = self.stop() {
             tracing::error!(target: "perfmon", error = %e, "perfmon shutdown");

@@ -129,6 +129,43 @@ pub(crate) fn drained() -> Drained {
 }
 
 impl Drained {
+    /// Every (series, minute) changed since the last call, as whole minutes merged across
+    /// shards, with the 5-minute bucket each belongs to (also whole, merged): what the retention
+    /// tiers write, replacing what they wrote before.
+    #[cfg(feature = "redis")]
+    pub(crate) fn take_dirty(&mut self) -> crate::tier::Snapshot {
+        use crate::aggregator::Minute;
+        use crate::hist::Merged;
+        let mut keys = std::collections::BTreeSet::new();
+        for agg in self.shards.iter_mut() {
+            agg.take_dirty(&mut keys);
+        }
+        let mut snap = crate::tier::Snapshot::default();
+        let mut buckets = std::collections::BTreeSet::new();
+        for &(series, minute) in &keys {
+            let mut m = Minute::<Merged>::default();
+            for agg in &self.shards {
+                agg.add_minutes(series, minute, minute, &mut m);
+            }
+            snap.minutes.push((series, minute, m));
+            buckets.insert((series, minute / crate::tier::BUCKET_MINUTES));
+        }
+        for (series, bucket) in buckets {
+            let first = bucket * crate::tier::BUCKET_MINUTES;
+            let mut m = Minute::<Merged>::default();
+            for agg in &self.shards {
+                agg.add_minutes(
+                    series,
+                    first,
+                    first + crate::tier::BUCKET_MINUTES - 1,
+                    &mut m,
+                );
+            }
+            snap.buckets.push((series, bucket, m));
+        }
+        snap
+    }
+
     /// The minute containing "now".
     pub(crate) fn now_minute(&self) -> u64 {
         self.shards.first().map_or(0, |a| a.now_minute())

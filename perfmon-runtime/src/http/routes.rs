@@ -127,16 +127,50 @@ pub(crate) fn parse(query: Option<&str>) -> Result<Params, String> {
             }
         }
     }
-    if p.window != "5m" {
-        return Err(format!(
-            "window={} is read from the Redis and PostgreSQL retention tiers, which this release does not have; window must be: 5m",
-            p.window
-        ));
-    }
-    if p.scope != "instance" {
-        return Err("scope=cluster merges every instance through the retention tiers, which this release does not have; scope must be: instance".into());
-    }
     Ok(p)
+}
+
+/// The `data` object of a window or scope read from the retention tiers.
+async fn tier_data(p: &Params) -> Result<Value, crate::QueryError> {
+    let window = crate::Window::parse(p.window).unwrap_or(crate::Window::Minutes5);
+    let scope = crate::Scope::parse(p.scope).unwrap_or(crate::Scope::Instance);
+    let q = crate::collector().query(window, scope);
+    let mut data = serde_json::Map::new();
+    let all = p.kind == "all";
+    if all || p.kind == "api" {
+        let api = match &p.path {
+            Some(path) => q.api_stats_for(path).await?,
+            None => q.api_stats().await?,
+        };
+        data.insert("api".into(), to_value(&api));
+        let mut routes = q.api_routes().await?;
+        if let Some(path) = &p.path {
+            routes.retain(|r| &r.path == path);
+        }
+        data.insert("routes".into(), to_value(&routes));
+    }
+    if all || p.kind == "database" {
+        data.insert("database".into(), to_value(&q.database_stats().await?));
+    }
+    if all || p.kind == "cache" {
+        data.insert("cache".into(), to_value(&q.cache_stats().await?));
+    }
+    if all || p.kind == "batch" {
+        data.insert("batch".into(), to_value(&q.batch_stats().await?));
+    }
+    if all || p.kind == "business" {
+        data.insert("business".into(), to_value(&q.business_metrics().await?));
+        data.insert("functions".into(), to_value(&q.function_stats().await?));
+    }
+    if all || p.kind == "system" {
+        let h = crate::system_health().await;
+        let health = to_value(&h);
+        data.insert(
+            "system".into(),
+            json!({ "health": { "status": health["status"], "checks": health["checks"] }, "resources": health["resources"] }),
+        );
+    }
+    Ok(Value::Object(data))
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
@@ -193,13 +227,25 @@ pub(crate) async fn data(p: &Params) -> Value {
 async fn metrics(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
     match parse(query.as_deref()) {
         Err(e) => bad_request(e),
-        Ok(p) => {
+        Ok(p) if p.window == "5m" && p.scope == "instance" => {
             let data = data(&p).await;
             axum::Json(
                 json!({ "success": true, "window": p.window, "scope": p.scope, "data": data }),
             )
             .into_response()
         }
+        Ok(p) => match tier_data(&p).await {
+            Ok(data) => axum::Json(
+                json!({ "success": true, "window": p.window, "scope": p.scope, "data": data }),
+            )
+            .into_response(),
+            Err(e @ crate::QueryError::TierUnavailable { .. }) => bad_request(e.to_string()),
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "success": false, "error": e.to_string() })),
+            )
+                .into_response(),
+        },
     }
 }
 

@@ -1,0 +1,245 @@
+//! The Redis tier against the real server: key classes and their TTLs, rewrites that never
+//! double count, windows read back exactly, and two more processes merged in the cluster scope.
+
+use perfmon_runtime::*;
+use perfmon_tests::{assert_within_hdr, exact_quantile, Rng};
+use redis::AsyncCommands;
+use std::time::{Duration, SystemTime};
+
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn redis_url() -> String {
+    std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// A key prefix no other test (or run) uses.
+fn unique_prefix(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("perfmon-test:{name}:{}:{nanos}", std::process::id())
+}
+
+async fn client() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis on localhost")
+}
+
+fn api(path: &str, ms: u64) {
+    record_api_metric(ApiMetric {
+        method: "GET",
+        path,
+        status_code: 200,
+        duration: Duration::from_millis(ms),
+        timestamp: SystemTime::now(),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_ttls_and_rewrites() {
+    let _turn = TURN.lock().await;
+    let prefix = unique_prefix("keys");
+    let pm = init(
+        Config::builder()
+            .redis_url(redis_url())
+            .key_prefix(&prefix)
+            .instance("tier-a")
+            .flush_interval(Duration::from_secs(3600))
+            .build(),
+    )
+    .await
+    .expect("init with Redis");
+    for i in 0..100 {
+        api("/tier/a", 1 + i % 40);
+    }
+    api("/tier/a", 6_000); // slow: over the 5 s default
+    record_database_metric(DatabaseMetric {
+        operation: "findMany",
+        table: "TierStaff",
+        duration: Duration::from_millis(3),
+        timestamp: SystemTime::now(),
+        query_type: QueryType::Read,
+    });
+    let report = pm.flush().await.expect("flush");
+    assert!(
+        report.minutes >= 2 && report.buckets >= 2 && report.commands > 0,
+        "{report:?}"
+    );
+
+    let mut r = client().await;
+    let keys: Vec<String> = r.keys(format!("{prefix}:*")).await.expect("keys");
+    let m1: Vec<&String> = keys.iter().filter(|k| k.contains(":m1:")).collect();
+    let m5: Vec<&String> = keys.iter().filter(|k| k.contains(":m5:")).collect();
+    assert!(!m1.is_empty() && !m5.is_empty(), "{keys:?}");
+    for k in &m1 {
+        let ttl: i64 = r.ttl(*k).await.expect("ttl");
+        assert!(
+            (86_400..=86_400 + 60).contains(&ttl),
+            "1-minute aggregates live 24 h after their minute: {k} {ttl}"
+        );
+    }
+    for k in &m5 {
+        let ttl: i64 = r.ttl(*k).await.expect("ttl");
+        assert!(
+            (7 * 86_400..=7 * 86_400 + 300).contains(&ttl),
+            "5-minute aggregates live 7 days: {k} {ttl}"
+        );
+    }
+    for class in ["recent", "times", "counters"] {
+        let ttl: i64 = r
+            .ttl(format!("{prefix}:rt:tier-a:{class}"))
+            .await
+            .expect("ttl");
+        assert!((1..=300).contains(&ttl), "realtime {class}: {ttl}");
+    }
+    let ttl: i64 = r.ttl(format!("{prefix}:slow")).await.expect("ttl");
+    assert!(
+        (86_000..=86_400).contains(&ttl),
+        "the slow list lives 24 h: {ttl}"
+    );
+    let recent: i64 = r
+        .llen(format!("{prefix}:rt:tier-a:recent"))
+        .await
+        .expect("llen");
+    assert_eq!(recent, 100, "the last 100 requests");
+    let slowest: Vec<(String, f64)> = r
+        .zrevrange_withscores(format!("{prefix}:slow"), 0, 0)
+        .await
+        .expect("zset");
+    assert_eq!(slowest.first().map(|(_, s)| *s), Some(6000.0));
+
+    // read back: the same figures as memory, bin for bin
+    let memory = collector().api_stats_for("/tier/a");
+    let hour = collector()
+        .query(Window::Hour1, Scope::Instance)
+        .api_stats_for("/tier/a")
+        .await
+        .expect("1h from Redis");
+    assert_eq!(hour, memory);
+
+    // flushing again, or after more calls, replaces values: never counts twice
+    let before: Vec<(String, Vec<u8>)> = {
+        let mut all = Vec::new();
+        for k in &m1 {
+            let h: Vec<(String, Vec<u8>)> = r.hgetall(*k).await.expect("hgetall");
+            all.extend(h);
+        }
+        all.sort();
+        all
+    };
+    pm.flush().await.expect("second flush");
+    pm.flush().await.expect("third flush");
+    let after: Vec<(String, Vec<u8>)> = {
+        let mut all = Vec::new();
+        for k in &m1 {
+            let h: Vec<(String, Vec<u8>)> = r.hgetall(*k).await.expect("hgetall");
+            all.extend(h);
+        }
+        all.sort();
+        all
+    };
+    assert_eq!(before, after, "a repeated flush writes the same values");
+    for _ in 0..50 {
+        api("/tier/a", 5);
+    }
+    pm.flush().await.expect("flush after more calls");
+    let hour = collector()
+        .query(Window::Hour1, Scope::Instance)
+        .api_stats_for("/tier/a")
+        .await
+        .expect("1h");
+    assert_eq!(hour.total_requests, 151, "replaced, not added");
+    let day = collector()
+        .query(Window::Hours24, Scope::Cluster)
+        .api_stats_for("/tier/a")
+        .await
+        .expect("24h");
+    assert_eq!(day.total_requests, 151);
+    let week = collector()
+        .query(Window::Days7, Scope::Instance)
+        .api_stats_for("/tier/a")
+        .await
+        .expect("7d from the 5-minute tier");
+    assert_eq!(week, collector().api_stats_for("/tier/a"));
+    let db = collector()
+        .query(Window::Hour1, Scope::Instance)
+        .database_stats()
+        .await
+        .expect("db");
+    assert_eq!(db.tables["TierStaff"].totals.reads, 1);
+    let e = collector()
+        .query(Window::Days90, Scope::Cluster)
+        .api_stats()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("PostgreSQL"), "{e}");
+    pm.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_more_instances_merge_exactly_in_the_cluster_scope() {
+    let _turn = TURN.lock().await;
+    let prefix = unique_prefix("cluster");
+    let counts = [(11u64, 3_000usize, "node-a"), (29, 5_000, "node-b")];
+    let mut union = Vec::new();
+    for (seed, count, instance) in counts {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_tier-writer"))
+            .env("PERFMON_REDIS_URL", redis_url())
+            .env("PERFMON_KEY_PREFIX", &prefix)
+            .env("PERFMON_INSTANCE", instance)
+            .env("TIER_SEED", seed.to_string())
+            .env("TIER_COUNT", count.to_string())
+            .status()
+            .expect("run the writer");
+        assert!(status.success(), "{instance}");
+        let mut rng = Rng::new(seed);
+        union.extend(
+            (0..count)
+                .map(|_| rng.log_uniform(Duration::from_micros(200), Duration::from_millis(900))),
+        );
+    }
+    union.sort_unstable();
+
+    let pm = init(
+        Config::builder()
+            .redis_url(redis_url())
+            .key_prefix(&prefix)
+            .instance("reader")
+            .build(),
+    )
+    .await
+    .expect("init");
+    let cluster = collector()
+        .query(Window::Hour1, Scope::Cluster)
+        .api_stats_for("/cluster")
+        .await
+        .expect("cluster");
+    assert_eq!(cluster.total_requests, 8_000, "the sum of both instances");
+    assert_within_hdr(
+        "cluster p99",
+        cluster.p99_duration,
+        exact_quantile(&union, 0.99),
+    );
+    assert_within_hdr(
+        "cluster p50",
+        cluster.p50_duration,
+        exact_quantile(&union, 0.50),
+    );
+    assert_eq!(cluster.max_duration, *union.last().expect("values"));
+    let mine = collector()
+        .query(Window::Hour1, Scope::Instance)
+        .api_stats_for("/cluster")
+        .await
+        .expect("instance");
+    assert_eq!(mine.total_requests, 0, "the reader itself recorded nothing");
+    let five = collector()
+        .query(Window::Minutes5, Scope::Cluster)
+        .api_stats_for("/cluster")
+        .await
+        .expect("5m cluster");
+    assert_eq!(five.total_requests, 8_000);
+    pm.shutdown().await.expect("shutdown");
+}
