@@ -327,8 +327,26 @@ impl Collector {
                 .len() as u64,
             threads: agg.rings() as u64,
             memory_bytes: agg.heap_bytes() as u64,
+            ..tier_counters()
         }
     }
+}
+
+/// The Redis tier's counters (zeros without it).
+pub(crate) fn tier_counters() -> RecorderStats {
+    #[cfg(feature = "redis")]
+    {
+        use crate::tier::redis::{DROPPED, FAILURES, FLUSHES, PENDING};
+        RecorderStats {
+            tier_flushes: FLUSHES.load(Ordering::Relaxed),
+            tier_failures: FAILURES.load(Ordering::Relaxed),
+            tier_pending: PENDING.load(Ordering::Relaxed),
+            tier_dropped: DROPPED.load(Ordering::Relaxed),
+            ..RecorderStats::default()
+        }
+    }
+    #[cfg(not(feature = "redis"))]
+    RecorderStats::default()
 }
 
 fn to_request(r: crate::aggregator::RawRequest, info: &crate::registry::SeriesInfo) -> SlowRequest {

@@ -72,11 +72,10 @@
 //! | --- | --- |
 //! | `axum` | `http::PerfmonLayer` (records every request once, with its route template and real status) and `http::router`: `/api/monitoring/metrics`, `/api/monitoring/health`, `/api/monitoring/live`, `/api/monitoring/ready`, `/metrics` (Prometheus), `/api/monitoring/dashboard` |
 //! | `postgres` | `PERFMON_DATABASE_URL`: a sqlx pool opened by [`init`], checked there and by the built-in `database` health check (`SELECT 1`, pool counts; critical) |
-//! | `redis` | `PERFMON_REDIS_URL`: a reconnecting connection opened by [`init`], checked there and by the built-in `redis` health check (`PING`; not critical) |
+//! | `redis` | `PERFMON_REDIS_URL`: a reconnecting connection opened by [`init`], checked there and by the built-in `redis` health check (`PING`; not critical), and the Redis tier: 1-minute (24 h), 5-minute (7 d) and realtime (5 min) aggregates written by a flush worker, read back by [`Collector::query`] for windows up to 7 days and the cluster scope (key layout in the README) |
 //!
-//! The Redis and PostgreSQL *retention tiers* (windows beyond 5 minutes, cluster scope) are not
-//! in this release: the backends are connected and health-checked only, and the metrics
-//! endpoint answers `window=5m&scope=instance` (other values are a 400 that says so).
+//! The PostgreSQL tiers (90 days hourly, a year daily, the event log) are not in this release:
+//! `Window::Days90` and `Window::Year1` answer [`QueryError::TierUnavailable`].
 //!
 //! ## What can fail
 //!

@@ -329,6 +329,31 @@ pub(crate) fn render() -> String {
         "Times a thread found its ring full and drained it itself.",
     );
     o.sample("perfmon_recorder_inline_drains_total", "", inline);
+    let t = crate::collector::tier_counters();
+    o.header(
+        "perfmon_tier_flushes_total",
+        "counter",
+        "Successful flushes to the Redis tier.",
+    );
+    o.sample("perfmon_tier_flushes_total", "", t.tier_flushes);
+    o.header(
+        "perfmon_tier_flush_failures_total",
+        "counter",
+        "Failed flushes to the Redis tier.",
+    );
+    o.sample("perfmon_tier_flush_failures_total", "", t.tier_failures);
+    o.header(
+        "perfmon_tier_pending",
+        "gauge",
+        "Aggregates waiting for the Redis tier.",
+    );
+    o.sample("perfmon_tier_pending", "", t.tier_pending);
+    o.header(
+        "perfmon_tier_dropped_total",
+        "counter",
+        "Aggregates dropped because Redis stayed away past the pending limit.",
+    );
+    o.sample("perfmon_tier_dropped_total", "", t.tier_dropped);
     o.header(
         "perfmon_recorder_memory_bytes",
         "gauge",

@@ -380,6 +380,14 @@ pub struct RecorderStats {
     pub threads: u64,
     /// Bytes held by histograms and lists (estimate).
     pub memory_bytes: u64,
+    /// Successful flushes to the Redis tier.
+    pub tier_flushes: u64,
+    /// Failed flushes (Redis away or slow); what they held stays pending.
+    pub tier_failures: u64,
+    /// Series-minutes and buckets waiting for Redis.
+    pub tier_pending: u64,
+    /// Series-minutes and buckets dropped because Redis stayed away past the pending limit.
+    pub tier_dropped: u64,
 }
 
 /// One minute of the window, for trend charts (`collector().timeline()`).
