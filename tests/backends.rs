@@ -166,11 +166,24 @@ async fn redis_going_away_degrades_health_and_recording_goes_on() {
             .total_requests,
         10
     );
+    // the tier cannot write: the flush fails, is counted, and keeps what it holds
+    assert!(pm.flush().await.is_err());
+    let r = collector().recorder_stats();
+    assert!(r.tier_failures >= 1 && r.tier_pending >= 1, "{r:?}");
 
     let redis = PrivateRedis::start(redis.port);
     let h = health_until(100, |h| h.checks.get("redis").is_some_and(|c| c.ok)).await;
     assert!(h.checks["redis"].ok, "reconnected after the restart: {h:?}");
     assert_eq!(h.status, HealthStatus::Healthy);
+    // what was recorded while Redis was away arrives now (the restarted server had nothing)
+    pm.flush().await.expect("flush after the restart");
+    assert_eq!(collector().recorder_stats().tier_pending, 0);
+    let hour = collector()
+        .query(Window::Hour1, Scope::Instance)
+        .api_stats_for("/while-redis-is-down")
+        .await
+        .expect("1h");
+    assert_eq!(hour.total_requests, 10, "the buffered aggregates arrived");
     pm.shutdown().await.expect("shutdown");
 
     // the same outage with Redis made critical: unhealthy
@@ -187,5 +200,6 @@ async fn redis_going_away_degrades_health_and_recording_goes_on() {
     drop(redis);
     let h = health_until(50, |h| h.checks.get("redis").is_some_and(|c| !c.ok)).await;
     assert_eq!(h.status, HealthStatus::Unhealthy, "{h:?}");
-    pm.shutdown().await.expect("shutdown");
+    // shutting down while Redis is away: the last flush fails, and says so
+    assert!(matches!(pm.shutdown().await, Err(ShutdownError::Flush(_))));
 }
