@@ -409,26 +409,12 @@ impl Aggregator {
         let Some(s) = self.series.get(series as usize) else {
             return;
         };
-        let fold = |into: &mut Minute<crate::hist::Merged>, m: &Minute<()>| {
-            for i in 0..3 {
-                into.outcomes[i] += m.outcomes[i];
-            }
-            for &(code, n) in &m.statuses {
-                into.count_status_n(code, n);
-            }
-            into.slow += m.slow;
-            into.events += m.events;
-            into.value_sum += m.value_sum;
-            into.last_ok_ns = into.last_ok_ns.max(m.last_ok_ns);
-            into.last_fail_ns = into.last_fail_ns.max(m.last_fail_ns);
-        };
         if (first..=last).contains(&s.cur_minute) && s.cur.events > 0 {
-            fold(into, &s.cur.counters());
+            into.add_counters(&s.cur);
             into.hist.add_paged(&s.cur.hist);
         }
-        for (m, data) in s.closed.iter().filter(|(m, _)| (first..=last).contains(m)) {
-            let _ = m;
-            fold(into, &data.counters());
+        for (_, data) in s.closed.iter().filter(|(m, _)| (first..=last).contains(m)) {
+            into.add_counters(data);
             into.hist.add_compact(&data.hist);
         }
         into.statuses.sort_unstable();
@@ -525,6 +511,14 @@ impl View<'_> {
 impl Minute<Buckets> {
     /// Adds a minute's counters, and its histogram through `fold`.
     pub(crate) fn fold<H>(&mut self, m: &Minute<H>, fold: impl FnOnce(&mut Buckets, &H)) {
+        self.add_counters(m);
+        fold(&mut self.hist, &m.hist);
+    }
+}
+
+impl<H> Minute<H> {
+    /// Adds another minute's counters (not its histogram).
+    pub(crate) fn add_counters<G>(&mut self, m: &Minute<G>) {
         for i in 0..3 {
             self.outcomes[i] += m.outcomes[i];
         }
@@ -534,11 +528,10 @@ impl Minute<Buckets> {
         self.slow += m.slow;
         self.events += m.events;
         self.value_sum += m.value_sum;
-        fold(&mut self.hist, &m.hist);
+        self.last_ok_ns = self.last_ok_ns.max(m.last_ok_ns);
+        self.last_fail_ns = self.last_fail_ns.max(m.last_fail_ns);
     }
-}
 
-impl<H> Minute<H> {
     pub(crate) fn count_status_n(&mut self, code: u16, n: u64) {
         match self.statuses.iter_mut().find(|(c, _)| *c == code) {
             Some((_, x)) => *x += n,

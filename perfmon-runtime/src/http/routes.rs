@@ -130,8 +130,9 @@ pub(crate) fn parse(query: Option<&str>) -> Result<Params, String> {
     Ok(p)
 }
 
-/// The `data` object of a window or scope read from the retention tiers.
-async fn tier_data(p: &Params) -> Result<Value, crate::QueryError> {
+/// The `data` object for the given parameters: from memory for the default window and scope
+/// (with the slow list and the minute-by-minute timeline), else from the retention tiers.
+async fn data(p: &Params) -> Result<Value, crate::QueryError> {
     let window = crate::Window::parse(p.window).unwrap_or(crate::Window::Minutes5);
     let scope = crate::Scope::parse(p.scope).unwrap_or(crate::Scope::Instance);
     let q = crate::collector().query(window, scope);
@@ -148,6 +149,16 @@ async fn tier_data(p: &Params) -> Result<Value, crate::QueryError> {
             routes.retain(|r| &r.path == path);
         }
         data.insert("routes".into(), to_value(&routes));
+        if window == crate::Window::Minutes5 && scope == crate::Scope::Instance {
+            let c = crate::collector();
+            let mut slow = c.slow_requests(crate::SLOW_LIST_SIZE);
+            if let Some(path) = &p.path {
+                slow.retain(|r| &r.path == path);
+            } else {
+                data.insert("timeline".into(), to_value(&c.timeline()));
+            }
+            data.insert("slowRequests".into(), to_value(&slow));
+        }
     }
     if all || p.kind == "database" {
         data.insert("database".into(), to_value(&q.database_stats().await?));
@@ -177,75 +188,22 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// The `data` object for the given parameters.
-pub(crate) async fn data(p: &Params) -> Value {
-    let c = crate::collector();
-    let mut data = serde_json::Map::new();
-    let all = p.kind == "all";
-    if all || p.kind == "api" {
-        let api = match &p.path {
-            Some(path) => c.api_stats_for(path),
-            None => c.api_stats(),
-        };
-        data.insert("api".into(), to_value(&api));
-        let mut routes = c.api_routes();
-        let mut slow = c.slow_requests(crate::SLOW_LIST_SIZE);
-        if let Some(path) = &p.path {
-            routes.retain(|r| &r.path == path);
-            slow.retain(|r| &r.path == path);
-        }
-        data.insert("routes".into(), to_value(&routes));
-        if p.path.is_none() {
-            data.insert("timeline".into(), to_value(&c.timeline()));
-        }
-        data.insert("slowRequests".into(), to_value(&slow));
-    }
-    if all || p.kind == "database" {
-        data.insert("database".into(), to_value(&c.database_stats()));
-    }
-    if all || p.kind == "cache" {
-        data.insert("cache".into(), to_value(&c.cache_stats()));
-    }
-    if all || p.kind == "batch" {
-        data.insert("batch".into(), to_value(&c.batch_stats()));
-    }
-    if all || p.kind == "business" {
-        data.insert("business".into(), to_value(&c.business_metrics()));
-        data.insert("functions".into(), to_value(&c.function_stats()));
-    }
-    if all || p.kind == "system" {
-        let h = crate::system_health().await;
-        let health = to_value(&h);
-        data.insert(
-            "system".into(),
-            json!({ "health": { "status": health["status"], "checks": health["checks"] }, "resources": health["resources"] }),
-        );
-    }
-    Value::Object(data)
-}
-
 async fn metrics(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
-    match parse(query.as_deref()) {
-        Err(e) => bad_request(e),
-        Ok(p) if p.window == "5m" && p.scope == "instance" => {
-            let data = data(&p).await;
-            axum::Json(
-                json!({ "success": true, "window": p.window, "scope": p.scope, "data": data }),
-            )
-            .into_response()
-        }
-        Ok(p) => match tier_data(&p).await {
-            Ok(data) => axum::Json(
-                json!({ "success": true, "window": p.window, "scope": p.scope, "data": data }),
-            )
+    let p = match parse(query.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return bad_request(e),
+    };
+    match data(&p).await {
+        Ok(data) => axum::Json(
+            json!({ "success": true, "window": p.window, "scope": p.scope, "data": data }),
+        )
+        .into_response(),
+        Err(e @ crate::QueryError::TierUnavailable { .. }) => bad_request(e.to_string()),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "success": false, "error": e.to_string() })),
+        )
             .into_response(),
-            Err(e @ crate::QueryError::TierUnavailable { .. }) => bad_request(e.to_string()),
-            Err(e) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({ "success": false, "error": e.to_string() })),
-            )
-                .into_response(),
-        },
     }
 }
 

@@ -339,24 +339,6 @@ pub(crate) fn set_writer(w: Option<Arc<tokio::sync::Mutex<Writer>>>) {
     *WRITER.write().unwrap_or_else(|e| e.into_inner()) = w;
 }
 
-fn merge(
-    into: &mut crate::aggregator::Minute<crate::hist::Merged>,
-    m: &crate::aggregator::Minute<crate::hist::Merged>,
-) {
-    into.hist.add(&m.hist);
-    for i in 0..3 {
-        into.outcomes[i] += m.outcomes[i];
-    }
-    for &(code, n) in &m.statuses {
-        into.count_status_n(code, n);
-    }
-    into.slow += m.slow;
-    into.events += m.events;
-    into.value_sum += m.value_sum;
-    into.last_ok_ns = into.last_ok_ns.max(m.last_ok_ns);
-    into.last_fail_ns = into.last_fail_ns.max(m.last_fail_ns);
-}
-
 /// Reads a window from the 1-minute (up to 24 h) or 5-minute (7 d) aggregates, merging every
 /// run of this instance (`Instance`) or of every instance (`Cluster`).
 pub(crate) async fn load(
@@ -429,7 +411,11 @@ pub(crate) async fn load(
                 continue;
             }
             match codec::decode(blob) {
-                Ok(m) => merge(by_series.entry(series.to_string()).or_default(), &m),
+                Ok(m) => {
+                    let into = by_series.entry(series.to_string()).or_default();
+                    into.add_counters(&m);
+                    into.hist.add(&m.hist);
+                }
                 Err(e) => {
                     tracing::warn!(target: "perfmon", field, error = %e, "unreadable aggregate skipped")
                 }
