@@ -24,6 +24,7 @@ async fn reachable_backends_are_health_checked() {
         Config::builder()
             .database_url(database_url())
             .redis_url(redis_url())
+            .key_prefix(format!("perfmon-test-backends-{}", std::process::id()))
             .health_cache_ttl(Duration::ZERO)
             .build(),
     )

@@ -243,3 +243,130 @@ async fn two_more_instances_merge_exactly_in_the_cluster_scope() {
     assert_eq!(five.total_requests, 8_000);
     pm.shutdown().await.expect("shutdown");
 }
+
+fn database_url() -> String {
+    std::env::var("PERFMON_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hourly_daily_events_and_pruning() {
+    let _turn = TURN.lock().await;
+    let prefix = unique_prefix("pg");
+    let schema = format!("\"{prefix}\"");
+    let config = || {
+        Config::builder()
+            .database_url(database_url())
+            .key_prefix(&prefix)
+            .instance("pg-a")
+            .flush_interval(Duration::from_secs(3600))
+            .build()
+    };
+    let pm = init(config())
+        .await
+        .expect("init with PostgreSQL (migrates)");
+    for i in 0..60 {
+        api("/pg/a", 2 + i % 30);
+    }
+    record_batch_metric(BatchMetric {
+        name: "pg-nightly",
+        duration: Duration::from_secs(3),
+        success: false,
+        timestamp: SystemTime::now(),
+    });
+    let report = pm.flush().await.expect("flush");
+    assert!(report.rows >= 4, "{report:?}");
+
+    let pool = sqlx::PgPool::connect(&database_url())
+        .await
+        .expect("connect");
+    assert!(count(&pool, &format!("SELECT count(*) FROM {schema}.hourly")).await >= 2);
+    assert!(count(&pool, &format!("SELECT count(*) FROM {schema}.daily")).await >= 2);
+    assert_eq!(count(&pool, &format!("SELECT count(*) FROM {schema}.events WHERE kind = 'batch_failure' AND name = 'pg-nightly'")).await, 1);
+    assert_eq!(
+        count(&pool, &format!("SELECT count(*) FROM {schema}.migrations")).await,
+        1
+    );
+
+    // windows from the hourly and daily rows: the same figures as memory
+    let memory = collector().api_stats_for("/pg/a");
+    for (window, scope) in [
+        (Window::Days90, Scope::Instance),
+        (Window::Year1, Scope::Cluster),
+        (Window::Hour1, Scope::Instance),
+    ] {
+        let q = collector()
+            .query(window, scope)
+            .api_stats_for("/pg/a")
+            .await
+            .expect("from PostgreSQL");
+        assert_eq!(q, memory, "{window:?} {scope:?}");
+    }
+    let batch = &collector()
+        .query(Window::Days90, Scope::Instance)
+        .batch_stats()
+        .await
+        .expect("batches")
+        .batches["pg-nightly"];
+    assert_eq!((batch.runs, batch.failures), (1, 1));
+    assert!(batch.last_failure.is_some());
+
+    // repeated flushes and more calls replace rows; init again (same process) migrates
+    // idempotently and replaces its own rows
+    pm.flush().await.expect("again");
+    pm.shutdown().await.expect("shutdown");
+    let pm = init(config()).await.expect("init again");
+    for _ in 0..10 {
+        api("/pg/a", 4);
+    }
+    pm.flush().await.expect("flush");
+    let q = collector()
+        .query(Window::Days90, Scope::Instance)
+        .api_stats_for("/pg/a")
+        .await
+        .expect("90d");
+    assert_eq!(q.total_requests, 70, "never counted twice");
+    assert_eq!(
+        count(&pool, &format!("SELECT count(*) FROM {schema}.migrations")).await,
+        1
+    );
+
+    // the retention job, with an injected clock
+    sqlx::raw_sql(&format!(
+        "INSERT INTO {schema}.hourly VALUES (now() - interval '91 days', 'old', 'r', 's', 1, ''::bytea, now());
+         INSERT INTO {schema}.hourly VALUES (now() - interval '89 days', 'kept', 'r', 's', 1, ''::bytea, now());
+         INSERT INTO {schema}.daily VALUES (now() - interval '400 days', 'old', 'r', 's', 1, ''::bytea, now());
+         INSERT INTO {schema}.events VALUES (now() - interval '400 days', 'old', 'batch_failure', 'x', '');"
+    ))
+    .execute(&pool)
+    .await
+    .expect("old rows");
+    let pruned = pm.prune(SystemTime::now()).await.expect("prune");
+    assert_eq!((pruned.hourly, pruned.daily, pruned.events), (1, 1, 1));
+    assert_eq!(
+        count(
+            &pool,
+            &format!("SELECT count(*) FROM {schema}.hourly WHERE instance = 'kept'")
+        )
+        .await,
+        1
+    );
+    let later = SystemTime::now() + Duration::from_secs(2 * 86_400);
+    let pruned = pm.prune(later).await.expect("prune two days later");
+    assert_eq!(
+        pruned.hourly, 1,
+        "two days later, the 89-day-old row is past 90 days"
+    );
+    pm.shutdown().await.expect("shutdown");
+    sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("clean up");
+}

@@ -32,7 +32,7 @@ pub(crate) const MISS: u16 = 1;
 pub(crate) const CACHE_ERROR: u16 = 2;
 
 /// One minute (or a merge of minutes) of one series.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Minute<H> {
     pub hist: H,
     /// ok/failed (queries, batches), hit/miss/error (cache).
@@ -383,7 +383,7 @@ impl Aggregator {
     }
 
     /// Collects the (series, minute) pairs changed since the last call, and clears their flags.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn take_dirty(&mut self, out: &mut std::collections::BTreeSet<(u32, u64)>) {
         for (id, s) in self.series.iter_mut().enumerate() {
             if s.cur.dirty {
@@ -398,7 +398,7 @@ impl Aggregator {
     }
 
     /// Adds this shard's part of minutes `first..=last` of a series to `into`.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn add_minutes(
         &self,
         series: u32,

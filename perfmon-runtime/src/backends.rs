@@ -52,6 +52,12 @@ pub(crate) fn redis_connection() -> Option<redis::aio::ConnectionManager> {
     REDIS.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// The pool opened by `init`, for the tier's writer.
+#[cfg(feature = "postgres")]
+pub(crate) fn pg_pool() -> Option<sqlx::PgPool> {
+    PG.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// The pool's counts, if PostgreSQL is configured.
 pub(crate) fn pool_stats() -> Option<PoolStats> {
     #[cfg(feature = "postgres")]
@@ -139,6 +145,12 @@ async fn connect_postgres(url: &str, config: &Config) -> Result<(), InitError> {
         .execute(&pool)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
+    crate::tier::postgres::migrate(&pool, &config.key_prefix)
+        .await
+        .map_err(|reason| InitError::Migration {
+            target: redact(url),
+            reason,
+        })?;
     *PG.write().unwrap_or_else(|e| e.into_inner()) = Some(pool.clone());
     let check = crate::health::HealthCheck::new("database", move || {
         let pool = pool.clone();
@@ -157,7 +169,7 @@ async fn connect_postgres(url: &str, config: &Config) -> Result<(), InitError> {
     .critical(config.critical("database", true))
     .timeout(config.health_check_timeout);
     crate::health::register_health_check(check);
-    tracing::info!(target: "perfmon", target = %redact(url), "PostgreSQL reachable (health checks; the retention tiers are not written by this release)");
+    tracing::info!(target: "perfmon", target = %redact(url), "PostgreSQL reachable and migrated: health checks and the PostgreSQL tier");
     Ok(())
 }
 

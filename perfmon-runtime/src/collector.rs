@@ -334,9 +334,9 @@ impl Collector {
 
 /// The Redis tier's counters (zeros without it).
 pub(crate) fn tier_counters() -> RecorderStats {
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "postgres"))]
     {
-        use crate::tier::redis::{DROPPED, FAILURES, FLUSHES, PENDING};
+        use crate::tier::{DROPPED, FAILURES, FLUSHES, PENDING};
         RecorderStats {
             tier_flushes: FLUSHES.load(Ordering::Relaxed),
             tier_failures: FAILURES.load(Ordering::Relaxed),
@@ -345,7 +345,7 @@ pub(crate) fn tier_counters() -> RecorderStats {
             ..RecorderStats::default()
         }
     }
-    #[cfg(not(feature = "redis"))]
+    #[cfg(not(any(feature = "redis", feature = "postgres")))]
     RecorderStats::default()
 }
 

@@ -311,19 +311,19 @@ impl Merged {
     }
 
     /// A merge made of raw parts (sorted bins and their summary), e.g. decoded from a tier.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn from_raw(bins: Vec<(u32, u64)>, summary: Summary) -> Merged {
         Merged { bins, summary }
     }
 
     /// The sorted non-zero bins, by index.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn raw_bins(&self) -> &[(u32, u64)] {
         &self.bins
     }
 
     /// The exact count, sum, minimum and maximum.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn summary(&self) -> Summary {
         self.summary
     }

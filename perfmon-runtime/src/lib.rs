@@ -145,7 +145,7 @@ mod ring;
 mod state;
 mod stats;
 mod status;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 mod tier;
 
 #[doc(hidden)]
@@ -173,5 +173,9 @@ pub use registry::OTHER;
 pub use ring::RING_CAPACITY;
 pub use stats::*;
 pub use status::HttpStatus;
+#[cfg(feature = "postgres")]
+pub use tier::postgres::{PruneReport, DAILY_RETENTION, HOURLY_RETENTION};
 #[cfg(feature = "redis")]
-pub use tier::redis::{FlushReport, PENDING_LIMIT};
+pub use tier::redis::PENDING_LIMIT;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub use tier::FlushReport;

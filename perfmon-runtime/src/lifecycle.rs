@@ -26,6 +26,14 @@ pub enum InitError {
         /// The cargo feature that supports it.
         feature: &'static str,
     },
+    /// The PostgreSQL schema could not be created or migrated.
+    #[error("PostgreSQL at {target}: applying perfmon's migrations failed: {reason}; check that the user may create schemas and tables")]
+    Migration {
+        /// Its URL, password redacted.
+        target: String,
+        /// What failed.
+        reason: String,
+    },
     /// A configured backend could not be reached at start.
     #[error("{backend} at {target} is unreachable: {reason}; check that it runs and that the URL is right")]
     Unreachable {
@@ -74,8 +82,8 @@ pub struct Perfmon {
     signal: Arc<Signal>,
     worker: Option<JoinHandle<()>>,
     config: Config,
-    #[cfg(feature = "redis")]
-    tier: Option<crate::tier::redis::Worker>,
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    tier: Option<crate::tier::Worker>,
 }
 
 impl std::fmt::Debug for Perfmon {
@@ -105,11 +113,12 @@ pub async fn init(config: Config) -> Result<Perfmon, InitError> {
     crate::backends::connect(&config).await?;
     #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
     let mut perfmon = start(config)?;
-    #[cfg(feature = "redis")]
-    if let Some(conn) = crate::backends::redis_connection() {
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    {
         let c = &perfmon.config;
-        let writer = crate::tier::redis::Writer::new(conn, &c.key_prefix, &c.instance);
-        perfmon.tier = Some(crate::tier::redis::Worker::start(writer, c.flush_interval));
+        if let Some(flusher) = crate::tier::Flusher::for_backends(&c.key_prefix, &c.instance) {
+            perfmon.tier = Some(crate::tier::Worker::start(flusher, c.flush_interval));
+        }
     }
     Ok(perfmon)
 }
@@ -161,7 +170,7 @@ fn start(config: Config) -> Result<Perfmon, InitError> {
         signal,
         worker: Some(worker),
         config,
-        #[cfg(feature = "redis")]
+        #[cfg(any(feature = "redis", feature = "postgres"))]
         tier: None,
     })
 }
@@ -193,12 +202,12 @@ impl Perfmon {
     /// Drains every thread's events, stops the worker and closes the backends' connections.
     pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
         let stopped = self.stop();
-        #[cfg(feature = "redis")]
+        #[cfg(any(feature = "redis", feature = "postgres"))]
         let flushed = match self.tier.take() {
             Some(tier) => tier.stop().await.map(|_| ()).map_err(ShutdownError::Flush),
             None => Ok(()),
         };
-        #[cfg(not(feature = "redis"))]
+        #[cfg(not(any(feature = "redis", feature = "postgres")))]
         let flushed: Result<(), ShutdownError> = Ok(());
         crate::backends::disconnect().await;
         stopped.and(flushed)
@@ -210,7 +219,7 @@ impl Perfmon {
     pub async fn flush(&self) -> Result<crate::FlushReport, ShutdownError> {
         match &self.tier {
             Some(tier) => tier
-                .writer
+                .flusher
                 .lock()
                 .await
                 .flush()
@@ -218,6 +227,25 @@ impl Perfmon {
                 .map_err(ShutdownError::Flush),
             None => Ok(crate::FlushReport::default()),
         }
+    }
+
+    /// Runs the PostgreSQL retention job as of `now`: deletes hourly rows older than 90 days,
+    /// daily rows and events older than a year, in bounded batches. The flush worker runs it
+    /// once an hour; this is for tests and operators.
+    #[cfg(feature = "postgres")]
+    pub async fn prune(
+        &self,
+        now: std::time::SystemTime,
+    ) -> Result<crate::PruneReport, ShutdownError> {
+        let pool = crate::backends::pg_pool()
+            .ok_or_else(|| ShutdownError::Flush("no PostgreSQL is configured".into()))?;
+        crate::tier::postgres::prune(
+            &pool,
+            &crate::tier::postgres::schema(&self.config.key_prefix),
+            now,
+        )
+        .await
+        .map_err(ShutdownError::Flush)
     }
 
     fn stop(&mut self) -> Result<(), ShutdownError> {
@@ -237,7 +265,7 @@ impl Drop for Perfmon {
     fn drop(&mut self) {
         // Dropped without `shutdown().await`: stop the flush worker and flush once more in the
         // background, bounded by the flush timeout.
-        #[cfg(feature = "redis")]
+        #[cfg(any(feature = "redis", feature = "postgres"))]
         if let Some(tier) = self.tier.take() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {

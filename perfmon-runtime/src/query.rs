@@ -182,6 +182,7 @@ impl Query {
         self.window == Window::Minutes5 && self.scope == Scope::Instance
     }
 
+    #[cfg_attr(any(feature = "redis", feature = "postgres"), allow(dead_code))]
     fn unavailable(&self, tier: &'static str, why: &'static str) -> QueryError {
         QueryError::TierUnavailable {
             window: self.window.as_str(),
@@ -192,26 +193,17 @@ impl Query {
     }
 
     async fn load(&self) -> Result<Loaded, QueryError> {
-        match self.window {
-            Window::Days90 | Window::Year1 => {
-                return Err(self.unavailable(
-                    "PostgreSQL",
-                    "the PostgreSQL tiers (hourly and daily aggregates) are not in this release",
-                ))
-            }
-            _ => {}
-        }
-        #[cfg(feature = "redis")]
+        #[cfg(any(feature = "redis", feature = "postgres"))]
         {
-            crate::tier::redis::load(self.window, self.scope)
+            crate::tier::load(self.window, self.scope)
                 .await
                 .map(|series| Loaded { series })
         }
-        #[cfg(not(feature = "redis"))]
+        #[cfg(not(any(feature = "redis", feature = "postgres")))]
         {
             Err(self.unavailable(
-                "Redis",
-                "perfmon-runtime was built without the `redis` feature",
+                "Redis or PostgreSQL",
+                "perfmon-runtime was built without the `redis` and `postgres` features",
             ))
         }
     }

@@ -132,7 +132,7 @@ impl Drained {
     /// Every (series, minute) changed since the last call, as whole minutes merged across
     /// shards, with the 5-minute bucket each belongs to (also whole, merged): what the retention
     /// tiers write, replacing what they wrote before.
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "postgres"))]
     pub(crate) fn take_dirty(&mut self) -> crate::tier::Snapshot {
         use crate::aggregator::Minute;
         use crate::hist::Merged;

@@ -1,37 +1,16 @@
-//! The Redis tier's writer and its flush worker.
+//! The Redis tier: its writer (1-minute, 5-minute and realtime keys) and its reader.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use super::{codec, series_key};
-use crate::registry::Kind;
+use super::{codec, FlushReport, Prepared, Realtime, DROPPED, PENDING};
 
 /// Whole minutes and buckets kept while Redis is away, at most (the oldest go first, counted).
 pub const PENDING_LIMIT: usize = 100_000;
 /// How long one flush may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const DAY: u64 = 86_400;
-
-/// Counters of the tier, for the recorder's stats.
-pub(crate) static FLUSHES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static FAILURES: AtomicU64 = AtomicU64::new(0);
-pub(crate) static PENDING: AtomicU64 = AtomicU64::new(0);
-pub(crate) static DROPPED: AtomicU64 = AtomicU64::new(0);
-
-/// What a successful flush wrote.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlushReport {
-    /// Series-minutes written to the 1-minute tier.
-    pub minutes: usize,
-    /// Series-buckets written to the 5-minute tier.
-    pub buckets: usize,
-    /// Redis commands in the pipeline.
-    pub commands: usize,
-    /// Bytes of aggregates written.
-    pub bytes: usize,
-}
 
 pub(crate) struct Writer {
     conn: redis::aio::ConnectionManager,
@@ -49,28 +28,28 @@ fn field(instance: &str, run: &str, series: &str) -> String {
 }
 
 impl Writer {
-    pub(crate) fn new(conn: redis::aio::ConnectionManager, prefix: &str, instance: &str) -> Writer {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let run = format!(
-            "{:x}",
-            (nanos as u64) ^ (u64::from(std::process::id()) << 40)
-        );
+    pub(crate) fn new(
+        conn: redis::aio::ConnectionManager,
+        prefix: &str,
+        instance: &str,
+        run: &str,
+    ) -> Writer {
         Writer {
             conn,
             prefix: prefix.to_string(),
             instance: instance.to_string(),
-            run,
+            run: run.to_string(),
             minutes: BTreeMap::new(),
             buckets: BTreeMap::new(),
         }
     }
 
-    /// Takes what changed from the aggregator, adds it to what is pending, and writes it all in
-    /// one pipeline. On failure everything stays pending for the next flush.
-    pub(crate) async fn flush(&mut self) -> Result<FlushReport, String> {
-        let realtime = self.take_snapshot();
+    /// Adds what changed to what is pending and writes it all in one pipeline. On failure
+    /// everything stays pending for the next flush.
+    pub(crate) async fn write(&mut self, prep: &Prepared) -> Result<FlushReport, String> {
+        self.take(prep);
+        let realtime = &prep.realtime;
+        let _ = SystemTime::now;
         let mut pipe = redis::pipe();
         let mut report = FlushReport::default();
         let mut expiries: BTreeMap<String, u64> = BTreeMap::new();
@@ -110,7 +89,6 @@ impl Writer {
                 self.minutes.clear();
                 self.buckets.clear();
                 PENDING.store(0, Ordering::Relaxed);
-                FLUSHES.fetch_add(1, Ordering::Relaxed);
                 Ok(report)
             }
             Ok(Err(e)) => Err(self.failed(e.to_string())),
@@ -119,33 +97,24 @@ impl Writer {
     }
 
     fn failed(&self, e: String) -> String {
-        FAILURES.fetch_add(1, Ordering::Relaxed);
         format!(
             "Redis flush failed ({} values pending): {e}",
             self.minutes.len() + self.buckets.len()
         )
     }
 
-    /// Encodes the changed minutes and buckets into `pending` and returns the realtime data.
-    fn take_snapshot(&mut self) -> Realtime {
-        let mut agg = crate::state::drained();
-        let snap = agg.take_dirty();
-        let reg = crate::state::state()
-            .registry
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        let key_of = |id: u32| reg.info(id).map(|i| series_key(i));
-        for (series, minute, m) in &snap.minutes {
-            if let (Some(key), Ok(blob)) = (key_of(*series), codec::encode(m)) {
-                self.minutes.insert((*minute, key), blob);
+    /// Encodes the changed minutes and buckets into the pending values, within the bound.
+    fn take(&mut self, prep: &Prepared) {
+        for (minute, key, m) in &prep.minutes {
+            if let Ok(blob) = codec::encode(m) {
+                self.minutes.insert((*minute, key.clone()), blob);
             }
         }
-        for (series, bucket, m) in &snap.buckets {
-            if let (Some(key), Ok(blob)) = (key_of(*series), codec::encode(m)) {
-                self.buckets.insert((*bucket, key), blob);
+        for (bucket, key, m) in &prep.buckets {
+            if let Ok(blob) = codec::encode(m) {
+                self.buckets.insert((*bucket, key.clone()), blob);
             }
         }
-        drop(reg);
         // bounded while Redis is away: the oldest go first, counted
         while self.minutes.len() + self.buckets.len() > PENDING_LIMIT {
             let oldest_minute = self.minutes.keys().next().map(|(m, _)| *m);
@@ -174,66 +143,11 @@ impl Writer {
             (self.minutes.len() + self.buckets.len()) as u64,
             Ordering::Relaxed,
         );
-
-        let recent = agg
-            .recent_requests()
-            .into_iter()
-            .map(|(r, i)| request_json(r, i))
-            .collect();
-        let times = agg
-            .recent_requests()
-            .iter()
-            .map(|(r, _)| format!("{:.3}", r.dur_ns as f64 / 1e6))
-            .collect();
-        let slow = agg
-            .slow_requests(crate::SLOW_LIST_SIZE)
-            .into_iter()
-            .map(|(r, i)| (r.dur_ns as f64 / 1e6, request_json(r, i)))
-            .collect();
-        let api = agg.totals(&[Kind::Api]);
-        let total: u64 = api.iter().map(|(_, t)| t.events).sum();
-        let errors: u64 = api
-            .iter()
-            .flat_map(|(_, t)| t.statuses.iter())
-            .filter(|(c, _)| *c >= 400)
-            .map(|(_, n)| n)
-            .sum();
-        Realtime {
-            recent,
-            times,
-            slow,
-            counters: vec![
-                ("totalRequests", total),
-                ("errorRequests", errors),
-                ("eventsProcessed", agg.processed()),
-            ],
-            instance_json: self.instance.clone(),
-        }
     }
 }
 
-fn request_json(r: crate::aggregator::RawRequest, i: &crate::registry::SeriesInfo) -> String {
-    serde_json::json!({
-        "method": i.method,
-        "path": &*i.name,
-        "statusCode": r.status,
-        "duration": r.dur_ns as f64 / 1e6,
-        "timestamp": crate::clock::rfc3339(crate::clock::system_time(r.unix_ns)),
-    })
-    .to_string()
-}
-
-/// The realtime tier's values (replaced whole on every flush).
-struct Realtime {
-    recent: Vec<String>,
-    times: Vec<String>,
-    slow: Vec<(f64, String)>,
-    counters: Vec<(&'static str, u64)>,
-    instance_json: String,
-}
-
 impl Realtime {
-    fn add_to(&self, pipe: &mut redis::Pipeline, prefix: &str, instance: &str) -> usize {
+    pub(crate) fn add_to(&self, pipe: &mut redis::Pipeline, prefix: &str, instance: &str) -> usize {
         let recent = format!("{prefix}:rt:{instance}:recent");
         let times = format!("{prefix}:rt:{instance}:times");
         let counters = format!("{prefix}:rt:{instance}:counters");
@@ -278,70 +192,12 @@ impl Realtime {
     }
 }
 
-/// The flush worker: flushes every `interval` (backing off while Redis fails), and once more
-/// when stopped.
-pub(crate) struct Worker {
-    pub writer: Arc<tokio::sync::Mutex<Writer>>,
-    pub stop: Arc<tokio::sync::Notify>,
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-impl Worker {
-    pub(crate) fn start(writer: Writer, interval: Duration) -> Worker {
-        let writer = Arc::new(tokio::sync::Mutex::new(writer));
-        set_writer(Some(writer.clone()));
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let (w, s) = (writer.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut wait = interval;
-            let mut failing = false;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = s.notified() => return,
-                }
-                match w.lock().await.flush().await {
-                    Ok(_) => {
-                        if failing {
-                            tracing::info!(target: "perfmon", "Redis flushes resumed");
-                        }
-                        failing = false;
-                        wait = interval;
-                    }
-                    Err(e) => {
-                        if !failing {
-                            tracing::warn!(target: "perfmon", error = %e, "Redis flush failed; retrying with backoff, aggregates kept");
-                        }
-                        failing = true;
-                        wait = (wait * 2).min(Duration::from_secs(60));
-                    }
-                }
-            }
-        });
-        Worker { writer, stop, task }
-    }
-
-    /// Stops the periodic flushes and flushes once more.
-    pub(crate) async fn stop(self) -> Result<FlushReport, String> {
-        set_writer(None);
-        self.stop.notify_one();
-        let _ = self.task.await;
-        let mut w = self.writer.lock().await;
-        w.flush().await
-    }
-}
-
-/// The running writer, for queries that flush before they read.
-static WRITER: std::sync::RwLock<Option<Arc<tokio::sync::Mutex<Writer>>>> =
-    std::sync::RwLock::new(None);
-
-pub(crate) fn set_writer(w: Option<Arc<tokio::sync::Mutex<Writer>>>) {
-    *WRITER.write().unwrap_or_else(|e| e.into_inner()) = w;
-}
-
 /// Reads a window from the 1-minute (up to 24 h) or 5-minute (7 d) aggregates, merging every
 /// run of this instance (`Instance`) or of every instance (`Cluster`).
 pub(crate) async fn load(
+    mut conn: redis::aio::ConnectionManager,
+    prefix: &str,
+    instance: &str,
     window: crate::Window,
     scope: crate::Scope,
 ) -> Result<
@@ -351,25 +207,6 @@ pub(crate) async fn load(
     )>,
     crate::QueryError,
 > {
-    let unavailable = crate::QueryError::TierUnavailable {
-        window: window.as_str(),
-        scope: scope.as_str(),
-        tier: "Redis",
-        why: "no Redis is configured: set PERFMON_REDIS_URL and call init",
-    };
-    let writer = WRITER
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .ok_or(unavailable)?;
-    let (mut conn, prefix, instance) = {
-        let mut w = writer.lock().await;
-        // read your writes: what this instance recorded so far goes out first
-        if let Err(e) = w.flush().await {
-            tracing::debug!(target: "perfmon", error = %e, "flush before a query");
-        }
-        (w.conn.clone(), w.prefix.clone(), w.instance.clone())
-    };
     let now_minute = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 60);
