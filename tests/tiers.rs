@@ -267,6 +267,7 @@ async fn postgres_hourly_daily_events_and_pruning() {
             .key_prefix(&prefix)
             .instance("pg-a")
             .flush_interval(Duration::from_secs(3600))
+            .health_cache_ttl(Duration::ZERO)
             .build()
     };
     let pm = init(config())
@@ -281,6 +282,13 @@ async fn postgres_hourly_daily_events_and_pruning() {
         success: false,
         timestamp: SystemTime::now(),
     });
+    // a change of health goes to the event log
+    assert_eq!(system_health().await.status, HealthStatus::Healthy);
+    register_health_check(
+        HealthCheck::new("pg-test-dependency", || async { Err("down".to_string()) }).critical(true),
+    );
+    assert_eq!(system_health().await.status, HealthStatus::Unhealthy);
+    unregister_health_check("pg-test-dependency");
     let report = pm.flush().await.expect("flush");
     assert!(report.rows >= 4, "{report:?}");
 
@@ -294,6 +302,8 @@ async fn postgres_hourly_daily_events_and_pruning() {
         count(&pool, &format!("SELECT count(*) FROM {schema}.migrations")).await,
         1
     );
+    let sql = format!("SELECT count(*) FROM {schema}.events WHERE kind = 'health_change' AND name = 'unhealthy' AND detail = 'pg-test-dependency'");
+    assert_eq!(count(&pool, &sql).await, 1);
 
     // windows from the hourly and daily rows: the same figures as memory
     let memory = collector().api_stats_for("/pg/a");

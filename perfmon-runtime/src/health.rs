@@ -459,6 +459,32 @@ pub async fn system_health() -> SystemHealth {
         database: crate::backends::pool_stats(),
         timestamp: SystemTime::now(),
     };
+    log_change(&health);
     *CACHE.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), health.clone()));
     health
+}
+
+/// A change of overall status goes to the event log (with PostgreSQL configured).
+fn log_change(h: &SystemHealth) {
+    static LAST: Mutex<Option<HealthStatus>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let changed = last.is_some_and(|l| l != h.status);
+    *last = Some(h.status);
+    if !changed {
+        return;
+    }
+    let failing: Vec<&str> = h
+        .checks
+        .iter()
+        .filter(|(_, c)| !c.ok)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    tracing::info!(target: "perfmon", status = ?h.status, ?failing, "health changed");
+    #[cfg(feature = "postgres")]
+    crate::tier::postgres::log_event(
+        crate::clock::unix_ns(h.timestamp),
+        "health_change",
+        format!("{:?}", h.status).to_lowercase(),
+        failing.join(","),
+    );
 }

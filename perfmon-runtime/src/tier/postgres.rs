@@ -21,6 +21,26 @@ pub const HOURLY_RETENTION: Duration = Duration::from_secs(90 * 86_400);
 pub const DAILY_RETENTION: Duration = Duration::from_secs(365 * 86_400);
 /// Rows deleted per statement by the retention job.
 const PRUNE_BATCH: i64 = 10_000;
+/// Folded hours and days kept while PostgreSQL is away, at most (the oldest go first, counted in
+/// `recorder_stats().tier_dropped`).
+pub const PG_PENDING_LIMIT: usize = 100_000;
+/// Events waiting for the event log, at most (the oldest go first, counted).
+const EVENTS_LIMIT: usize = 10_000;
+
+/// Events for the log, from anywhere in the process (health changes); the writer takes them.
+static EVENTS: std::sync::Mutex<Vec<(u64, &'static str, String, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Queues an event for the PostgreSQL event log: (Unix ns, kind, name, detail).
+pub(crate) fn log_event(at_ns: u64, kind: &'static str, name: String, detail: String) {
+    let mut q = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if q.len() >= EVENTS_LIMIT {
+        q.remove(0);
+        super::DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    q.push((at_ns, kind, name, detail));
+}
+
 /// A minute is final once it is this many minutes old (window + grace + 1).
 const FINAL_AFTER_MINUTES: u64 = crate::WINDOW_MINUTES + 3;
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,8 +144,8 @@ pub(crate) struct Writer {
     /// Buckets whose row is out of date.
     dirty_hours: BTreeSet<(u64, String)>,
     dirty_days: BTreeSet<(u64, String)>,
-    /// Batch failures not yet in the event log: (at ns, batch).
-    failures: BTreeSet<(u64, String)>,
+    /// Events not yet in the event log: (at ns, kind, name, detail).
+    events: BTreeSet<(u64, &'static str, String, String)>,
     last_prune: Option<SystemTime>,
 }
 
@@ -141,7 +161,7 @@ impl Writer {
             days: BTreeMap::new(),
             dirty_hours: BTreeSet::new(),
             dirty_days: BTreeSet::new(),
-            failures: BTreeSet::new(),
+            events: BTreeSet::new(),
             last_prune: None,
         }
     }
@@ -181,9 +201,13 @@ impl Writer {
                 let name = super::parse_series_key(key)
                     .map(|i| i.name.to_string())
                     .unwrap_or_default();
-                self.failures.insert((m.last_fail_ns, name));
+                self.events
+                    .insert((m.last_fail_ns, "batch_failure", name, String::new()));
             }
         }
+        self.events.extend(std::mem::take(
+            &mut *EVENTS.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
         // minutes the aggregator can no longer change become final
         let now_minute = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -198,6 +222,24 @@ impl Writer {
             if let Some(m) = self.open.remove(&k) {
                 merge(self.hours.entry((k.0 / 60, k.1.clone())).or_default(), &m);
                 merge(self.days.entry((k.0 / 1440, k.1.clone())).or_default(), &m);
+            }
+        }
+        // bounded while PostgreSQL is away: the oldest folded buckets go first, counted
+        while self.hours.len() + self.days.len() > PG_PENDING_LIMIT {
+            let (h, d) = (
+                self.hours.keys().next().map(|k| k.0 * 60),
+                self.days.keys().next().map(|k| k.0 * 1440),
+            );
+            let dropped = match (h, d) {
+                (Some(h), Some(d)) if d < h => self.days.pop_first(),
+                (Some(_), _) => self.hours.pop_first(),
+                (None, Some(_)) => self.days.pop_first(),
+                (None, None) => None,
+            };
+            if let Some(((b, k), _)) = dropped {
+                self.dirty_hours.remove(&(b, k.clone()));
+                self.dirty_days.remove(&(b, k));
+                super::DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         let rows = self.upsert().await?;
@@ -257,13 +299,15 @@ impl Writer {
                 .execute(&mut *tx)
                 .await?;
             }
-            for (at_ns, name) in &self.failures {
+            for (at_ns, kind, name, detail) in &self.events {
                 sqlx::query(&format!(
-                    "INSERT INTO {s}.events (at, instance, kind, name, detail) VALUES (to_timestamp($1), $2, 'batch_failure', $3, '') ON CONFLICT DO NOTHING"
+                    "INSERT INTO {s}.events (at, instance, kind, name, detail) VALUES (to_timestamp($1), $2, $3, $4, $5) ON CONFLICT DO NOTHING"
                 ))
                 .bind(*at_ns as f64 / 1e9)
                 .bind(&self.instance)
+                .bind(*kind)
                 .bind(name)
+                .bind(detail)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -271,10 +315,10 @@ impl Writer {
         };
         match tokio::time::timeout(TIMEOUT, write).await {
             Ok(Ok(())) => {
-                let n = rows.len() + self.failures.len();
+                let n = rows.len() + self.events.len();
                 self.dirty_hours.clear();
                 self.dirty_days.clear();
-                self.failures.clear();
+                self.events.clear();
                 Ok(n)
             }
             Ok(Err(e)) => Err(format!(
