@@ -71,11 +71,54 @@
 //! | feature | adds |
 //! | --- | --- |
 //! | `axum` | `http::PerfmonLayer` (records every request once, with its route template and real status) and `http::router`: `/api/monitoring/metrics`, `/api/monitoring/health`, `/api/monitoring/live`, `/api/monitoring/ready`, `/metrics` (Prometheus), `/api/monitoring/dashboard` |
-//! | `postgres` | `PERFMON_DATABASE_URL`: a sqlx pool opened by [`init`], checked there and by the built-in `database` health check (`SELECT 1`, pool counts; critical) |
-//! | `redis` | `PERFMON_REDIS_URL`: a reconnecting connection opened by [`init`], checked there and by the built-in `redis` health check (`PING`; not critical), and the Redis tier: 1-minute (24 h), 5-minute (7 d) and realtime (5 min) aggregates written by a flush worker, read back by [`Collector::query`] for windows up to 7 days and the cluster scope (key layout in the README) |
+//! | `postgres` | `PERFMON_DATABASE_URL`: a sqlx pool opened by [`init`], which applies the embedded migrations; the built-in `database` health check (`SELECT 1`, pool counts; critical); the PostgreSQL tier |
+//! | `redis` | `PERFMON_REDIS_URL`: a reconnecting connection opened by [`init`]; the built-in `redis` health check (`PING`; not critical); the Redis tier |
 //!
-//! The PostgreSQL tiers (90 days hourly, a year daily, the event log) are not in this release:
-//! `Window::Days90` and `Window::Year1` answer [`QueryError::TierUnavailable`].
+//! ## Retention tiers and windows
+//!
+//! A flush worker (every 10 s, [`ConfigBuilder::flush_interval`]) takes what changed from the
+//! aggregator and writes it to every configured tier; [`Collector::query`] reads a window back:
+//!
+//! | window | `scope=instance` | `scope=cluster` |
+//! | --- | --- | --- |
+//! | 5 m | memory | Redis 1-minute aggregates |
+//! | 1 h, 24 h | Redis 1-minute aggregates (else PostgreSQL hourly) | the same, every instance |
+//! | 7 d | Redis 5-minute aggregates (else PostgreSQL hourly) | the same, every instance |
+//! | 90 d | PostgreSQL hourly | the same, every instance |
+//! | 1 y | PostgreSQL daily | the same, every instance |
+//!
+//! **Restart- and retry-safe.** Every value is written under the instance's name *and* its
+//! process run (an id per process), and every write replaces a whole value: one series' whole
+//! minute, 5-minute bucket, hour or day as of the flush. A retried flush writes the same or newer
+//! values and never adds twice; a restarted process writes under a new run and leaves the
+//! previous run's values alone; instances never overwrite each other. Reads merge every run and
+//! instance, histogram bin by bin.
+//!
+//! **Redis keys** (prefix `PERFMON_KEY_PREFIX`, default `perfmon`):
+//!
+//! | key | type | holds | TTL |
+//! | --- | --- | --- | --- |
+//! | `{prefix}:m1:{unix minute}` | hash | field `{instance}␞{run}␞{series}` → that series' minute: counters, status codes, exact sum/min/max and an HdrHistogram V2+DEFLATE histogram (the 1-minute aggregates; error counters included) | 24 h after the minute |
+//! | `{prefix}:m5:{unix minute / 5}` | hash | the same per 5-minute bucket (the 5-minute aggregates; per-table statistics included) | 7 days after the bucket |
+//! | `{prefix}:rt:{instance}:recent` | list | the last 100 API requests, JSON, newest first | 5 min |
+//! | `{prefix}:rt:{instance}:times` | list | the last 100 response times in ms, newest first | 5 min |
+//! | `{prefix}:rt:{instance}:counters` | hash | live counters (`totalRequests`, `errorRequests`, `eventsProcessed`, `updatedAt`) | 5 min |
+//! | `{prefix}:slow` | sorted set | the slowest requests of every instance (score: ms), top 50 | 24 h |
+//!
+//! `{series}` joins the series' labels with `␟` (U+001F): kind, method, name, table, tag value,
+//! read/write. Commands per flush grow with the active series, not with the events.
+//!
+//! **PostgreSQL** (schema named after `PERFMON_KEY_PREFIX`, created by the migrations):
+//! `hourly` and `daily` (`bucket_start, instance, run, series` as primary key, `events`, `data` in
+//! the same encoding, upserted whole), `events` (batch failures and health changes), `migrations`.
+//! A retention job deletes hourly rows after 90 days and daily rows and events after a year, in
+//! batches of 10,000 rows, once an hour (`Perfmon::prune` runs it on demand).
+//!
+//! **While a backend is away** recording goes on; its health check fails; Redis aggregates wait
+//! in a bounded buffer (`PENDING_LIMIT`: 100,000 series-minutes and buckets) and PostgreSQL's folded
+//! hours and days in another; past the bound the oldest are dropped and counted
+//! ([`RecorderStats::tier_dropped`], logged once). Everything waiting is written when the backend
+//! returns; [`Perfmon::shutdown`] flushes once more and reports a failure.
 //!
 //! ## What can fail
 //!
@@ -84,11 +127,13 @@
 //! | tracked call, `record_*` | nothing: never blocks on I/O, never panics | a full ring is drained by its own thread |
 //! | [`Config::from_env`] | [`ConfigError::InvalidEnv`] | names the variable and what it accepts |
 //! | [`init`] | [`InitError::Unreachable`] | names the backend and its URL (password redacted) |
+//! | [`init`] | [`InitError::Migration`] | the PostgreSQL schema could not be created or migrated |
+//! | [`Collector::query`] | [`QueryError::TierUnavailable`], [`QueryError::Backend`] | the window's tier is not configured, or failed |
 //! | [`init`] | [`InitError::BackendUnsupported`] | a URL is set for a backend whose feature is off |
 //! | [`init`] | [`InitError::AlreadyInitialized`], [`InitError::Config`] | one `init` at a time; invalid config |
 //! | a backend going away later | its health check fails: `degraded` (Redis) or `unhealthy` (PostgreSQL) | recording goes on; the connection is retried |
 //! | a health check hanging | fails after its timeout (2 s by default) | results are cached 1 s |
-//! | [`Perfmon::shutdown`] | [`ShutdownError::WorkerPanicked`] | statistics up to the last drain are kept |
+//! | [`Perfmon::shutdown`] | [`ShutdownError::WorkerPanicked`], [`ShutdownError::Flush`] | statistics up to the last drain are kept; a failed last flush is reported |
 //! | hand-recorded event older than the window | counted in [`RecorderStats::late_events`], kept in the Prometheus totals | health turns `degraded` |
 //! | a label past its cap | counted under [`OTHER`] (`__other__`) | memory stays bounded |
 //! | a bad query parameter | 400 `{"success": false, "error": ...}` naming the allowed values | |
