@@ -223,7 +223,10 @@ async fn the_metrics_endpoint_answers_in_the_seeds_shape() {
             "window must be one of: 5m, 1h, 24h, 7d, 90d, 1y",
         ),
         ("scope=galaxy", "scope must be one of: instance, cluster"),
-        ("window=1h", "none is configured: set PERFMON_REDIS_URL or PERFMON_DATABASE_URL"),
+        (
+            "window=1h",
+            "none is configured: set PERFMON_REDIS_URL or PERFMON_DATABASE_URL",
+        ),
         ("window=90d&scope=cluster", "PostgreSQL"),
         ("foo=1", "the parameters are: type, path, window, scope"),
         ("type=%3Cb%3E", "type=?b? is not allowed"),
