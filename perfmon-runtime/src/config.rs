@@ -61,6 +61,9 @@ pub struct Config {
     pub(crate) health_check_timeout: Duration,
     pub(crate) critical_overrides: Vec<(String, bool)>,
     pub(crate) flush_interval: Duration,
+    pub(crate) alerts: Option<crate::alerts::AlertConfig>,
+    pub(crate) alert_sinks: crate::alerts::Sinks,
+    pub(crate) sla: crate::sla::SlaTargets,
 }
 
 /// A configuration value that cannot be used.
@@ -112,6 +115,9 @@ impl Default for Config {
             health_check_timeout: Duration::from_secs(2),
             critical_overrides: Vec::new(),
             flush_interval: Duration::from_secs(10),
+            alerts: Some(crate::alerts::AlertConfig::default()),
+            alert_sinks: crate::alerts::Sinks::default(),
+            sla: crate::sla::SlaTargets::default(),
         }
     }
 }
@@ -163,6 +169,16 @@ impl Config {
                 });
             }
             b = b.key_prefix(v);
+        }
+        if let Some(v) = get("PERFMON_ALERT_WEBHOOK") {
+            if !v.starts_with("http://") {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_ALERT_WEBHOOK",
+                    value: v,
+                    expected: "an http:// URL such as http://127.0.0.1:9000/alerts",
+                });
+            }
+            b = b.alert_webhook(v);
         }
         if let Some(v) = get("PERFMON_INSTANCE") {
             if !valid_label(&v) {
@@ -342,6 +358,35 @@ impl ConfigBuilder {
     /// How often the retention tiers are written (default 10 s).
     pub fn flush_interval(mut self, d: Duration) -> Self {
         self.config.flush_interval = d;
+        self
+    }
+    /// The alert rules and their tick, window and pending duration (default: the seed's rules,
+    /// evaluated every 30 s over 5 minutes).
+    pub fn alerts(mut self, alerts: crate::alerts::AlertConfig) -> Self {
+        self.config.alerts = Some(alerts);
+        self
+    }
+    /// No alert evaluation.
+    pub fn no_alerts(mut self) -> Self {
+        self.config.alerts = None;
+        self
+    }
+    /// `PERFMON_ALERT_WEBHOOK`: POST every alert notification as JSON to this `http://` URL.
+    pub fn alert_webhook(mut self, url: impl Into<String>) -> Self {
+        self.config.alert_sinks.webhook = Some(url.into());
+        self
+    }
+    /// Call `f` with every alert notification.
+    pub fn alert_callback(
+        mut self,
+        f: impl Fn(&crate::alerts::Notification) + Send + Sync + 'static,
+    ) -> Self {
+        self.config.alert_sinks.callback = Some(std::sync::Arc::new(f));
+        self
+    }
+    /// The SLA targets (default: the seed's).
+    pub fn sla(mut self, targets: crate::sla::SlaTargets) -> Self {
+        self.config.sla = targets;
         self
     }
     /// The configuration; `init` validates it.

@@ -173,6 +173,7 @@
 #![warn(missing_docs)]
 
 mod aggregator;
+pub mod alerts;
 mod backends;
 mod clock;
 mod collector;
@@ -187,6 +188,7 @@ mod query;
 mod record;
 mod registry;
 mod ring;
+mod sla;
 mod state;
 mod stats;
 mod status;
@@ -216,6 +218,7 @@ pub use record::{
 };
 pub use registry::OTHER;
 pub use ring::RING_CAPACITY;
+pub use sla::{SlaObjective, SlaReport, SlaTargets};
 pub use stats::*;
 pub use status::HttpStatus;
 #[cfg(feature = "postgres")]

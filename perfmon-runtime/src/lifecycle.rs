@@ -79,6 +79,7 @@ fn running() -> &'static Mutex<bool> {
 /// errors.
 #[must_use = "dropping the handle stops perfmon's background worker"]
 pub struct Perfmon {
+    alerts: Option<crate::alerts::Runner>,
     signal: Arc<Signal>,
     worker: Option<JoinHandle<()>>,
     config: Config,
@@ -166,7 +167,16 @@ fn start(config: Config) -> Result<Perfmon, InitError> {
         .map_err(InitError::Worker)?;
     *is_running = true;
     tracing::debug!(target: "perfmon", instance = %config.instance, "perfmon started (in-memory)");
+    crate::sla::set_targets(config.sla);
+    let alerts = match &config.alerts {
+        Some(a) => Some(
+            crate::alerts::Runner::start(a.clone(), config.alert_sinks.clone())
+                .map_err(InitError::Worker)?,
+        ),
+        None => None,
+    };
     Ok(Perfmon {
+        alerts,
         signal,
         worker: Some(worker),
         config,
@@ -249,6 +259,9 @@ impl Perfmon {
     }
 
     fn stop(&mut self) -> Result<(), ShutdownError> {
+        if let Some(mut a) = self.alerts.take() {
+            a.stop();
+        }
         let Some(worker) = self.worker.take() else {
             return Ok(());
         };

@@ -362,6 +362,64 @@ pub(crate) fn render() -> String {
     o.sample("perfmon_recorder_memory_bytes", "", agg.heap_bytes());
     drop(agg);
 
+    let sla = crate::Collector::default().sla_report();
+    o.header(
+        "perfmon_sla_target",
+        "gauge",
+        "SLA target per objective (milliseconds or percent, see unit).",
+    );
+    for ob in &sla.objectives {
+        o.sample(
+            "perfmon_sla_target",
+            &labels(&[("objective", ob.name), ("unit", ob.unit)]),
+            ob.target,
+        );
+    }
+    o.header(
+        "perfmon_sla_current",
+        "gauge",
+        "Current value per SLA objective over the last 5 minutes.",
+    );
+    for ob in &sla.objectives {
+        o.sample(
+            "perfmon_sla_current",
+            &labels(&[("objective", ob.name), ("unit", ob.unit)]),
+            ob.current,
+        );
+    }
+    o.header(
+        "perfmon_sla_met",
+        "gauge",
+        "1 when the objective is met, 0 when not, absent without data.",
+    );
+    for ob in &sla.objectives {
+        if let Some(met) = ob.met {
+            o.sample(
+                "perfmon_sla_met",
+                &labels(&[("objective", ob.name)]),
+                u8::from(met),
+            );
+        }
+    }
+    let (active, _) = crate::alerts::alerts();
+    o.header(
+        "perfmon_alerts_firing",
+        "gauge",
+        "Alerts firing now, by severity.",
+    );
+    for sev in [
+        crate::alerts::Severity::Critical,
+        crate::alerts::Severity::Warning,
+    ] {
+        let n = active.iter().filter(|a| a.severity == sev).count();
+        let name = if sev == crate::alerts::Severity::Critical {
+            "critical"
+        } else {
+            "warning"
+        };
+        o.sample("perfmon_alerts_firing", &labels(&[("severity", name)]), n);
+    }
+
     let p = crate::health::proc_stats();
     o.header(
         "process_cpu_seconds_total",

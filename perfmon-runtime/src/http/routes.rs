@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use crate::health::HealthStatus;
 
 /// Values of `type=`.
-pub const TYPES: [&str; 7] = [
-    "all", "api", "database", "cache", "batch", "business", "system",
+pub const TYPES: [&str; 8] = [
+    "all", "api", "database", "cache", "batch", "business", "system", "sla",
 ];
 /// Values of `window=`.
 pub const WINDOWS: [&str; 6] = ["5m", "1h", "24h", "7d", "90d", "1y"];
@@ -28,6 +28,7 @@ pub const PARAMS: [&str; 4] = ["type", "path", "window", "scope"];
 /// | `GET /api/monitoring/health` | health and resources; 200 healthy or degraded, 503 unhealthy |
 /// | `GET /api/monitoring/live` | 200 while the process serves; depends on nothing external |
 /// | `GET /api/monitoring/ready` | 200 unless a critical check fails, else 503 |
+/// | `GET /api/monitoring/alerts` | the alerts firing now and the recent notifications |
 /// | `GET /metrics` | Prometheus text exposition |
 /// | `GET /api/monitoring/dashboard` | the HTML dashboard |
 ///
@@ -40,6 +41,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/api/monitoring/live", get(live))
         .route("/api/monitoring/ready", get(ready))
         .route("/api/monitoring/dashboard", get(super::dashboard::page))
+        .route("/api/monitoring/alerts", get(alerts))
         .route("/metrics", get(prometheus))
 }
 
@@ -173,6 +175,27 @@ async fn data(p: &Params) -> Result<Value, crate::QueryError> {
         data.insert("business".into(), to_value(&q.business_metrics().await?));
         data.insert("functions".into(), to_value(&q.function_stats().await?));
     }
+    if all || p.kind == "sla" {
+        let (api, cache, db) = (
+            q.api_stats().await?,
+            q.cache_stats().await?,
+            q.database_stats().await?,
+        );
+        data.insert(
+            "sla".into(),
+            to_value(&crate::sla::report(
+                &api,
+                &cache,
+                &db,
+                window.as_str(),
+                scope.as_str(),
+            )),
+        );
+    }
+    if all {
+        let (active, _) = crate::alerts::alerts();
+        data.insert("alerts".into(), to_value(&active));
+    }
     if all || p.kind == "system" {
         let h = crate::system_health().await;
         let health = to_value(&h);
@@ -219,6 +242,12 @@ async fn health() -> Response {
     (health_code(h.status), axum::Json(to_value(&h))).into_response()
 }
 
+async fn alerts() -> Response {
+    let (active, history) = crate::alerts::alerts();
+    axum::Json(json!({ "success": true, "data": { "active": active, "history": history } }))
+        .into_response()
+}
+
 async fn live() -> Response {
     axum::Json(json!({ "status": "alive", "uptime": crate::health::proc_stats().uptime.as_secs() }))
         .into_response()
@@ -260,7 +289,7 @@ mod tests {
             ("api", Some("/api/schedule/assign"))
         );
         let e = parse(Some("type=apis")).unwrap_err();
-        assert_eq!(e, "type=apis is not allowed; type must be one of: all, api, database, cache, batch, business, system");
+        assert_eq!(e, "type=apis is not allowed; type must be one of: all, api, database, cache, batch, business, system, sla");
         assert!(parse(Some("window=2h"))
             .unwrap_err()
             .contains("5m, 1h, 24h, 7d, 90d, 1y"));
