@@ -74,8 +74,22 @@ async fn a_burst_of_errors_fires_once_and_resolves_once() {
     let (url, bodies) = webhook_server();
     let seen: Arc<Mutex<Vec<Notification>>> = Arc::default();
     let sink = seen.clone();
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let prefix = format!("perfmon-test-alerts-{nanos}");
+    let redis_url = std::env::var("PERFMON_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let database_url = std::env::var("PERFMON_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let pm = init(
         Config::builder()
+            .redis_url(&redis_url)
+            .database_url(&database_url)
+            .key_prefix(&prefix)
+            .instance("alerts-a")
+            .flush_interval(Duration::from_secs(3600))
             .alerts(AlertConfig {
                 tick: Duration::from_millis(100),
                 window: Duration::from_secs(2),

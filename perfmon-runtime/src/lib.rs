@@ -104,6 +104,7 @@
 //! | `{prefix}:rt:{instance}:times` | list | the last 100 response times in ms, newest first | 5 min |
 //! | `{prefix}:rt:{instance}:counters` | hash | live counters (`totalRequests`, `errorRequests`, `eventsProcessed`, `updatedAt`) | 5 min |
 //! | `{prefix}:slow` | sorted set | the slowest requests of every instance (score: ms), top 50 | 24 h |
+//! | `{prefix}:alerts:{instance}` | hash | the alerts firing now: `{rule}␞{key}` → notification JSON | 5 min, refreshed on every flush |
 //!
 //! `{series}` joins the series' labels with `␟` (U+001F): kind, method, name, table, tag value,
 //! read/write. Commands per flush grow with the active series, not with the events.

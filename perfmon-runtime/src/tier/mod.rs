@@ -77,6 +77,8 @@ pub(crate) struct Realtime {
     pub slow: Vec<(f64, String)>,
     pub counters: Vec<(&'static str, u64)>,
     pub instance_json: String,
+    /// The alerts firing now: (rule␞key, notification JSON).
+    pub alerts: Vec<(String, String)>,
 }
 
 fn request_json(r: crate::aggregator::RawRequest, i: &SeriesInfo) -> String {
@@ -137,6 +139,16 @@ fn prepare(instance: &str) -> Prepared {
             ("eventsProcessed", agg.processed()),
         ],
         instance_json: instance.to_string(),
+        alerts: crate::alerts::alerts()
+            .0
+            .iter()
+            .map(|n| {
+                (
+                    format!("{}\u{1e}{}", n.rule, n.key),
+                    serde_json::to_string(n).unwrap_or_default(),
+                )
+            })
+            .collect(),
     };
     prep
 }

@@ -152,9 +152,22 @@ impl Realtime {
         let times = format!("{prefix}:rt:{instance}:times");
         let counters = format!("{prefix}:rt:{instance}:counters");
         let slow = format!("{prefix}:slow");
+        let alerts = format!("{prefix}:alerts:{instance}");
         let mut n = 0;
-        pipe.del(&recent).ignore().del(&times).ignore();
-        n += 2;
+        pipe.del(&recent)
+            .ignore()
+            .del(&times)
+            .ignore()
+            .del(&alerts)
+            .ignore();
+        n += 3;
+        if !self.alerts.is_empty() {
+            pipe.hset_multiple(&alerts, &self.alerts)
+                .ignore()
+                .expire(&alerts, 300)
+                .ignore();
+            n += 2;
+        }
         if !self.recent.is_empty() {
             pipe.rpush(&recent, &self.recent)
                 .ignore()
