@@ -12,7 +12,9 @@
 //! Environment: `PERFMON_EXAMPLE_SECONDS` (traffic duration, default 5; 0 for none),
 //! `PERFMON_EXAMPLE_ADDR` (default 127.0.0.1:3000; port 0 picks a free one), and perfmon's own
 //! `PERFMON_*` variables. Flags: `--serve` keeps serving after the report (until Ctrl-C),
-//! `--no-layer` serves without `PerfmonLayer` (for the load benchmark's baseline).
+//! `--no-layer` serves without `PerfmonLayer` (for the load benchmark's baseline),
+//! `--alert-demo` evaluates alerts every second over 10 s and takes the database away for 4 s
+//! one second in: the critical error-rate alert fires, then resolves (18 s of traffic by default).
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -103,6 +105,8 @@ struct Staff {
 struct Db {
     staff: Mutex<Vec<Staff>>,
     rng: Mutex<Rng>,
+    /// While set, every query fails: the `--alert-demo` outage.
+    outage: std::sync::atomic::AtomicBool,
 }
 
 impl Db {
@@ -113,9 +117,18 @@ impl Db {
             .unwrap_or(Duration::from_millis(lo))
     }
 
+    fn check_outage(&self) -> Result<(), ApiError> {
+        if self.outage.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(ApiError::Database("connection refused"))
+        } else {
+            Ok(())
+        }
+    }
+
     #[track_query(table = "Staff", kind = "read", op = "findMany")]
     async fn find_staff(&self, clinic: u32) -> Result<Vec<Staff>, ApiError> {
         sleep(self.latency(2, 12)).await;
+        self.check_outage()?;
         let staff = self
             .staff
             .lock()
@@ -153,6 +166,7 @@ impl Db {
     #[track_query(table = "LeaveRequest", kind = "write", op = "create")]
     async fn insert_leave(&self, staff_id: u32) -> Result<u64, ApiError> {
         sleep(self.latency(3, 9)).await;
+        self.check_outage()?;
         Ok(u64::from(staff_id) * 1000)
     }
 }
@@ -566,13 +580,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_target(false)
         .with_writer(std::io::stderr)
         .init();
-    let perfmon = perfmon_runtime::init(perfmon_runtime::Config::from_env()?).await?;
+    let alert_demo = std::env::args().any(|a| a == "--alert-demo");
+    let mut config = perfmon_runtime::Config::from_env()?;
+    if alert_demo {
+        // evaluate every second over 10 s, so that the outage fires and resolves within the run
+        config = config
+            .into_builder()
+            .alerts(perfmon_runtime::alerts::AlertConfig {
+                tick: Duration::from_secs(1),
+                window: Duration::from_secs(10),
+                pending: Duration::from_secs(2),
+                ..Default::default()
+            })
+            .build();
+    }
+    let perfmon = perfmon_runtime::init(config).await?;
     let serve = std::env::args().any(|a| a == "--serve");
     let with_layer = !std::env::args().any(|a| a == "--no-layer");
     let seconds: u64 = std::env::var("PERFMON_EXAMPLE_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(if alert_demo { 18 } else { 5 });
     let addr = std::env::var("PERFMON_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
 
     let staff = (1..=40)
@@ -586,6 +614,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         db: Db {
             staff: Mutex::new(staff),
             rng: Mutex::new(Rng(42)),
+            outage: Default::default(),
         },
         cache: FairnessCache {
             entries: Mutex::new(HashMap::new()),
@@ -596,7 +625,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
     println!("listening on http://{local} (dashboard: http://{local}/api/monitoring/dashboard)");
-    let server = tokio::spawn(axum::serve(listener, app_router(app, with_layer)).into_future());
+    let server =
+        tokio::spawn(axum::serve(listener, app_router(app.clone(), with_layer)).into_future());
+    if alert_demo {
+        // a 4-second database outage, one second in: a burst of 500s
+        let app = app.clone();
+        tokio::spawn(async move {
+            sleep(Duration::from_secs(1)).await;
+            tracing::warn!("alert demo: the database goes away for 4 s");
+            app.db
+                .outage
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            sleep(Duration::from_secs(4)).await;
+            app.db
+                .outage
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!("alert demo: the database is back");
+        });
+    }
 
     let start = Instant::now();
     let until = start + Duration::from_secs(seconds);
@@ -616,6 +662,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .collect(),
             ),
             rng: Mutex::new(Rng(7)),
+            outage: Default::default(),
         },
         cache: FairnessCache {
             entries: Mutex::new(HashMap::new()),

@@ -234,3 +234,79 @@ fn the_dashboard_shows_what_the_json_endpoint_says() {
     );
     println!("dashboard screenshot: {}", shot.display());
 }
+
+/// Starts the example with `args` and `seconds` of traffic; returns it and its address once the
+/// traffic phase is over.
+fn start_example(args: &[&str], seconds: &str) -> (Example, String) {
+    let mut child = Command::new(example_binary())
+        .args(args)
+        .env("PERFMON_EXAMPLE_SECONDS", seconds)
+        .env("PERFMON_EXAMPLE_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the example");
+    let stdout = child.stdout.take().expect("stdout");
+    let guard = Example(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a first line").expect("utf-8");
+    let addr = first
+        .strip_prefix("listening on http://")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    for line in lines.by_ref() {
+        if line.expect("utf-8").starts_with("serving on") {
+            break;
+        }
+    }
+    (guard, addr)
+}
+
+#[test]
+fn an_outage_fires_and_resolves_a_critical_alert_that_the_dashboard_shows() {
+    let (_example, addr) = start_example(&["--serve", "--alert-demo"], "18");
+    let alerts: Value = serde_json::from_str(&get(&addr, "/api/monitoring/alerts")).expect("JSON");
+    let history = alerts["data"]["history"].as_array().expect("history");
+    let critical = |state: &str| {
+        history
+            .iter()
+            .filter(|n| n["rule"] == "api-error-rate-critical" && n["state"] == state)
+            .count()
+    };
+    assert_eq!(
+        (critical("firing"), critical("resolved")),
+        (1, 1),
+        "{alerts}"
+    );
+    assert!(
+        history
+            .iter()
+            .any(|n| n["rule"] == "batch-failure" && n["key"] == "weekly-assignment"),
+        "the failed week: {alerts}"
+    );
+
+    let url = format!("http://{addr}/api/monitoring/dashboard?refresh=60");
+    let dom = chromium(&["--dump-dom", &url]);
+    assert!(
+        dom.contains("resolved critical api-error-rate-critical at "),
+        "the dashboard lists the resolved alert"
+    );
+    assert!(
+        dom.contains("firing critical api-error-rate-critical at "),
+        "and when it fired"
+    );
+    assert!(
+        dom.contains("<td>API p95 response time</td>"),
+        "the SLA table"
+    );
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-alerts.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1400,1700",
+        &url,
+    ]);
+    assert!(std::fs::read(&shot).is_ok_and(|png| png.starts_with(b"\x89PNG")));
+    println!("dashboard screenshot with alerts: {}", shot.display());
+}

@@ -367,6 +367,8 @@ pub struct AlertEngine {
     samples: VecDeque<(SystemTime, Counters)>,
     slow_history: VecDeque<(SystemTime, u64)>,
     history: VecDeque<Notification>,
+    /// Per batch, the last failure already seen by a tick.
+    seen_failures: BTreeMap<String, SystemTime>,
 }
 
 /// Notifications kept for `GET /api/monitoring/alerts`.
@@ -381,6 +383,7 @@ impl AlertEngine {
             samples: VecDeque::new(),
             slow_history: VecDeque::new(),
             history: VecDeque::new(),
+            seen_failures: BTreeMap::new(),
         }
     }
 
@@ -476,12 +479,15 @@ impl AlertEngine {
                 .batches
                 .iter()
                 .map(|(name, (ok, failed))| {
-                    let breached = failed.is_some() && *failed > *ok;
+                    // a failure since the last tick fires, even if a success followed it
+                    let new_failure =
+                        failed.is_some() && *failed > self.seen_failures.get(name).copied();
+                    let recovered = !new_failure && ok.is_some() && *ok > *failed;
                     Reading {
                         key: name.clone(),
-                        value: f64::from(u8::from(breached)),
-                        breached,
-                        recovered: !breached,
+                        value: f64::from(u8::from(new_failure)),
+                        breached: new_failure,
+                        recovered,
                     }
                 })
                 .collect(),
@@ -570,6 +576,11 @@ impl AlertEngine {
                         }
                     }
                 }
+            }
+        }
+        for (name, (_, failed)) in &inputs.batches {
+            if let Some(f) = failed {
+                self.seen_failures.insert(name.clone(), *f);
             }
         }
         for n in &out {
@@ -1040,6 +1051,18 @@ mod tests {
         let resolved = e.tick(at(51), &inputs);
         assert_eq!(
             states(&resolved),
+            vec![("batch-failure".into(), AlertState::Resolved)]
+        );
+        // a failure followed by a success between two ticks still fires, then resolves
+        inputs
+            .batches
+            .insert("nightly".into(), (Some(at(70)), Some(at(60))));
+        assert_eq!(
+            states(&e.tick(at(80), &inputs)),
+            vec![("batch-failure".into(), AlertState::Firing)]
+        );
+        assert_eq!(
+            states(&e.tick(at(90), &inputs)),
             vec![("batch-failure".into(), AlertState::Resolved)]
         );
     }

@@ -193,6 +193,11 @@ impl Config {
         Ok(b.build())
     }
 
+    /// A builder starting from this configuration, e.g. to adjust one read from the environment.
+    pub fn into_builder(self) -> ConfigBuilder {
+        ConfigBuilder { config: self }
+    }
+
     /// A builder with every default.
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder {
