@@ -1119,6 +1119,22 @@ mod tests {
             notes.extend(e.tick(at(m * 60), &inputs));
         }
         assert_eq!(states(&notes), vec![("slow".into(), AlertState::Firing)]);
+        // back to 2 a minute: once the window holds only that, resolved
+        let mut later = Vec::new();
+        for m in 70..90 {
+            cumulative += 2;
+            let inputs = e.inputs(
+                at(m * 60),
+                Counters {
+                    slow_queries: cumulative,
+                    ..Counters::default()
+                },
+                None,
+                BTreeMap::new(),
+            );
+            later.extend(e.tick(at(m * 60), &inputs));
+        }
+        assert_eq!(states(&later), vec![("slow".into(), AlertState::Resolved)]);
     }
 
     #[test]

@@ -121,6 +121,13 @@
 //! ([`RecorderStats::tier_dropped`], logged once). Everything waiting is written when the backend
 //! returns; [`Perfmon::shutdown`] flushes once more and reports a failure.
 //!
+//! ## Alerts and SLA
+//!
+//! [`init`] starts the alert engine ([`alerts`]) with the specification's rules, evaluated on a
+//! tick over a sliding window with pending durations and hysteresis; notifications go to
+//! `tracing`, a webhook, a callback, the PostgreSQL event log and (while firing) Redis.
+//! [`Collector::sla_report`] compares a window with the SLA targets ([`SlaTargets`]).
+//!
 //! ## What can fail
 //!
 //! | call | failure | what happens |
