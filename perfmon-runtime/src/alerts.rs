@@ -776,16 +776,28 @@ impl Runtime {
 
 /// Runs `system_health()` from the alert thread: spawned on `init`'s runtime when there is one
 /// (the backend checks need it; `None` if it does not answer in time), else on this thread.
-fn run_health_check(rt: &Runtime) -> Option<HealthStatus> {
+fn run_health_check(rt: &Runtime, stop: &Mutex<bool>) -> Option<HealthStatus> {
     #[cfg(any(feature = "redis", feature = "postgres"))]
     if let Some(h) = &rt.handle {
         let (tx, rx) = std::sync::mpsc::channel();
         h.spawn(async move {
             let _ = tx.send(crate::system_health().await.status);
         });
-        return rx.recv_timeout(Duration::from_secs(10)).ok();
+        // wait in slices, so that a stop (perhaps from the runtime's own thread) is not held up
+        for _ in 0..100 {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(status) => return Some(status),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if *stop.lock().unwrap_or_else(|e| e.into_inner()) {
+                        return None;
+                    }
+                }
+            }
+        }
+        return None;
     }
-    let _ = rt;
+    let _ = (rt, stop);
     Some(block_on(crate::system_health()).status)
 }
 
@@ -826,7 +838,12 @@ impl Runner {
             .name("perfmon-alerts".into())
             .spawn(move || loop {
                 {
+                    // checked before waiting too: a stop requested before this thread first
+                    // took the lock must not wait a whole tick
                     let guard = s.0.lock().unwrap_or_else(|e| e.into_inner());
+                    if *guard {
+                        return;
+                    }
                     let (guard, _) =
                         s.1.wait_timeout(guard, tick)
                             .unwrap_or_else(|e| e.into_inner());
@@ -835,7 +852,7 @@ impl Runner {
                     }
                 }
                 let now = SystemTime::now();
-                let health = run_health_check(&runtime);
+                let health = run_health_check(&runtime, &s.0);
                 let batches = crate::collector()
                     .batch_stats()
                     .batches
