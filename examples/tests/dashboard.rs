@@ -127,30 +127,8 @@ fn pct(v: &Value) -> String {
 
 #[test]
 fn the_dashboard_shows_what_the_json_endpoint_says() {
-    let mut child = Command::new(example_binary())
-        .arg("--serve")
-        .env("PERFMON_EXAMPLE_SECONDS", "3")
-        .env("PERFMON_EXAMPLE_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the example");
-    let stdout = child.stdout.take().expect("stdout");
-    let _guard = Example(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("a first line").expect("utf-8");
-    let addr = first
-        .strip_prefix("listening on http://")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
     // the traffic phase ends with the report; then the example only serves
-    for line in lines.by_ref() {
-        if line.expect("utf-8").starts_with("serving on") {
-            break;
-        }
-    }
+    let (_example, addr) = start_example(&["--serve"], "3");
 
     let json: Value = serde_json::from_str(&get(&addr, "/api/monitoring/metrics")).expect("JSON");
     let d = &json["data"];
