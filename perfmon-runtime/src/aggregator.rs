@@ -87,14 +87,18 @@ pub(crate) struct RawRequest {
 pub(crate) struct View<'a> {
     pub id: u32,
     pub info: &'a SeriesInfo,
-    pub hist: crate::hist::Merged,
-    pub outcomes: [u64; 3],
-    pub statuses: Vec<(u16, u64)>,
-    pub slow: u64,
-    pub events: u64,
-    pub value_sum: f64,
+    /// The window's counters and merged histogram (read through `Deref`).
+    pub data: Minute<crate::hist::Merged>,
     pub last_success_ns: Option<u64>,
     pub last_failure_ns: Option<u64>,
+}
+
+impl std::ops::Deref for View<'_> {
+    type Target = Minute<crate::hist::Merged>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.data
+    }
 }
 
 pub(crate) struct Aggregator {
@@ -327,7 +331,6 @@ impl Aggregator {
 
     /// Every series of the given kinds with activity in minutes `first..=last`.
     pub(crate) fn views_in(&self, kinds: &[Kind], first: u64, last: u64) -> Vec<View<'_>> {
-        let in_window = |m: u64| m >= first && m <= last;
         let mut out = Vec::new();
         for (id, s) in self
             .series
@@ -338,44 +341,15 @@ impl Aggregator {
             let mut v = View {
                 id: id as u32,
                 info: &s.info,
-                hist: Default::default(),
-                outcomes: [0; 3],
-                statuses: Vec::new(),
-                slow: 0,
-                events: 0,
-                value_sum: 0.0,
+                data: Minute::default(),
                 last_success_ns: s.last_success_ns,
                 last_failure_ns: s.last_failure_ns,
             };
-            let mut add = |m: &Minute<()>| {
-                for i in 0..3 {
-                    v.outcomes[i] += m.outcomes[i];
-                }
-                for &(code, n) in &m.statuses {
-                    match v.statuses.iter_mut().find(|(c, _)| *c == code) {
-                        Some((_, x)) => *x += n,
-                        None => v.statuses.push((code, n)),
-                    }
-                }
-                v.slow += m.slow;
-                v.events += m.events;
-                v.value_sum += m.value_sum;
-            };
-            if in_window(s.cur_minute) && s.cur.events > 0 {
-                add(&s.cur.counters());
-                v.hist.add_paged(&s.cur.hist);
-            }
-            for (m, data) in &s.closed {
-                if in_window(*m) {
-                    add(&data.counters());
-                    v.hist.add_compact(&data.hist);
-                }
-            }
+            self.add_minutes(id as u32, first, last, &mut v.data);
             let keep = v.events > 0
                 || (s.info.kind == Kind::Batch
                     && (v.last_success_ns.is_some() || v.last_failure_ns.is_some()));
             if keep {
-                v.statuses.sort_unstable();
                 out.push(v);
             }
         }
@@ -398,7 +372,6 @@ impl Aggregator {
     }
 
     /// Adds this shard's part of minutes `first..=last` of a series to `into`.
-    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
     pub(crate) fn add_minutes(
         &self,
         series: u32,
@@ -489,20 +462,9 @@ impl Aggregator {
 impl View<'_> {
     /// Adds the same series' view from another shard.
     pub(crate) fn merge(&mut self, o: View<'_>) {
-        self.hist.add(&o.hist);
-        for i in 0..3 {
-            self.outcomes[i] += o.outcomes[i];
-        }
-        for (code, n) in o.statuses {
-            match self.statuses.iter_mut().find(|(c, _)| *c == code) {
-                Some((_, x)) => *x += n,
-                None => self.statuses.push((code, n)),
-            }
-        }
-        self.statuses.sort_unstable();
-        self.slow += o.slow;
-        self.events += o.events;
-        self.value_sum += o.value_sum;
+        self.data.add_counters(&o.data);
+        self.data.hist.add(&o.data.hist);
+        self.data.statuses.sort_unstable();
         self.last_success_ns = self.last_success_ns.max(o.last_success_ns);
         self.last_failure_ns = self.last_failure_ns.max(o.last_failure_ns);
     }
@@ -536,20 +498,6 @@ impl<H> Minute<H> {
         match self.statuses.iter_mut().find(|(c, _)| *c == code) {
             Some((_, x)) => *x += n,
             None => self.statuses.push((code, n)),
-        }
-    }
-
-    fn counters(&self) -> Minute<()> {
-        Minute {
-            hist: (),
-            outcomes: self.outcomes,
-            statuses: self.statuses.clone(),
-            slow: self.slow,
-            events: self.events,
-            value_sum: self.value_sum,
-            last_ok_ns: self.last_ok_ns,
-            last_fail_ns: self.last_fail_ns,
-            dirty: self.dirty,
         }
     }
 }

@@ -154,12 +154,7 @@ impl Loaded {
             .map(|(id, (info, m))| View {
                 id: id as u32,
                 info,
-                hist: m.hist.clone(),
-                outcomes: m.outcomes,
-                statuses: m.statuses.clone(),
-                slow: m.slow,
-                events: m.events,
-                value_sum: m.value_sum,
+                data: m.clone(),
                 last_success_ns: (m.last_ok_ns > 0).then_some(m.last_ok_ns),
                 last_failure_ns: (m.last_fail_ns > 0).then_some(m.last_fail_ns),
             })
