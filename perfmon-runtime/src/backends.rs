@@ -109,21 +109,11 @@ pub(crate) fn disconnect_now() {
 /// Closes the connections and removes their checks.
 pub(crate) async fn disconnect() {
     #[cfg(feature = "postgres")]
-    {
-        let pool = PG.write().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(pool) = pool {
-            crate::health::unregister_health_check("database");
-            pool.close().await;
-        }
-    }
-    #[cfg(feature = "redis")]
-    if REDIS
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-        .is_some()
-    {
-        crate::health::unregister_health_check("redis");
+    let pool = pg_pool();
+    disconnect_now();
+    #[cfg(feature = "postgres")]
+    if let Some(pool) = pool {
+        pool.close().await;
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::aggregator::{CACHE_ERROR, FAILED, HIT, MISS, OK};
 use crate::clock::{now_ticks, unix_ns};
-use crate::registry::{lookup_or_register, method_index, Kind};
+use crate::registry::{lookup_or_register, lookup_with_slow, method_index, Kind};
 use crate::ring::{push, Event, FLAG_NANOS, FLAG_SLOW, FLAG_VALUE};
 use crate::state::state;
 
@@ -122,11 +122,6 @@ fn push_timed(series: u32, status: u16, duration: Duration, timestamp: SystemTim
     });
 }
 
-fn slow_of(series: u32) -> u64 {
-    let reg = state().registry.read().unwrap_or_else(|e| e.into_inner());
-    reg.info(series).map_or(u64::MAX, |i| i.slow_ns)
-}
-
 /// Records one API request.
 ///
 /// ```
@@ -145,12 +140,11 @@ pub fn record_api_metric(m: ApiMetric<'_>) {
     let s = state();
     let method = method_index(m.method);
     let slow = s.api_slow_ns.load(Ordering::Relaxed);
-    let id = lookup_or_register(
+    let (id, slow_ns) = lookup_with_slow(
         &s.registry,
         |r| r.find_api(method, m.path),
         |r| r.api(method, m.path, slow),
     );
-    let slow_ns = slow_of(id);
     if nanos(m.duration) > slow_ns {
         tracing::warn!(target: "perfmon", method = m.method, route = m.path, took = ?m.duration, "slow request");
     }
@@ -182,12 +176,11 @@ pub fn record_database_metric<'a>(metric: impl IntoDatabaseMetric<'a>) {
     let s = state();
     let write = m.query_type == QueryType::Write;
     let slow = s.query_slow_ns.load(Ordering::Relaxed);
-    let id = lookup_or_register(
+    let (id, slow_ns) = lookup_with_slow(
         &s.registry,
         |r| r.find_query(m.table, m.operation, write),
         |r| r.query(m.table, m.operation, write, slow),
     );
-    let slow_ns = slow_of(id);
     if nanos(m.duration) > slow_ns {
         tracing::warn!(target: "perfmon", table = m.table, op = m.operation, took = ?m.duration, "slow query");
     }

@@ -287,14 +287,25 @@ pub(crate) fn lookup_or_register(
     find: impl FnOnce(&Registry) -> Option<u32>,
     register: impl FnOnce(&mut Registry) -> u32,
 ) -> u32 {
+    lookup_with_slow(lock, find, register).0
+}
+
+/// [`lookup_or_register`], also returning the series' slow threshold, read under the same lock.
+pub(crate) fn lookup_with_slow(
+    lock: &RwLock<Registry>,
+    find: impl FnOnce(&Registry) -> Option<u32>,
+    register: impl FnOnce(&mut Registry) -> u32,
+) -> (u32, u64) {
+    let slow = |r: &Registry, id: u32| r.info(id).map_or(u64::MAX, |i| i.slow_ns);
     {
         let r = lock.read().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = find(&r) {
-            return id;
+            return (id, slow(&r, id));
         }
     }
     let mut w = lock.write().unwrap_or_else(|e| e.into_inner());
-    register(&mut w)
+    let id = register(&mut w);
+    (id, slow(&w, id))
 }
 
 #[cfg(test)]

@@ -49,7 +49,6 @@ impl Writer {
     pub(crate) async fn write(&mut self, prep: &Prepared) -> Result<FlushReport, String> {
         self.take(prep);
         let realtime = &prep.realtime;
-        let _ = SystemTime::now;
         let mut pipe = redis::pipe();
         let mut report = FlushReport::default();
         let mut expiries: BTreeMap<String, u64> = BTreeMap::new();
