@@ -45,6 +45,23 @@ fn webhook_server() -> (String, std::sync::mpsc::Receiver<String>) {
     (url, rx)
 }
 
+/// GET on the monitoring router, in process; the JSON answer.
+async fn get_json(uri: &str) -> serde_json::Value {
+    let req = Request::builder()
+        .uri(uri)
+        .body(Body::empty())
+        .expect("request");
+    let resp = perfmon_runtime::http::router::<()>()
+        .oneshot(req)
+        .await
+        .expect("infallible");
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
 fn burst(status: u16, n: usize) {
     for _ in 0..n {
         record_api_metric(ApiMetric {
@@ -131,22 +148,7 @@ async fn a_burst_of_errors_fires_once_and_resolves_once() {
     assert!(v["at"].as_str().is_some_and(|t| t.ends_with('Z')));
 
     // shown by the monitoring routes while firing
-    let app = perfmon_runtime::http::router::<()>();
-    let resp = app
-        .clone()
-        .oneshot(
-            Request::builder()
-                .uri("/api/monitoring/alerts")
-                .body(Body::empty())
-                .expect("req"),
-        )
-        .await
-        .expect("ok");
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .expect("body")
-        .to_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    let v = get_json("/api/monitoring/alerts").await;
     assert!(
         v["data"]["active"]
             .as_array()
@@ -235,21 +237,7 @@ async fn the_sla_report_against_the_seeds_targets() {
     assert_eq!((db.target, db.current, db.met), (50.0, 30.0, Some(true)));
     assert!(!r.all_met);
 
-    let app = perfmon_runtime::http::router::<()>();
-    let resp = app
-        .oneshot(
-            Request::builder()
-                .uri("/api/monitoring/metrics?type=sla")
-                .body(Body::empty())
-                .expect("req"),
-        )
-        .await
-        .expect("ok");
-    let bytes = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .expect("body")
-        .to_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    let v = get_json("/api/monitoring/metrics?type=sla").await;
     assert_eq!(
         v["data"]["sla"]["objectives"].as_array().map(Vec::len),
         Some(5),

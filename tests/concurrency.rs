@@ -1,7 +1,7 @@
 //! Eight threads recording at full speed lose no event: counts are exact, also while another
 //! thread keeps reading statistics (which drains the rings concurrently).
 
-use perfmon_runtime::{collector, measure, record_api_metric, track_api, ApiMetric, RING_CAPACITY};
+use perfmon_runtime::{collector, measure, record_api_metric, track_api, ApiMetric};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -76,8 +76,4 @@ fn eight_threads_lose_nothing() {
     );
     let r = collector().recorder_stats();
     assert_eq!(r.late_events, 0);
-    assert!(
-        THREADS * CALLS * 2 > RING_CAPACITY as u64,
-        "the rings filled and were drained many times"
-    );
 }

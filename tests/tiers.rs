@@ -28,6 +28,20 @@ async fn client() -> redis::aio::MultiplexedConnection {
         .expect("redis on localhost")
 }
 
+/// Every (field, value) of the hashes `keys`, sorted.
+async fn all_fields(
+    r: &mut redis::aio::MultiplexedConnection,
+    keys: &[&String],
+) -> Vec<(String, Vec<u8>)> {
+    let mut all = Vec::new();
+    for k in keys {
+        let h: Vec<(String, Vec<u8>)> = r.hgetall(*k).await.expect("hgetall");
+        all.extend(h);
+    }
+    all.sort();
+    all
+}
+
 fn api(path: &str, ms: u64) {
     record_api_metric(ApiMetric {
         method: "GET",
@@ -121,26 +135,10 @@ async fn keys_ttls_and_rewrites() {
     assert_eq!(hour, memory);
 
     // flushing again, or after more calls, replaces values: never counts twice
-    let before: Vec<(String, Vec<u8>)> = {
-        let mut all = Vec::new();
-        for k in &m1 {
-            let h: Vec<(String, Vec<u8>)> = r.hgetall(*k).await.expect("hgetall");
-            all.extend(h);
-        }
-        all.sort();
-        all
-    };
+    let before = all_fields(&mut r, &m1).await;
     pm.flush().await.expect("second flush");
     pm.flush().await.expect("third flush");
-    let after: Vec<(String, Vec<u8>)> = {
-        let mut all = Vec::new();
-        for k in &m1 {
-            let h: Vec<(String, Vec<u8>)> = r.hgetall(*k).await.expect("hgetall");
-            all.extend(h);
-        }
-        all.sort();
-        all
-    };
+    let after = all_fields(&mut r, &m1).await;
     assert_eq!(before, after, "a repeated flush writes the same values");
     for _ in 0..50 {
         api("/tier/a", 5);

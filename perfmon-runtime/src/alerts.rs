@@ -1098,34 +1098,29 @@ mod tests {
             ..AlertConfig::default()
         });
         let mut cumulative = 0;
-        let mut notes = Vec::new();
-        // an hour of 2 slow queries a minute (10 per 5-minute window), sampled each minute
-        for m in 0..60 {
-            cumulative += 2;
-            let inputs = e.inputs(
-                at(m * 60),
-                Counters {
+        // one tick a minute over `minutes`, `per_minute` more slow queries each time
+        let mut feed = |e: &mut AlertEngine,
+                        minutes: std::ops::Range<u64>,
+                        per_minute: u64,
+                        check: &dyn Fn(&AlertInputs)| {
+            let mut notes = Vec::new();
+            for m in minutes {
+                cumulative += per_minute;
+                let counters = Counters {
                     slow_queries: cumulative,
                     ..Counters::default()
-                },
-                None,
-                BTreeMap::new(),
-            );
-            notes.extend(e.tick(at(m * 60), &inputs));
-        }
+                };
+                let inputs = e.inputs(at(m * 60), counters, None, BTreeMap::new());
+                check(&inputs);
+                notes.extend(e.tick(at(m * 60), &inputs));
+            }
+            notes
+        };
+        // an hour of 2 slow queries a minute (10 per 5-minute window)
+        let notes = feed(&mut e, 0..60, 2, &|_| {});
         assert!(notes.is_empty(), "steady: {notes:?}");
         // then 10 a minute: 50 per window against a baseline of about 10
-        for m in 60..70 {
-            cumulative += 10;
-            let inputs = e.inputs(
-                at(m * 60),
-                Counters {
-                    slow_queries: cumulative,
-                    ..Counters::default()
-                },
-                None,
-                BTreeMap::new(),
-            );
+        let notes = feed(&mut e, 60..70, 10, &|inputs| {
             assert!(
                 inputs
                     .slow_baseline
@@ -1133,24 +1128,10 @@ mod tests {
                 "{:?}",
                 inputs.slow_baseline
             );
-            notes.extend(e.tick(at(m * 60), &inputs));
-        }
+        });
         assert_eq!(states(&notes), vec![("slow".into(), AlertState::Firing)]);
         // back to 2 a minute: once the window holds only that, resolved
-        let mut later = Vec::new();
-        for m in 70..90 {
-            cumulative += 2;
-            let inputs = e.inputs(
-                at(m * 60),
-                Counters {
-                    slow_queries: cumulative,
-                    ..Counters::default()
-                },
-                None,
-                BTreeMap::new(),
-            );
-            later.extend(e.tick(at(m * 60), &inputs));
-        }
+        let later = feed(&mut e, 70..90, 2, &|_| {});
         assert_eq!(states(&later), vec![("slow".into(), AlertState::Resolved)]);
     }
 
