@@ -24,9 +24,17 @@ const DEFAULT_QUERY_SLOW_NS: u64 = 100_000_000;
 pub fn expand(kind: MacroKind, attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr_span = attr_span(&attr);
     let args = syn::parse2::<RawArgs>(attr).and_then(|raw| Args::validate(kind, raw));
+    // An item that is not a fully parsed fn is, in order: a fn whose body syn cannot parse (wrapped
+    // as is), a fn whose signature syn cannot parse (syn's error), or not a fn with a body.
     let item_fn = match syn::parse2::<ItemFn>(item.clone()) {
         Ok(f) => f,
-        Err(_) => return not_a_fn(kind, item),
+        Err(e) => match fn_with_unparsed_body(item.clone()) {
+            Ok(f) => f,
+            Err(_) if starts_like_fn(&item) && !is_bodiless_fn(&item) => {
+                return with_error(item, e)
+            }
+            Err(_) => return not_a_fn(kind, item),
+        },
     };
     let args = match args.and_then(|a| a.check_required(attr_span).map(|()| a)) {
         Ok(a) => a,
@@ -54,6 +62,63 @@ fn attr_span(_attr: &TokenStream) -> Span {
 fn with_error(item: TokenStream, e: syn::Error) -> TokenStream {
     let err = e.to_compile_error();
     quote!(#item #err)
+}
+
+/// A fn whose body syn cannot parse, with the body kept as tokens, as tracing-attributes does.
+///
+/// rustc has already reported the syntax error when it parsed the item, and reports it once more,
+/// deduplicated, when it parses the expansion, so the macro adds no error of its own: it wraps the
+/// body as usual, and a body that rustc accepts but syn does not (new or unstable syntax) is still
+/// timed. Only the `#[async_trait]` shape goes undetected, which needs the parsed statements (and
+/// `#[async_trait]` itself parses the body with syn first).
+fn fn_with_unparsed_body(item: TokenStream) -> syn::Result<ItemFn> {
+    use syn::parse::{ParseStream, Parser};
+    let parser = |input: ParseStream| -> syn::Result<ItemFn> {
+        let mut attrs = input.call(syn::Attribute::parse_outer)?;
+        let vis: syn::Visibility = input.parse()?;
+        let sig: syn::Signature = input.parse()?;
+        let content;
+        let brace_token = syn::braced!(content in input);
+        attrs.extend(content.call(syn::Attribute::parse_inner)?);
+        let body: TokenStream = content.parse()?;
+        Ok(ItemFn {
+            attrs,
+            vis,
+            sig,
+            block: Box::new(syn::Block {
+                brace_token,
+                stmts: vec![Stmt::Expr(Expr::Verbatim(body), None)],
+            }),
+        })
+    };
+    parser.parse2(item)
+}
+
+/// A fn declaration ending in `;`, such as a trait method without a default body.
+fn is_bodiless_fn(item: &TokenStream) -> bool {
+    matches!(syn::parse2::<syn::TraitItemFn>(item.clone()), Ok(f) if f.default.is_none())
+}
+
+/// Whether the item is a fn by its start: attributes, visibility, the qualifiers an `ItemFn` takes
+/// (`const`, `async`, `unsafe`, `extern "abi"`) and the `fn` keyword; the rest is not looked at.
+/// Such an item that does not parse has a syntax error in its signature: syn's error is reported,
+/// on the offending token, as the macro cannot expand without the signature (rustc usually reports
+/// the same mistake in its own words too; without the macro's error, a signature only syn rejects
+/// would leave the fn silently untimed).
+fn starts_like_fn(item: &TokenStream) -> bool {
+    use syn::parse::{ParseStream, Parser};
+    let parser = |input: ParseStream| -> syn::Result<bool> {
+        input.call(syn::Attribute::parse_outer)?;
+        input.parse::<syn::Visibility>()?;
+        input.parse::<Option<syn::Token![const]>>()?;
+        input.parse::<Option<syn::Token![async]>>()?;
+        input.parse::<Option<syn::Token![unsafe]>>()?;
+        input.parse::<Option<syn::Abi>>()?;
+        let is_fn = input.peek(syn::Token![fn]);
+        input.parse::<TokenStream>()?;
+        Ok(is_fn)
+    };
+    parser.parse2(item.clone()).unwrap_or(false)
 }
 
 fn not_a_fn(kind: MacroKind, item: TokenStream) -> TokenStream {
@@ -226,7 +291,7 @@ fn wrap(args: &Args, mut f: ItemFn) -> TokenStream {
     if f.sig.asyncness.is_some() {
         let hint = ret_hint(&f.sig.output);
         let block = &f.block;
-        let body = quote! {{
+        let body = quote! {
             #prologue
             let __perfmon_ret = async move {
                 #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
@@ -238,8 +303,8 @@ fn wrap(args: &Args, mut f: ItemFn) -> TokenStream {
             .await;
             #finish
             __perfmon_ret
-        }};
-        f.block = Box::new(syn::parse2(body).expect("generated block parses"));
+        };
+        f.block = Box::new(unparsed_block(body));
         return f.into_token_stream();
     }
 
@@ -257,14 +322,111 @@ fn wrap(args: &Args, mut f: ItemFn) -> TokenStream {
 
     let hint = ret_hint(&f.sig.output);
     let block = &f.block;
-    let body = quote! {{
+    let body = quote! {
         #prologue
         // Called through an `FnOnce` bound so that captured references can be returned.
         #[allow(clippy::needless_return)]
         let __perfmon_ret = #krate::__private::call_once(move || -> #hint #block);
         #finish
         __perfmon_ret
-    }};
-    f.block = Box::new(syn::parse2(body).expect("generated block parses"));
+    };
+    f.block = Box::new(unparsed_block(body));
     f.into_token_stream()
+}
+
+/// The generated statements as the fn's block, without parsing them again: the user's body among
+/// them may be tokens that syn does not parse (see `fn_with_unparsed_body`).
+fn unparsed_block(stmts: TokenStream) -> syn::Block {
+    syn::Block {
+        brace_token: syn::token::Brace::default(),
+        stmts: vec![Stmt::Expr(Expr::Verbatim(stmts), None)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(kind: MacroKind, attr: TokenStream) -> Args {
+        syn::parse2::<RawArgs>(attr)
+            .and_then(|raw| Args::validate(kind, raw))
+            .expect("valid arguments")
+    }
+
+    /// A body kept as tokens expands exactly as the parsed body does, inner attributes included.
+    #[test]
+    fn unparsed_body_expands_like_parsed_body() {
+        let cases = [
+            (
+                MacroKind::Api,
+                quote!(method = "GET"),
+                quote! {
+                    fn a(x: u32) -> u32 {
+                        #![allow(unused_mut)]
+                        let mut y = x + 1;
+                        y
+                    }
+                },
+            ),
+            (
+                MacroKind::Query,
+                quote!(table = "Staff", kind = "read"),
+                quote! {
+                    pub async fn b(s: &str) -> Result<Option<u32>, String> {
+                        Ok(s.parse().ok())
+                    }
+                },
+            ),
+            (
+                MacroKind::Measure,
+                quote!("c"),
+                quote! {
+                    #[inline]
+                    fn c<'a>(v: &'a [u32]) -> impl Iterator<Item = &'a u32> + 'a {
+                        v.iter()
+                    }
+                },
+            ),
+            (
+                MacroKind::Cache,
+                quote!(key = "d"),
+                quote! {
+                    async fn d() -> Option<u32> {
+                        return None;
+                    }
+                },
+            ),
+        ];
+        for (kind, attr, item) in cases {
+            let args = args(kind, attr);
+            let parsed = syn::parse2::<ItemFn>(item.clone()).expect("the fn parses");
+            let unparsed = fn_with_unparsed_body(item).expect("the signature parses");
+            assert_eq!(
+                wrap(&args, parsed).to_string(),
+                wrap(&args, unparsed).to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn fn_by_its_start() {
+        for item in [
+            quote! { fn f() {} },
+            quote! { #[doc = "x"] pub(crate) const async unsafe extern "C" fn f() {} },
+            quote! { fn f(x: ) {} },
+            quote! { fn f() -> u32 { 1 + } },
+        ] {
+            assert!(starts_like_fn(&item), "{item}");
+        }
+        for item in [
+            quote! { struct S; },
+            quote! { impl S { fn f() {} } },
+            quote! { type F = fn(); },
+            quote! { const F: fn() = f; },
+            quote! { extern "C" { fn f(); } },
+            quote! { unsafe impl Send for S {} },
+        ] {
+            assert!(!starts_like_fn(&item), "{item}");
+        }
+    }
 }

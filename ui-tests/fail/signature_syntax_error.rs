@@ -1,0 +1,6 @@
+use perfmon_runtime::track_batch;
+
+#[track_batch("nightly")]
+fn nightly(days: ) {}
+
+fn main() {}
