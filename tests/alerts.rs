@@ -179,9 +179,13 @@ async fn a_burst_of_errors_fires_once_and_resolves_once() {
         (1, 1),
         "{ns:?}"
     );
-    let (active, history) = perfmon_runtime::alerts::alerts();
-    assert!(active.iter().all(|n| n.rule != "api-error-rate-critical"));
-    assert!(history
+    let board = perfmon_runtime::alerts::alerts();
+    assert!(board
+        .active
+        .iter()
+        .all(|n| n.rule != "api-error-rate-critical"));
+    assert!(board
+        .history
         .iter()
         .any(|n| n.rule == "api-error-rate-critical" && n.state == AlertState::Resolved));
     pm.shutdown().await.expect("shutdown");

@@ -146,6 +146,34 @@
 //! | a label past its cap | counted under [`OTHER`] (`__other__`) | memory stays bounded |
 //! | a bad query parameter | 400 `{"success": false, "error": ...}` naming the allowed values | |
 //!
+//! ## Layout: layers that import one way
+//!
+//! The source folders are the layers, lowest first. **A module imports only from its own
+//! layer's lower modules and from the layers before it, never from a layer after it, and no two
+//! modules import each other** (`.ci/run` checks this with `module-cycles.py`, at the depth of
+//! the layers and of their modules). Inside the crate, code imports by module path
+//! (`crate::read::collector::Collector`), never through the re-exports below, so the check sees
+//! every edge.
+//!
+//! | layer | holds | imports |
+//! | --- | --- | --- |
+//! | `core/` | clock, HDR histograms, kinds and outcome codes, windows and their constants, limits, `/proc`, status codes from return values, runtime-agnostic channels and the worker pattern | nothing of ours |
+//! | `pipeline/` | events, per-thread rings, the series registry, the aggregator and its shards (`state`), hand recording, the macros' support (`meta`, `macros`), the layer's hand-off slot, the outbox for the tiers | `core` |
+//! | `read/` | stats types, the collector and local collectors, snapshots, queries over a window source, the SLA report | `core`, `pipeline` |
+//! | `ops/` | health checks and resources, the alert engine and its board, notification sinks | the above |
+//! | `store/` | the aggregate codec, the Redis and PostgreSQL tiers, the flush worker, the tiers as a window source | the above |
+//! | `export/` | Prometheus families and their text writer, the JSON of the monitoring endpoints | the above but `store` |
+//! | `http/` | axum adapters only: `PerfmonLayer`, the router, the dashboard | the above |
+//! | `runtime/` | configuration, errors, backends, worker jobs, `init`/`shutdown` and the [`Perfmon`] handle: the only place that wires sources and sinks together | everything |
+//!
+//! Process-wide values, one per concern: the calibrated clock (`core`), the series registry and
+//! the global collector's state (`pipeline`, installed on first use), the tiers as source of
+//! long windows and the SLA targets (`read`, installed by `init`), the health-check registry and
+//! the alert board (`ops`), and the flag that one runtime is running (`runtime`). Everything
+//! `init` starts is owned by the [`Perfmon`] handle. Every background worker follows one
+//! pattern: a thread (drain, alerts) or a tokio task (flush) that runs on a timer and answers
+//! `Flush(reply)` and `Shutdown(reply)` messages, every wait for an answer under a timeout.
+//!
 //! ## Design
 //!
 //! ```text
@@ -153,6 +181,7 @@
 //!     │ start = TSC read … end = TSC read
 //!     ▼
 //! per-thread ring (series id, start, end, status)   ◄── record_*_metric() (labels interned, capped)
+//!     │ (inside Collector::scope, the ring of a local collector)
 //!     │ drained every 10 ms by the worker, by any stats read, or by its own thread when full
 //!     ▼
 //! aggregator shards (one per core, up to 8; a ring always feeds the same shard): per series,
@@ -180,58 +209,69 @@
 
 #![warn(missing_docs)]
 
-mod aggregator;
-pub mod alerts;
-mod backends;
-mod clock;
-mod collector;
-mod config;
-mod health;
-mod hist;
+mod core;
+mod export;
 #[cfg(feature = "axum")]
 pub mod http;
-mod lifecycle;
-mod prometheus;
-mod query;
-mod record;
-mod registry;
-mod ring;
-mod sla;
-mod state;
-mod stats;
-mod status;
-#[cfg(any(feature = "redis", feature = "postgres"))]
-mod tier;
+mod ops;
+mod pipeline;
+mod read;
+mod runtime;
+mod store;
 
+/// What the macro expansions call. Not a public API.
 #[doc(hidden)]
-pub mod __private;
+pub mod __private {
+    pub use crate::pipeline::macros::*;
+}
 
-pub use aggregator::{RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
-pub use backends::PoolStats;
-pub use clock::rfc3339;
-pub use collector::{collector, Collector};
-pub use config::{Config, ConfigBuilder, ConfigError, Limits};
-pub use health::{
+/// Alerts: the specification's rules, evaluated on a tick over a sliding window, with pending
+/// durations and hysteresis; custom rules; where notifications go.
+pub mod alerts {
+    pub use crate::ops::alerts::{
+        alerts, default_rules, AlertConfig, AlertEngine, AlertInputs, AlertState, Alerts, Callback,
+        Condition, Counters, CustomRule, Notification, Reading, RouteCounters, Rule, Severity,
+        ALERT_HISTORY,
+    };
+    pub use crate::ops::notify::{deliver, Sinks};
+}
+
+pub use crate::core::clock::rfc3339;
+pub use crate::core::hist::Merged;
+pub use crate::core::kind::OTHER;
+pub use crate::core::limits::Limits;
+pub use crate::core::status::HttpStatus;
+pub use crate::core::window::{Scope, Window, RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
+pub use crate::core::worker::WorkerError;
+pub use crate::ops::health::{
     register_health_check, resource_usage, system_health, unregister_health_check, CheckResult,
-    HealthCheck, HealthStatus, MemoryUsage, ResourceUsage, SystemHealth,
+    HealthCheck, HealthStatus, MemoryUsage, PoolStats, ResourceUsage, SystemHealth,
 };
-pub use hist::Merged;
-pub use lifecycle::{init, init_blocking, InitError, Perfmon, ShutdownError};
-pub use perfmon_macros::{measure, track_api, track_batch, track_cache, track_query};
-pub use query::{Query, QueryError, Scope, Window};
-pub use record::{
+pub use crate::pipeline::record::{
     record_api_metric, record_batch_metric, record_business_metric, record_cache_metric,
     record_database_metric, ApiMetric, BatchMetric, CacheMetric, CacheOp, DatabaseMetric,
     FailedQuery, IntoDatabaseMetric, QueryType,
 };
-pub use registry::OTHER;
-pub use ring::RING_CAPACITY;
-pub use sla::{SlaObjective, SlaReport, SlaTargets};
-pub use stats::*;
-pub use status::HttpStatus;
+pub use crate::pipeline::ring::RING_CAPACITY;
+pub use crate::read::collector::{collector, Collector};
+pub use crate::read::query::{Query, QueryError};
+pub use crate::read::sla::{SlaObjective, SlaReport, SlaTargets};
+pub use crate::read::snapshot::Snapshot;
+pub use crate::read::stats::{
+    ApiStats, BatchJobStats, BatchStats, BusinessMetricStats, BusinessMetrics, CacheKeyStats,
+    CacheStats, DatabaseStats, FnStats, FunctionStats, QueryStats, RecorderStats, RouteStats,
+    SlowRequest, TableStats, TimelinePoint, ValueStats,
+};
+pub use crate::runtime::config::{Config, ConfigBuilder, ConfigError};
+pub use crate::runtime::error::{InitError, ShutdownError};
+pub use crate::runtime::handle::{init, init_blocking, Perfmon};
+pub use crate::store::error::TierError;
 #[cfg(feature = "postgres")]
-pub use tier::postgres::{PruneReport, DAILY_RETENTION, HOURLY_RETENTION};
+pub use crate::store::postgres::{
+    PruneReport, DAILY_RETENTION, HOURLY_RETENTION, PG_PENDING_LIMIT,
+};
 #[cfg(feature = "redis")]
-pub use tier::redis::PENDING_LIMIT;
+pub use crate::store::redis::PENDING_LIMIT;
 #[cfg(any(feature = "redis", feature = "postgres"))]
-pub use tier::FlushReport;
+pub use crate::store::{codec::CodecError, prepared::FlushReport};
+pub use perfmon_macros::{measure, track_api, track_batch, track_cache, track_query};

@@ -1,7 +1,7 @@
 //! `PerfmonLayer`: records every request that passes through it, exactly once, with the matched
 //! route template, the real status code and the full duration.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,11 +11,13 @@ use axum::http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::__private::Meta;
-use crate::clock::now_ticks;
-use crate::registry::{lookup_or_register, method_index, METHODS};
-use crate::ring::{push, Event, FLAG_SLOW, FLAG_TICKS};
-use crate::state::state;
+use crate::core::clock::{now_ticks, ticks_between_ns};
+use crate::core::kind::{method_index, METHODS};
+use crate::pipeline::event::{Event, FLAG_SLOW, FLAG_TICKS};
+use crate::pipeline::handoff::{self, Frame, Series};
+use crate::pipeline::meta::Meta;
+use crate::pipeline::registry::{self, lookup_or_register};
+use crate::pipeline::state::push;
 
 /// The route recorded for a request that matched no route.
 pub const UNMATCHED: &str = "unmatched";
@@ -76,13 +78,6 @@ struct Caches {
     unmatched: [Option<Series>; METHODS.len()],
 }
 
-/// A series id and the slow threshold to apply.
-#[derive(Clone, Copy)]
-struct Series {
-    id: u32,
-    slow_ns: u64,
-}
-
 const CACHE_SLOTS: usize = 256;
 
 thread_local! {
@@ -91,19 +86,15 @@ thread_local! {
     };
 }
 
-fn register(method: usize, route: &str, slow_ns: u64) -> Series {
+/// The series of (method, route), registered with `slow_ns` (default: the configured API
+/// threshold), and the threshold to apply.
+fn register(method: usize, route: &str, slow_ns: Option<u64>) -> Series {
+    let slow_ns = slow_ns.unwrap_or_else(|| registry::settings().api_slow_ns);
     let id = lookup_or_register(
-        &state().registry,
         |r| r.find_api(method, route),
-        |r| r.api(method, route, slow_ns),
+        |r, _| r.api(method, route, slow_ns),
     );
     Series { id, slow_ns }
-}
-
-fn default_slow() -> u64 {
-    state()
-        .api_slow_ns
-        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The series of a request to a matched route.
@@ -119,7 +110,7 @@ fn route_series(matched: &MatchedPath, method: usize) -> Series {
     if let Ok(Some(series)) = hit {
         return series;
     }
-    let series = register(method, matched.as_str(), default_slow());
+    let series = register(method, matched.as_str(), None);
     let _ = CACHES.try_with(|c| {
         let mut c = c.borrow_mut();
         if c.routes.is_empty() {
@@ -135,7 +126,7 @@ fn unmatched_series(method: usize) -> Series {
     if let Ok(Some(series)) = CACHES.try_with(|c| c.borrow().unmatched[method]) {
         return series;
     }
-    let series = register(method, UNMATCHED, default_slow());
+    let series = register(method, UNMATCHED, None);
     let _ = CACHES.try_with(|c| c.borrow_mut().unmatched[method] = Some(series));
     series
 }
@@ -153,8 +144,8 @@ fn handler_series(base: u32, meta: &'static Meta) -> Series {
         return series;
     }
     let (base_route, base_method) = {
-        let reg = state().registry.read().unwrap_or_else(|e| e.into_inner());
-        reg.info(base)
+        registry::read()
+            .info(base)
             .map_or((UNMATCHED.to_string(), METHODS[0]), |i| {
                 (i.name.to_string(), i.method)
             })
@@ -169,7 +160,7 @@ fn handler_series(base: u32, meta: &'static Meta) -> Series {
     } else {
         base_method
     };
-    let series = register(method_index(method), route, meta.slow_ns());
+    let series = register(method_index(method), route, Some(meta.slow_ns()));
     let _ = CACHES.try_with(|c| {
         let mut c = c.borrow_mut();
         if c.handlers.is_empty() {
@@ -198,12 +189,13 @@ where
         let record = Some(Pending {
             start,
             method,
-            series: Cell::new(
-                req.extensions()
+            frame: Frame {
+                route: req
+                    .extensions()
                     .get::<MatchedPath>()
                     .map(|m| route_series(m, method)),
-            ),
-            handler: Cell::new(None),
+                handler: None,
+            },
         });
         ResponseFuture {
             inner: self.inner.call(req),
@@ -217,55 +209,23 @@ where
 struct Pending {
     start: u64,
     method: usize,
-    /// The series of (method, matched route); `None` until known: filled in by an inner
-    /// `PerfmonLayer` that saw the matched route when this one (outside the router) did not.
-    series: Cell<Option<Series>>,
-    /// Set by a `#[track_api]` handler that ran inside this request.
-    handler: Cell<Option<&'static Meta>>,
-}
-
-thread_local! {
-    /// The request being polled on this thread, while the layer polls its handler.
-    static CURRENT: Cell<*const Pending> = const { Cell::new(std::ptr::null()) };
-}
-
-/// Called by `#[track_api]` when it finishes: inside a layer, hand the call site's metadata to
-/// the layer (which records once, with the real status) and do not record.
-pub(crate) fn hand_over(meta: &'static Meta) -> bool {
-    CURRENT
-        .try_with(|c| {
-            let p = c.get();
-            if p.is_null() {
-                return false;
-            }
-            // SAFETY: `CURRENT` points at the `Pending` of a future being polled on this thread;
-            // it is reset before that poll returns (see `Reset`), so the pointee is alive.
-            unsafe { (*p).handler.set(Some(meta)) };
-            true
-        })
-        .unwrap_or(false)
-}
-
-struct Reset(*const Pending);
-
-impl Drop for Reset {
-    fn drop(&mut self) {
-        let _ = CURRENT.try_with(|c| c.set(self.0));
-    }
+    /// The request's route (filled in by an inner `PerfmonLayer` when this one, outside the
+    /// router, did not see it) and the `#[track_api]` handler that ran inside it.
+    frame: Frame,
 }
 
 impl Pending {
     fn finish(&self, status: u16) {
         let end = now_ticks();
         let base = self
-            .series
-            .get()
+            .frame
+            .route
             .unwrap_or_else(|| unmatched_series(self.method));
-        let series = match self.handler.get() {
+        let series = match self.frame.handler {
             Some(meta) => handler_series(base.id, meta),
             None => base,
         };
-        let took_ns = crate::clock::ticks_between_ns(self.start, end);
+        let took_ns = ticks_between_ns(self.start, end);
         let mut flags = FLAG_TICKS;
         if took_ns > series.slow_ns {
             flags |= FLAG_SLOW;
@@ -283,8 +243,7 @@ impl Pending {
 
 #[cold]
 fn slow_warning(series: u32, status: u16, took_ns: u64) {
-    let reg = state().registry.read().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = reg.info(series) {
+    if let Some(i) = registry::read().info(series) {
         let took = std::time::Duration::from_nanos(took_ns);
         tracing::warn!(target: "perfmon", method = i.method, route = &*i.name, status, ?took, "slow request");
     }
@@ -322,27 +281,22 @@ where
             *this.polled = true;
             // Inside another `PerfmonLayer`'s request: that one records; hand it the matched
             // route if it did not see one, and stay quiet.
-            let outer = CURRENT.with(|c| c.get());
-            if !outer.is_null() {
+            if handoff::inside_request() {
                 if let Some(mine) = this.record.take() {
-                    // SAFETY: `outer` is the `Pending` of the future polling us (see `CURRENT`).
-                    let outer = unsafe { &*outer };
-                    if outer.series.get().is_none() {
-                        outer.series.set(mine.series.get());
-                    }
+                    handoff::offer_route(mine.frame.route);
                 }
             }
         }
-        let ptr: *const Pending = this
-            .record
-            .as_ref()
-            .map_or(std::ptr::null(), |p| p as *const Pending);
-        let polled = if ptr.is_null() {
-            this.inner.poll(cx)
-        } else {
-            let previous = CURRENT.with(|c| c.replace(ptr));
-            let _reset = Reset(previous);
-            this.inner.poll(cx)
+        let polled = match this.record.as_mut() {
+            None => this.inner.poll(cx),
+            Some(p) => {
+                let entered = handoff::enter(p.frame);
+                let polled = this.inner.poll(cx);
+                if let Some(frame) = entered.exit() {
+                    p.frame = frame;
+                }
+                polled
+            }
         };
         if let Poll::Ready(out) = &polled {
             if let Some(p) = this.record.take() {

@@ -5,14 +5,18 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::health::HealthStatus;
+use crate::core::process::proc_stats;
+use crate::core::window::{Scope, Window};
+use crate::export::json::metrics_data;
+use crate::ops::alerts::alerts as alert_board;
+use crate::ops::health::{system_health, HealthStatus};
+use crate::read::collector::collector;
+use crate::read::query::QueryError;
 
 /// Values of `type=`.
-pub const TYPES: [&str; 8] = [
-    "all", "api", "database", "cache", "batch", "business", "system", "sla",
-];
+pub const TYPES: [&str; 8] = crate::export::json::TYPES;
 /// Values of `window=`.
 pub const WINDOWS: [&str; 6] = ["5m", "1h", "24h", "7d", "90d", "1y"];
 /// Values of `scope=`.
@@ -132,96 +136,19 @@ pub(crate) fn parse(query: Option<&str>) -> Result<Params, String> {
     Ok(p)
 }
 
-/// The `data` object for the given parameters: from memory for the default window and scope
-/// (with the slow list and the minute-by-minute timeline), else from the retention tiers.
-async fn data(p: &Params) -> Result<Value, crate::QueryError> {
-    let window = crate::Window::parse(p.window).unwrap_or(crate::Window::Minutes5);
-    let scope = crate::Scope::parse(p.scope).unwrap_or(crate::Scope::Instance);
-    let q = crate::collector().query(window, scope);
-    let mut data = serde_json::Map::new();
-    let all = p.kind == "all";
-    if all || p.kind == "api" {
-        let api = match &p.path {
-            Some(path) => q.api_stats_for(path).await?,
-            None => q.api_stats().await?,
-        };
-        data.insert("api".into(), to_value(&api));
-        let mut routes = q.api_routes().await?;
-        if let Some(path) = &p.path {
-            routes.retain(|r| &r.path == path);
-        }
-        data.insert("routes".into(), to_value(&routes));
-        if window == crate::Window::Minutes5 && scope == crate::Scope::Instance {
-            let c = crate::collector();
-            let mut slow = c.slow_requests(crate::SLOW_LIST_SIZE);
-            if let Some(path) = &p.path {
-                slow.retain(|r| &r.path == path);
-            } else {
-                data.insert("timeline".into(), to_value(&c.timeline()));
-            }
-            data.insert("slowRequests".into(), to_value(&slow));
-        }
-    }
-    if all || p.kind == "database" {
-        data.insert("database".into(), to_value(&q.database_stats().await?));
-    }
-    if all || p.kind == "cache" {
-        data.insert("cache".into(), to_value(&q.cache_stats().await?));
-    }
-    if all || p.kind == "batch" {
-        data.insert("batch".into(), to_value(&q.batch_stats().await?));
-    }
-    if all || p.kind == "business" {
-        data.insert("business".into(), to_value(&q.business_metrics().await?));
-        data.insert("functions".into(), to_value(&q.function_stats().await?));
-    }
-    if all || p.kind == "sla" {
-        let (api, cache, db) = (
-            q.api_stats().await?,
-            q.cache_stats().await?,
-            q.database_stats().await?,
-        );
-        data.insert(
-            "sla".into(),
-            to_value(&crate::sla::report(
-                &api,
-                &cache,
-                &db,
-                window.as_str(),
-                scope.as_str(),
-            )),
-        );
-    }
-    if all {
-        let (active, _) = crate::alerts::alerts();
-        data.insert("alerts".into(), to_value(&active));
-    }
-    if all || p.kind == "system" {
-        let h = crate::system_health().await;
-        let health = to_value(&h);
-        data.insert(
-            "system".into(),
-            json!({ "health": { "status": health["status"], "checks": health["checks"] }, "resources": health["resources"] }),
-        );
-    }
-    Ok(Value::Object(data))
-}
-
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
 async fn metrics(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
     let p = match parse(query.as_deref()) {
         Ok(p) => p,
         Err(e) => return bad_request(e),
     };
-    match data(&p).await {
+    let window = Window::parse(p.window).unwrap_or(Window::Minutes5);
+    let scope = Scope::parse(p.scope).unwrap_or(Scope::Instance);
+    match metrics_data(p.kind, p.path.as_deref(), window, scope).await {
         Ok(data) => axum::Json(
             json!({ "success": true, "window": p.window, "scope": p.scope, "data": data }),
         )
         .into_response(),
-        Err(e @ crate::QueryError::TierUnavailable { .. }) => bad_request(e.to_string()),
+        Err(e @ QueryError::TierUnavailable { .. }) => bad_request(e.to_string()),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({ "success": false, "error": e.to_string() })),
@@ -238,23 +165,25 @@ fn health_code(status: HealthStatus) -> StatusCode {
 }
 
 async fn health() -> Response {
-    let h = crate::system_health().await;
-    (health_code(h.status), axum::Json(to_value(&h))).into_response()
+    let h = system_health().await;
+    (health_code(h.status), axum::Json(h)).into_response()
 }
 
 async fn alerts() -> Response {
-    let (active, history) = crate::alerts::alerts();
-    axum::Json(json!({ "success": true, "data": { "active": active, "history": history } }))
-        .into_response()
+    let board = alert_board();
+    axum::Json(
+        json!({ "success": true, "data": { "active": board.active, "history": board.history } }),
+    )
+    .into_response()
 }
 
 async fn live() -> Response {
-    axum::Json(json!({ "status": "alive", "uptime": crate::health::proc_stats().uptime.as_secs() }))
+    axum::Json(json!({ "status": "alive", "uptime": proc_stats().uptime.as_secs() }))
         .into_response()
 }
 
 async fn ready() -> Response {
-    let h = crate::system_health().await;
+    let h = system_health().await;
     let failing: Vec<&String> = h
         .checks
         .iter()
@@ -271,7 +200,7 @@ async fn prometheus() -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::collector().prometheus_text(),
+        collector().prometheus_text(),
     )
         .into_response()
 }

@@ -1,0 +1,84 @@
+//! The JSON objects of the monitoring endpoints, in the seed's shapes: what
+//! `GET /api/monitoring/metrics` puts under `data`, built from one snapshot of the window.
+
+use serde_json::{json, Value};
+
+use crate::core::window::{Scope, Window, SLOW_LIST_SIZE};
+use crate::ops::alerts::alerts;
+use crate::ops::health::system_health;
+use crate::read::collector::collector;
+use crate::read::query::QueryError;
+
+/// `type=` values, in the order the `data` object lists them.
+pub(crate) const TYPES: [&str; 8] = [
+    "all", "api", "database", "cache", "batch", "business", "system", "sla",
+];
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// The `data` object for `type=kind` (one of [`TYPES`]), an optional route template, a window
+/// and a scope: one snapshot of the window serves every section; the in-memory window adds the
+/// slow list and the minute-by-minute timeline.
+pub(crate) async fn metrics_data(
+    kind: &str,
+    path: Option<&str>,
+    window: Window,
+    scope: Scope,
+) -> Result<Value, QueryError> {
+    let all = kind == "all";
+    let mut data = serde_json::Map::new();
+    if kind != "system" {
+        let snap = collector().query(window, scope).snapshot().await?;
+        if all || kind == "api" {
+            let api = match path {
+                Some(path) => snap.api_stats_for(path),
+                None => snap.api_stats(),
+            };
+            data.insert("api".into(), to_value(&api));
+            let mut routes = snap.api_routes();
+            if let Some(path) = path {
+                routes.retain(|r| r.path == path);
+            }
+            data.insert("routes".into(), to_value(&routes));
+            if window == Window::Minutes5 && scope == Scope::Instance {
+                let mut slow = snap.slow_requests(SLOW_LIST_SIZE);
+                match path {
+                    Some(path) => slow.retain(|r| r.path == path),
+                    None => {
+                        data.insert("timeline".into(), to_value(&snap.timeline()));
+                    }
+                }
+                data.insert("slowRequests".into(), to_value(&slow));
+            }
+        }
+        if all || kind == "database" {
+            data.insert("database".into(), to_value(&snap.database_stats()));
+        }
+        if all || kind == "cache" {
+            data.insert("cache".into(), to_value(&snap.cache_stats()));
+        }
+        if all || kind == "batch" {
+            data.insert("batch".into(), to_value(&snap.batch_stats()));
+        }
+        if all || kind == "business" {
+            data.insert("business".into(), to_value(&snap.business_metrics()));
+            data.insert("functions".into(), to_value(&snap.function_stats()));
+        }
+        if all || kind == "sla" {
+            data.insert("sla".into(), to_value(&snap.sla_report()));
+        }
+    }
+    if all {
+        data.insert("alerts".into(), to_value(&alerts().active));
+    }
+    if all || kind == "system" {
+        let health = to_value(&system_health().await);
+        data.insert(
+            "system".into(),
+            json!({ "health": { "status": health["status"], "checks": health["checks"] }, "resources": health["resources"] }),
+        );
+    }
+    Ok(Value::Object(data))
+}

@@ -1,0 +1,7 @@
+//! Rendering for the outside world: Prometheus families and their text writer (`prometheus`),
+//! and the JSON objects the HTTP routes serve (`json`). Imports `core`, `pipeline`, `read` and
+//! `ops`; knows nothing of HTTP.
+
+#[cfg(feature = "axum")]
+pub(crate) mod json;
+pub(crate) mod prometheus;

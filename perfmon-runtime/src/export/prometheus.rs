@@ -1,0 +1,631 @@
+//! Prometheus text exposition (format 0.0.4) of everything perfmon counts since the process
+//! started, plus the standard `process_*` metrics.
+//!
+//! Rendering has two steps: [`families`] builds a model — metric families, each with its type,
+//! help and samples — from one drained view of the collector, the alert board and `/proc`; a
+//! writer turns the model into text ([`write_text`]). Names follow Prometheus' rules: base units
+//! (`_seconds`, `_bytes`), `_total` on counters, histograms as cumulative `_bucket{le}` / `_sum`
+//! / `_count`. Histogram buckets are folded from the HDR bins, so each bucket count is exact up
+//! to the bin width (0.1%). Counters are monotonic: closed minutes are folded into per-series
+//! totals when they leave the window.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use crate::core::hist::LE_BOUNDS_NS;
+use crate::core::kind::{Kind, CACHE_ERROR, FAILED, HIT, MISS, OK};
+use crate::core::process::proc_stats;
+use crate::ops::alerts::{alerts, Severity};
+use crate::pipeline::aggregator::Totals;
+use crate::pipeline::registry::SeriesInfo;
+use crate::read::collector::{recorder_stats, Collector};
+use crate::read::snapshot::Snapshot;
+
+/// A metric family's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl MetricType {
+    fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+        }
+    }
+}
+
+/// A sample's value.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Value {
+    /// A counter or gauge.
+    Number(f64),
+    /// Cumulative bucket counts for [`LE_BOUNDS_NS`], then the sum (seconds) and count.
+    Histogram {
+        cumulative: Vec<u64>,
+        sum_seconds: f64,
+        count: u64,
+    },
+}
+
+/// One sample: its labels and value.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Sample {
+    pub labels: Vec<(&'static str, String)>,
+    pub value: Value,
+}
+
+/// One metric family.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Family {
+    pub name: &'static str,
+    pub kind: MetricType,
+    pub help: &'static str,
+    pub samples: Vec<Sample>,
+}
+
+impl Family {
+    fn new(name: &'static str, kind: MetricType, help: &'static str) -> Family {
+        Family {
+            name,
+            kind,
+            help,
+            samples: Vec::new(),
+        }
+    }
+
+    fn number(mut self, labels: Vec<(&'static str, String)>, v: impl Into<f64>) -> Family {
+        self.push(labels, v);
+        self
+    }
+
+    fn push(&mut self, labels: Vec<(&'static str, String)>, v: impl Into<f64>) {
+        self.samples.push(Sample {
+            labels,
+            value: Value::Number(v.into()),
+        });
+    }
+
+    fn histogram(&mut self, labels: Vec<(&'static str, String)>, t: &Totals) {
+        let mut cumulative = Vec::with_capacity(LE_BOUNDS_NS.len());
+        let mut running = 0;
+        for i in 0..LE_BOUNDS_NS.len() {
+            running += t.hist.counts[i];
+            cumulative.push(running);
+        }
+        self.samples.push(Sample {
+            labels,
+            value: Value::Histogram {
+                cumulative,
+                sum_seconds: t.hist.sum_ns as f64 / 1e9,
+                count: t.hist.counts.iter().sum(),
+            },
+        });
+    }
+}
+
+fn route(info: &SeriesInfo) -> Vec<(&'static str, String)> {
+    vec![
+        ("method", info.method.to_string()),
+        ("route", info.name.to_string()),
+    ]
+}
+
+fn query(info: &SeriesInfo) -> Vec<(&'static str, String)> {
+    vec![
+        ("table", info.table.to_string()),
+        ("operation", info.name.to_string()),
+        (
+            "kind",
+            (if info.write { "write" } else { "read" }).to_string(),
+        ),
+    ]
+}
+
+fn name(info: &SeriesInfo) -> Vec<(&'static str, String)> {
+    vec![("name", info.name.to_string())]
+}
+
+fn with(
+    mut labels: Vec<(&'static str, String)>,
+    k: &'static str,
+    v: &str,
+) -> Vec<(&'static str, String)> {
+    labels.push((k, v.to_string()));
+    labels
+}
+
+type Series = Vec<(Arc<SeriesInfo>, Totals)>;
+
+fn of(all: &Series, kinds: &[Kind]) -> Vec<(Arc<SeriesInfo>, Totals)> {
+    all.iter()
+        .filter(|(i, _)| kinds.contains(&i.kind))
+        .cloned()
+        .collect()
+}
+
+fn api_families(all: &Series, out: &mut Vec<Family>) {
+    use MetricType::*;
+    let api = of(all, &[Kind::Api]);
+    let mut duration = Family::new(
+        "perfmon_http_request_duration_seconds",
+        Histogram,
+        "Duration of API requests by method and route.",
+    );
+    let mut requests = Family::new(
+        "perfmon_http_requests_total",
+        Counter,
+        "API requests by method, route and status code.",
+    );
+    let mut slow = Family::new(
+        "perfmon_http_slow_requests_total",
+        Counter,
+        "API requests over their route's slow threshold.",
+    );
+    for (info, t) in &api {
+        duration.histogram(route(info), t);
+        for (code, n) in &t.statuses {
+            requests.push(with(route(info), "status", &code.to_string()), *n as f64);
+        }
+        slow.push(route(info), t.slow as f64);
+    }
+    out.extend([duration, requests, slow]);
+}
+
+fn db_families(all: &Series, out: &mut Vec<Family>) {
+    use MetricType::*;
+    let mut duration = Family::new(
+        "perfmon_db_query_duration_seconds",
+        Histogram,
+        "Duration of database queries by table, operation and kind.",
+    );
+    let mut queries = Family::new(
+        "perfmon_db_queries_total",
+        Counter,
+        "Database queries by table, operation, kind and result.",
+    );
+    let mut slow = Family::new(
+        "perfmon_db_slow_queries_total",
+        Counter,
+        "Database queries over their slow threshold.",
+    );
+    for (info, t) in &of(all, &[Kind::Query]) {
+        duration.histogram(query(info), t);
+        for (result, i) in [("ok", OK), ("error", FAILED)] {
+            queries.push(
+                with(query(info), "result", result),
+                t.outcomes[usize::from(i)] as f64,
+            );
+        }
+        slow.push(query(info), t.slow as f64);
+    }
+    let mut cache = Family::new(
+        "perfmon_cache_operations_total",
+        Counter,
+        "Cache operations by key group and result.",
+    );
+    for (info, t) in &of(all, &[Kind::Cache]) {
+        for (result, i) in [("hit", HIT), ("miss", MISS), ("error", CACHE_ERROR)] {
+            cache.push(
+                vec![("key", info.name.to_string()), ("result", result.into())],
+                t.outcomes[usize::from(i)] as f64,
+            );
+        }
+    }
+    out.extend([duration, queries, slow, cache]);
+}
+
+fn batch_families(all: &Series, window: &Snapshot, out: &mut Vec<Family>) {
+    use MetricType::*;
+    let mut duration = Family::new(
+        "perfmon_batch_duration_seconds",
+        Histogram,
+        "Duration of batch runs by name.",
+    );
+    let mut runs = Family::new(
+        "perfmon_batch_runs_total",
+        Counter,
+        "Batch runs by name and result.",
+    );
+    for (info, t) in &of(all, &[Kind::Batch]) {
+        duration.histogram(name(info), t);
+        for (result, i) in [("success", OK), ("failure", FAILED)] {
+            runs.push(
+                with(name(info), "result", result),
+                t.outcomes[usize::from(i)] as f64,
+            );
+        }
+    }
+    let mut last_ok = Family::new(
+        "perfmon_batch_last_success_timestamp_seconds",
+        Gauge,
+        "Unix time of the last successful run.",
+    );
+    let mut last_fail = Family::new(
+        "perfmon_batch_last_failure_timestamp_seconds",
+        Gauge,
+        "Unix time of the last failed run.",
+    );
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    for (n, b) in window.batch_stats().batches {
+        let labels = vec![("name", n)];
+        if let Some(t) = b.last_success {
+            last_ok.push(labels.clone(), secs(t));
+        }
+        if let Some(t) = b.last_failure {
+            last_fail.push(labels, secs(t));
+        }
+    }
+    out.extend([duration, runs, last_ok, last_fail]);
+}
+
+fn function_and_business_families(all: &Series, out: &mut Vec<Family>) {
+    use MetricType::*;
+    let mut duration = Family::new(
+        "perfmon_function_duration_seconds",
+        Histogram,
+        "Duration of #[measure]d functions by name.",
+    );
+    let mut slow = Family::new(
+        "perfmon_function_slow_calls_total",
+        Counter,
+        "Calls over the function's threshold.",
+    );
+    for (info, t) in &of(all, &[Kind::Measure]) {
+        duration.histogram(name(info), t);
+        slow.push(name(info), t.slow as f64);
+    }
+    let mut events = Family::new(
+        "perfmon_business_events_total",
+        Counter,
+        "Business events by metric name.",
+    );
+    let mut value = Family::new(
+        "perfmon_business_value",
+        Gauge,
+        "Sum of the values recorded per business metric since start.",
+    );
+    let mut tags = Family::new(
+        "perfmon_business_tag_events_total",
+        Counter,
+        "Business events by metric name, tag and tag value.",
+    );
+    for (info, t) in &of(all, &[Kind::Business]) {
+        events.push(name(info), t.events as f64);
+        value.push(name(info), t.value_sum);
+    }
+    for (info, t) in &of(all, &[Kind::BusinessTag]) {
+        tags.push(
+            vec![
+                ("name", info.name.to_string()),
+                ("tag", info.table.to_string()),
+                ("value", info.tag_value.to_string()),
+            ],
+            t.events as f64,
+        );
+    }
+    out.extend([duration, slow, events, value, tags]);
+}
+
+fn recorder_families(r: &crate::read::stats::RecorderStats, out: &mut Vec<Family>) {
+    use MetricType::*;
+    let one = |name, kind, help, v: u64| Family::new(name, kind, help).number(vec![], v as f64);
+    out.extend([
+        one(
+            "perfmon_recorder_events_total",
+            Counter,
+            "Events aggregated since start.",
+            r.events_processed,
+        ),
+        one(
+            "perfmon_recorder_late_events_total",
+            Counter,
+            "Hand-recorded events older than the window when recorded (kept in the totals only).",
+            r.late_events,
+        ),
+        one(
+            "perfmon_recorder_inline_drains_total",
+            Counter,
+            "Times a thread found its ring full and drained it itself.",
+            r.inline_drains,
+        ),
+        one(
+            "perfmon_tier_flushes_total",
+            Counter,
+            "Successful flushes to the retention tiers.",
+            r.tier_flushes,
+        ),
+        one(
+            "perfmon_tier_flush_failures_total",
+            Counter,
+            "Failed flushes to the retention tiers.",
+            r.tier_failures,
+        ),
+        one(
+            "perfmon_tier_pending",
+            Gauge,
+            "Aggregates waiting for the retention tiers.",
+            r.tier_pending,
+        ),
+        one(
+            "perfmon_tier_dropped_total",
+            Counter,
+            "Values dropped because a tier stayed away past its pending limit.",
+            r.tier_dropped,
+        ),
+        one(
+            "perfmon_tier_encode_failures_total",
+            Counter,
+            "Aggregates that could not be encoded for a tier.",
+            r.tier_encode_failures,
+        ),
+        one(
+            "perfmon_recorder_memory_bytes",
+            Gauge,
+            "Bytes held by perfmon's histograms and lists.",
+            r.memory_bytes,
+        ),
+    ]);
+}
+
+fn sla_and_alert_families(window: &Snapshot, out: &mut Vec<Family>) {
+    use MetricType::*;
+    let sla = window.sla_report();
+    let mut target = Family::new(
+        "perfmon_sla_target",
+        Gauge,
+        "SLA target per objective (milliseconds or percent, see unit).",
+    );
+    let mut current = Family::new(
+        "perfmon_sla_current",
+        Gauge,
+        "Current value per SLA objective over the last 5 minutes.",
+    );
+    let mut met = Family::new(
+        "perfmon_sla_met",
+        Gauge,
+        "1 when the objective is met, 0 when not, absent without data.",
+    );
+    for ob in &sla.objectives {
+        let labels = vec![
+            ("objective", ob.name.to_string()),
+            ("unit", ob.unit.to_string()),
+        ];
+        target.push(labels.clone(), ob.target);
+        current.push(labels, ob.current);
+        if let Some(m) = ob.met {
+            met.push(vec![("objective", ob.name.to_string())], u8::from(m));
+        }
+    }
+    let active = alerts().active;
+    let mut firing = Family::new(
+        "perfmon_alerts_firing",
+        Gauge,
+        "Alerts firing now, by severity.",
+    );
+    for (sev, label) in [
+        (Severity::Critical, "critical"),
+        (Severity::Warning, "warning"),
+    ] {
+        let n = active.iter().filter(|a| a.severity == sev).count();
+        firing.push(vec![("severity", label.to_string())], n as f64);
+    }
+    out.extend([target, current, met, firing]);
+}
+
+fn process_families(out: &mut Vec<Family>) {
+    use MetricType::*;
+    let p = proc_stats();
+    out.push(
+        Family::new(
+            "process_cpu_seconds_total",
+            Counter,
+            "Total user and system CPU time spent in seconds.",
+        )
+        .number(vec![], p.cpu_seconds),
+    );
+    out.push(
+        Family::new(
+            "process_resident_memory_bytes",
+            Gauge,
+            "Resident memory size in bytes.",
+        )
+        .number(vec![], p.rss_bytes as f64),
+    );
+    out.push(
+        Family::new(
+            "process_virtual_memory_bytes",
+            Gauge,
+            "Virtual memory size in bytes.",
+        )
+        .number(vec![], p.virtual_bytes as f64),
+    );
+    out.push(
+        Family::new(
+            "process_open_fds",
+            Gauge,
+            "Number of open file descriptors.",
+        )
+        .number(vec![], p.open_fds as f64),
+    );
+    if let Some(max) = p.max_fds {
+        out.push(
+            Family::new(
+                "process_max_fds",
+                Gauge,
+                "Maximum number of open file descriptors.",
+            )
+            .number(vec![], max as f64),
+        );
+    }
+    out.push(
+        Family::new(
+            "process_threads",
+            Gauge,
+            "Number of OS threads in the process.",
+        )
+        .number(vec![], p.threads as f64),
+    );
+    if let Some(start) = p.start_time_seconds {
+        out.push(
+            Family::new(
+                "process_start_time_seconds",
+                Gauge,
+                "Start time of the process since unix epoch in seconds.",
+            )
+            .number(vec![], start),
+        );
+    }
+}
+
+/// Every metric family of `collector`, from one drained view of it.
+pub(crate) fn families(collector: &Collector) -> Vec<Family> {
+    let (all, window, recorder) = {
+        let d = collector.state.drained();
+        (
+            d.totals(&Kind::ALL),
+            Snapshot::memory(
+                &d,
+                &[Kind::Api, Kind::Cache, Kind::Query, Kind::Batch],
+                false,
+            ),
+            recorder_stats(&d),
+        )
+    };
+    let mut out = Vec::with_capacity(40);
+    api_families(&all, &mut out);
+    db_families(&all, &mut out);
+    batch_families(&all, &window, &mut out);
+    function_and_business_families(&all, &mut out);
+    recorder_families(&recorder, &mut out);
+    sla_and_alert_families(&window, &mut out);
+    process_families(&mut out);
+    out
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+fn esc(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn label_set(labels: &[(&'static str, String)], extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// The text exposition format 0.0.4.
+pub(crate) fn write_text(families: &[Family]) -> String {
+    let mut o = String::with_capacity(16 * 1024);
+    for f in families {
+        let _ = writeln!(o, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(o, "# TYPE {} {}", f.name, f.kind.as_str());
+        for s in &f.samples {
+            match &s.value {
+                Value::Number(v) => {
+                    let _ = writeln!(o, "{}{} {v}", f.name, label_set(&s.labels, None));
+                }
+                Value::Histogram {
+                    cumulative,
+                    sum_seconds,
+                    count,
+                } => {
+                    for (le, n) in LE_BOUNDS_NS.iter().zip(cumulative) {
+                        let le = (*le as f64 / 1e9).to_string();
+                        let _ = writeln!(
+                            o,
+                            "{}_bucket{} {n}",
+                            f.name,
+                            label_set(&s.labels, Some(("le", &le)))
+                        );
+                    }
+                    let _ = writeln!(
+                        o,
+                        "{}_bucket{} {count}",
+                        f.name,
+                        label_set(&s.labels, Some(("le", "+Inf")))
+                    );
+                    let _ = writeln!(
+                        o,
+                        "{}_sum{} {sum_seconds}",
+                        f.name,
+                        label_set(&s.labels, None)
+                    );
+                    let _ = writeln!(o, "{}_count{} {count}", f.name, label_set(&s.labels, None));
+                }
+            }
+        }
+    }
+    o
+}
+
+impl Collector {
+    /// Everything counted since start, as Prometheus text exposition (format 0.0.4), with the
+    /// standard `process_*` metrics. Counters are monotonic; histograms use buckets from 1 ms to
+    /// 60 s. One read of the collector serves every family.
+    pub fn prometheus_text(&self) -> String {
+        write_text(&families(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(esc("x\ny"), "x\\ny");
+    }
+
+    #[test]
+    fn the_writer_renders_each_type() {
+        let mut h = Family::new("t_seconds", MetricType::Histogram, "A histogram.");
+        let mut t = Totals::default();
+        t.hist.add_value(2_000_000);
+        h.histogram(vec![("route", "/a\"".into())], &t);
+        let c = Family::new("t_total", MetricType::Counter, "A counter.").number(vec![], 3.0);
+        let text = write_text(&[c, h]);
+        assert!(
+            text.starts_with("# HELP t_total A counter.\n# TYPE t_total counter\nt_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_bucket{route=\"/a\\\"\",le=\"0.001\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_bucket{route=\"/a\\\"\",le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_count{route=\"/a\\\"\"} 1\n"),
+            "{text}"
+        );
+    }
+}

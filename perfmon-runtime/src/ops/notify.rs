@@ -1,0 +1,131 @@
+//! Where alert notifications go: `tracing`, a callback, a webhook (plain `http://`, on its own
+//! thread, with retries), and the PostgreSQL event log (through the pipeline's outbox).
+
+use std::time::Duration;
+
+use crate::ops::alerts::{AlertState, Callback, Notification, Severity};
+use crate::pipeline::outbox::LoggedEvent;
+
+/// Where notifications go.
+#[derive(Clone, Default)]
+pub struct Sinks {
+    /// POST each notification as JSON to this `http://` URL (timeout 5 s, 3 tries).
+    pub webhook: Option<String>,
+    /// Call this with each notification.
+    pub callback: Option<Callback>,
+}
+
+impl std::fmt::Debug for Sinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sinks")
+            .field("webhook", &self.webhook)
+            .field("callback", &self.callback.is_some())
+            .finish()
+    }
+}
+
+/// Sends one notification everywhere: `tracing` (error for critical, warn for warning), the
+/// callback, the webhook (on its own thread), the PostgreSQL event log.
+pub fn deliver(n: &Notification, sinks: &Sinks) {
+    match (n.severity, n.state) {
+        (Severity::Critical, AlertState::Firing) => {
+            tracing::error!(target: "perfmon::alerts", rule = %n.rule, key = %n.key, value = n.value, "{}", n.message)
+        }
+        (Severity::Warning, AlertState::Firing) => {
+            tracing::warn!(target: "perfmon::alerts", rule = %n.rule, key = %n.key, value = n.value, "{}", n.message)
+        }
+        (_, AlertState::Resolved) => {
+            tracing::info!(target: "perfmon::alerts", rule = %n.rule, key = %n.key, value = n.value, "{}", n.message)
+        }
+    }
+    if let Some(cb) = &sinks.callback {
+        cb(n);
+    }
+    if let Some(url) = sinks.webhook.clone() {
+        let body = serde_json::to_string(n).unwrap_or_default();
+        let spawned = std::thread::Builder::new().name("perfmon-webhook".into()).spawn(move || {
+            if let Err(e) = post_json(&url, &body, 3, Duration::from_secs(5)) {
+                tracing::warn!(target: "perfmon::alerts", url, error = %e, "webhook delivery failed");
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(target: "perfmon::alerts", error = %e, "could not start the webhook thread");
+        }
+    }
+    crate::pipeline::state::global().outbox.log(LoggedEvent {
+        at_ns: crate::core::clock::unix_ns(n.at),
+        kind: match n.state {
+            AlertState::Firing => "alert_fired",
+            AlertState::Resolved => "alert_resolved",
+        },
+        name: if n.key.is_empty() {
+            n.rule.clone()
+        } else {
+            format!("{}:{}", n.rule, n.key)
+        },
+        detail: n.message.clone(),
+    });
+}
+
+/// POSTs `body` as JSON to an `http://host[:port]/path` URL, retrying with backoff.
+pub(crate) fn post_json(
+    url: &str,
+    body: &str,
+    tries: u32,
+    timeout: Duration,
+) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// webhooks are supported"))?;
+    let (hostport, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let addr = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let mut last = String::new();
+    for attempt in 0..tries.max(1) {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(200 << attempt));
+        }
+        let result = (|| -> Result<u16, String> {
+            use std::net::ToSocketAddrs;
+            let sock = addr
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or("no address")?;
+            let mut s =
+                std::net::TcpStream::connect_timeout(&sock, timeout).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            s.set_write_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            write!(
+                s,
+                "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: perfmon\r\n\r\n{body}",
+                body.len()
+            )
+            .map_err(|e| e.to_string())?;
+            let mut resp = String::new();
+            s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+            let code: u16 = resp
+                .get(9..12)
+                .and_then(|c| c.parse().ok())
+                .ok_or("no HTTP status")?;
+            if (200..300).contains(&code) {
+                Ok(code)
+            } else {
+                Err(format!("answered {code}"))
+            }
+        })();
+        match result {
+            Ok(code) => return Ok(code),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,572 @@
+//! The aggregator: turns raw events into per-series, per-minute histograms and counters, the slow
+//! lists and the last-100 requests. It runs under one lock, held by whoever drains the rings.
+//!
+//! Per series it keeps the current minute in paged form and the previous minutes of the window in
+//! compact form; an event is filed under the minute of its own timestamp, so the window is exact
+//! whatever the order in which threads' rings are drained.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::core::clock::{ticks_between_ns, Anchor};
+use crate::core::hist::{Buckets, CompactHist, Merged, PagedHist};
+use crate::core::kind::{Kind, CACHE_ERROR, FAILED, OK};
+use crate::core::window::{NS_PER_MINUTE, RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
+use crate::pipeline::event::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_TICKS, FLAG_VALUE};
+use crate::pipeline::registry::SeriesInfo;
+
+/// Closed minutes kept past the window (see `SeriesAgg::rotate`).
+pub(crate) const EVICTION_GRACE_MINUTES: u64 = 2;
+
+/// One minute (or a merge of minutes) of one series.
+#[derive(Clone, Default)]
+pub(crate) struct Minute<H> {
+    pub hist: H,
+    /// ok/failed (queries, batches), hit/miss/error (cache).
+    pub outcomes: [u64; 3],
+    /// status code → count (API).
+    pub statuses: Vec<(u16, u64)>,
+    pub slow: u64,
+    pub events: u64,
+    pub value_sum: f64,
+    /// Batches: the last successful and failed run in this minute (Unix ns, 0 for none).
+    pub last_ok_ns: u64,
+    pub last_fail_ns: u64,
+    /// Changed since the retention tiers last took it.
+    pub dirty: bool,
+}
+
+impl<H> Minute<H> {
+    fn count_status(&mut self, code: u16) {
+        match self.statuses.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => self.statuses.push((code, 1)),
+        }
+    }
+}
+
+pub(crate) struct SeriesAgg {
+    pub info: Arc<SeriesInfo>,
+    cur_minute: u64,
+    cur: Minute<PagedHist>,
+    closed: VecDeque<(u64, Minute<CompactHist>)>,
+    /// Everything since start except the current minute, for monotonic counters (Prometheus):
+    /// folded in when a minute closes, and directly for events that arrive after their minute
+    /// closed. Costs nothing per event.
+    totals: Minute<Buckets>,
+    pub last_success_ns: Option<u64>,
+    pub last_failure_ns: Option<u64>,
+}
+
+/// A series' counters and duration buckets since start.
+pub(crate) type Totals = Minute<Buckets>;
+
+/// A raw request as kept in the slow and recent lists.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawRequest {
+    pub series: u32,
+    pub status: u16,
+    pub dur_ns: u64,
+    pub unix_ns: u64,
+}
+
+/// What a read sees of one series over a window: its labels, and its counters and merged
+/// histogram (read through `Deref`). Owned, so a read can keep it after the shards are unlocked,
+/// and the retention tiers produce the same type.
+#[derive(Clone)]
+pub(crate) struct View {
+    pub info: Arc<SeriesInfo>,
+    pub data: Minute<Merged>,
+    pub last_success_ns: Option<u64>,
+    pub last_failure_ns: Option<u64>,
+}
+
+impl std::ops::Deref for View {
+    type Target = Minute<Merged>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.data
+    }
+}
+
+pub(crate) struct Aggregator {
+    series: Vec<SeriesAgg>,
+    slow: VecDeque<(u64, Vec<RawRequest>)>,
+    recent: VecDeque<RawRequest>,
+    anchor: Anchor,
+    now_ns: u64,
+    /// The last minute an event fell in, as `[start_ns, end_ns)`: spares a division per event.
+    minute_cache: (u64, u64, u64),
+    /// Events processed since start.
+    pub processed: u64,
+    /// Events whose timestamp was older than the window when they arrived (hand-recorded with an
+    /// old timestamp): counted, not filed.
+    pub late: u64,
+}
+
+impl Aggregator {
+    pub(crate) fn new() -> Aggregator {
+        let anchor = Anchor::now();
+        Aggregator {
+            series: Vec::new(),
+            slow: VecDeque::new(),
+            recent: VecDeque::with_capacity(RECENT_REQUESTS),
+            anchor,
+            now_ns: anchor.unix_ns(),
+            minute_cache: (0, 0, 0),
+            processed: 0,
+            late: 0,
+        }
+    }
+
+    /// Called before a batch of events: refreshes "now" and, once a minute, the clock anchor.
+    pub(crate) fn begin(&mut self) {
+        let fresh = Anchor::now();
+        if fresh.unix_ns().saturating_sub(self.anchor.unix_ns()) >= NS_PER_MINUTE {
+            self.anchor = fresh;
+        }
+        self.now_ns = fresh.unix_ns();
+    }
+
+    #[inline]
+    fn minute_of(&mut self, unix_ns: u64) -> u64 {
+        let (start, end, minute) = self.minute_cache;
+        if unix_ns >= start && unix_ns < end {
+            return minute;
+        }
+        let minute = unix_ns / NS_PER_MINUTE;
+        let start = minute * NS_PER_MINUTE;
+        self.minute_cache = (start, start + NS_PER_MINUTE, minute);
+        minute
+    }
+
+    fn series_mut(&mut self, id: u32) -> Option<&mut SeriesAgg> {
+        let idx = id as usize;
+        if idx >= self.series.len() {
+            let reg = crate::pipeline::registry::read();
+            while self.series.len() <= idx {
+                let info = reg.info(self.series.len() as u32)?.clone();
+                self.series.push(SeriesAgg {
+                    info,
+                    cur_minute: 0,
+                    cur: Minute::default(),
+                    closed: VecDeque::new(),
+                    totals: Minute::default(),
+                    last_success_ns: None,
+                    last_failure_ns: None,
+                });
+            }
+        }
+        self.series.get_mut(idx)
+    }
+
+    pub(crate) fn process(&mut self, ev: Event) {
+        self.processed += 1;
+        let (dur_ns, unix_ns, value) = if ev.flags & FLAG_TICKS != 0 {
+            (
+                ticks_between_ns(ev.a, ev.b),
+                self.anchor.to_unix_ns(ev.b),
+                0.0,
+            )
+        } else if ev.flags & FLAG_NANOS != 0 {
+            // Hand-recorded: a timestamp in the future is filed as now.
+            (ev.a, ev.b.min(self.now_ns), 0.0)
+        } else if ev.flags & FLAG_VALUE != 0 {
+            (0, self.anchor.to_unix_ns(ev.b), f64::from_bits(ev.a))
+        } else {
+            return;
+        };
+        let minute = self.minute_of(unix_ns);
+        let now_minute = self.now_ns / NS_PER_MINUTE;
+        let slow = ev.flags & FLAG_SLOW != 0;
+        let Some(s) = self.series_mut(ev.series) else {
+            return;
+        };
+        let kind = s.info.kind;
+        match kind {
+            Kind::Batch if ev.status == OK => {
+                s.last_success_ns = s.last_success_ns.max(Some(unix_ns))
+            }
+            Kind::Batch => s.last_failure_ns = s.last_failure_ns.max(Some(unix_ns)),
+            _ => {}
+        }
+        if minute > s.cur_minute {
+            s.rotate(minute);
+        }
+        let filed = if minute == s.cur_minute {
+            apply(
+                &mut s.cur,
+                kind,
+                dur_ns,
+                ev.status,
+                slow,
+                value,
+                unix_ns,
+                |h, v| h.record(v),
+            );
+            true
+        } else if minute + WINDOW_MINUTES > now_minute {
+            // An event for a minute already closed: file it there (creating the minute if it saw
+            // nothing until now), and in the totals, which folded that minute already.
+            let pos = match s.closed.iter().position(|(x, _)| *x >= minute) {
+                Some(p) if s.closed[p].0 == minute => p,
+                Some(p) => {
+                    s.closed.insert(p, (minute, Minute::default()));
+                    p
+                }
+                None => {
+                    s.closed.push_back((minute, Minute::default()));
+                    s.closed.len() - 1
+                }
+            };
+            apply(
+                &mut s.closed[pos].1,
+                kind,
+                dur_ns,
+                ev.status,
+                slow,
+                value,
+                unix_ns,
+                |h, v| h.record(v),
+            );
+            apply(
+                &mut s.totals,
+                kind,
+                dur_ns,
+                ev.status,
+                slow,
+                value,
+                unix_ns,
+                |b, v| b.add_value(v),
+            );
+            true
+        } else {
+            // Too old for the window: left out of the window's figures, kept in the totals.
+            apply(
+                &mut s.totals,
+                kind,
+                dur_ns,
+                ev.status,
+                slow,
+                value,
+                unix_ns,
+                |b, v| b.add_value(v),
+            );
+            false
+        };
+        if !filed {
+            self.late += 1;
+            return;
+        }
+        if kind == Kind::Api {
+            let req = RawRequest {
+                series: ev.series,
+                status: ev.status,
+                dur_ns,
+                unix_ns,
+            };
+            if self.recent.len() == RECENT_REQUESTS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(req);
+            if slow {
+                self.add_slow(minute, req);
+            }
+        }
+    }
+
+    fn add_slow(&mut self, minute: u64, req: RawRequest) {
+        let pos = match self.slow.iter().position(|(m, _)| *m == minute) {
+            Some(p) => p,
+            None => {
+                let p = self
+                    .slow
+                    .iter()
+                    .position(|(m, _)| *m > minute)
+                    .unwrap_or(self.slow.len());
+                self.slow.insert(p, (minute, Vec::new()));
+                let newest = self.slow.back().map_or(minute, |(m, _)| *m);
+                while self
+                    .slow
+                    .front()
+                    .is_some_and(|(m, _)| m + WINDOW_MINUTES <= newest)
+                {
+                    self.slow.pop_front();
+                }
+                match self.slow.iter().position(|(m, _)| *m == minute) {
+                    Some(p) => p,
+                    None => return, // older than the window
+                }
+            }
+        };
+        let list = &mut self.slow[pos].1;
+        if list.len() < SLOW_LIST_SIZE {
+            list.push(req);
+        } else if let Some(min) = list.iter_mut().min_by_key(|r| r.dur_ns) {
+            if req.dur_ns > min.dur_ns {
+                *min = req;
+            }
+        }
+    }
+
+    /// The labels of series `id`, if this shard has seen it.
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn info(&self, id: u32) -> Option<&Arc<SeriesInfo>> {
+        self.series.get(id as usize).map(|s| &s.info)
+    }
+
+    /// The minute containing "now", for window queries.
+    pub(crate) fn now_minute(&self) -> u64 {
+        self.now_ns / NS_PER_MINUTE
+    }
+
+    /// Every series of the given kinds with activity in minutes `first..=last`.
+    pub(crate) fn views_in(&self, kinds: &[Kind], first: u64, last: u64) -> Vec<(u32, View)> {
+        let mut out = Vec::new();
+        for (id, s) in self
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| kinds.contains(&s.info.kind))
+        {
+            let mut v = View {
+                info: s.info.clone(),
+                data: Minute::default(),
+                last_success_ns: s.last_success_ns,
+                last_failure_ns: s.last_failure_ns,
+            };
+            self.add_minutes(id as u32, first, last, &mut v.data);
+            let keep = v.events > 0
+                || (s.info.kind == Kind::Batch
+                    && (v.last_success_ns.is_some() || v.last_failure_ns.is_some()));
+            if keep {
+                out.push((id as u32, v));
+            }
+        }
+        out
+    }
+
+    /// Collects the (series, minute) pairs changed since the last call, and clears their flags.
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn take_dirty(&mut self, out: &mut std::collections::BTreeSet<(u32, u64)>) {
+        for (id, s) in self.series.iter_mut().enumerate() {
+            if s.cur.dirty {
+                s.cur.dirty = false;
+                out.insert((id as u32, s.cur_minute));
+            }
+            for (m, data) in s.closed.iter_mut().filter(|(_, d)| d.dirty) {
+                data.dirty = false;
+                out.insert((id as u32, *m));
+            }
+        }
+    }
+
+    /// Adds this shard's part of minutes `first..=last` of a series to `into`.
+    pub(crate) fn add_minutes(
+        &self,
+        series: u32,
+        first: u64,
+        last: u64,
+        into: &mut Minute<Merged>,
+    ) {
+        let Some(s) = self.series.get(series as usize) else {
+            return;
+        };
+        if (first..=last).contains(&s.cur_minute) && s.cur.events > 0 {
+            into.add_counters(&s.cur);
+            into.hist.add_paged(&s.cur.hist);
+        }
+        for (_, data) in s.closed.iter().filter(|(m, _)| (first..=last).contains(m)) {
+            into.add_counters(data);
+            into.hist.add_compact(&data.hist);
+        }
+        into.statuses.sort_unstable();
+    }
+
+    /// Every series of the given kinds with its totals since start (current minute included).
+    pub(crate) fn totals(&self, kinds: &[Kind]) -> Vec<(u32, &Arc<SeriesInfo>, Totals)> {
+        let mut out = Vec::new();
+        for (id, s) in self
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| kinds.contains(&s.info.kind))
+        {
+            let mut t = Totals::default();
+            t.fold(&s.totals, |b, h| b.add(h));
+            t.fold(&s.cur, |b, h| b.add_paged(h));
+            if t.events > 0 {
+                t.statuses.sort_unstable();
+                out.push((id as u32, &s.info, t));
+            }
+        }
+        out
+    }
+
+    /// Slow requests of the window, slowest first.
+    pub(crate) fn slow_requests(&self, n: usize) -> Vec<(RawRequest, &SeriesInfo)> {
+        let now = self.now_minute();
+        let first = now.saturating_sub(WINDOW_MINUTES - 1);
+        let mut all: Vec<RawRequest> = self
+            .slow
+            .iter()
+            .filter(|(m, _)| *m >= first && *m <= now)
+            .flat_map(|(_, l)| l.iter().copied())
+            .collect();
+        all.sort_unstable_by(|a, b| b.dur_ns.cmp(&a.dur_ns).then(b.unix_ns.cmp(&a.unix_ns)));
+        all.truncate(n.min(SLOW_LIST_SIZE));
+        all.into_iter()
+            .filter_map(|r| Some((r, &*self.series.get(r.series as usize)?.info)))
+            .collect()
+    }
+
+    /// The last requests, newest first.
+    pub(crate) fn recent_requests(&self) -> Vec<(RawRequest, &SeriesInfo)> {
+        self.recent
+            .iter()
+            .rev()
+            .filter_map(|r| Some((*r, &*self.series.get(r.series as usize)?.info)))
+            .collect()
+    }
+
+    /// Bytes held by histograms and lists (an estimate of the collector's memory).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let mut total = self.series.capacity() * std::mem::size_of::<SeriesAgg>();
+        for s in &self.series {
+            total += s.cur.hist.heap_bytes() + s.cur.statuses.capacity() * 16;
+            for (_, m) in &s.closed {
+                total += m.hist.heap_bytes()
+                    + m.statuses.capacity() * 16
+                    + std::mem::size_of::<Minute<CompactHist>>();
+            }
+        }
+        total += self
+            .slow
+            .iter()
+            .map(|(_, l)| l.capacity() * std::mem::size_of::<RawRequest>())
+            .sum::<usize>();
+        total + self.recent.capacity() * std::mem::size_of::<RawRequest>()
+    }
+}
+
+impl View {
+    /// Adds the same series' view from another shard.
+    pub(crate) fn merge(&mut self, o: View) {
+        self.data.add_counters(&o.data);
+        self.data.hist.add(&o.data.hist);
+        self.data.statuses.sort_unstable();
+        self.last_success_ns = self.last_success_ns.max(o.last_success_ns);
+        self.last_failure_ns = self.last_failure_ns.max(o.last_failure_ns);
+    }
+}
+
+impl Minute<Buckets> {
+    /// Adds a minute's counters, and its histogram through `fold`.
+    pub(crate) fn fold<H>(&mut self, m: &Minute<H>, fold: impl FnOnce(&mut Buckets, &H)) {
+        self.add_counters(m);
+        fold(&mut self.hist, &m.hist);
+    }
+}
+
+impl<H> Minute<H> {
+    /// Adds another minute's counters (not its histogram).
+    pub(crate) fn add_counters<G>(&mut self, m: &Minute<G>) {
+        for i in 0..3 {
+            self.outcomes[i] += m.outcomes[i];
+        }
+        for &(code, n) in &m.statuses {
+            self.count_status_n(code, n);
+        }
+        self.slow += m.slow;
+        self.events += m.events;
+        self.value_sum += m.value_sum;
+        self.last_ok_ns = self.last_ok_ns.max(m.last_ok_ns);
+        self.last_fail_ns = self.last_fail_ns.max(m.last_fail_ns);
+    }
+
+    pub(crate) fn count_status_n(&mut self, code: u16, n: u64) {
+        match self.statuses.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, x)) => *x += n,
+            None => self.statuses.push((code, n)),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply<H>(
+    m: &mut Minute<H>,
+    kind: Kind,
+    dur_ns: u64,
+    status: u16,
+    slow: bool,
+    value: f64,
+    unix_ns: u64,
+    record: impl FnOnce(&mut H, u64),
+) {
+    m.events += 1;
+    m.dirty = true;
+    if kind == Kind::Batch {
+        if status == OK {
+            m.last_ok_ns = m.last_ok_ns.max(unix_ns);
+        } else {
+            m.last_fail_ns = m.last_fail_ns.max(unix_ns);
+        }
+    }
+    match kind {
+        Kind::Business | Kind::BusinessTag => {
+            m.value_sum += value;
+            return;
+        }
+        Kind::Cache => {
+            m.outcomes[usize::from(status.min(CACHE_ERROR))] += 1;
+            return;
+        }
+        Kind::Api => m.count_status(status),
+        Kind::Query | Kind::Batch => m.outcomes[usize::from(status.min(FAILED))] += 1,
+        Kind::Measure => {}
+    }
+    if slow {
+        m.slow += 1;
+    }
+    record(&mut m.hist, dur_ns);
+}
+
+impl SeriesAgg {
+    fn rotate(&mut self, minute: u64) {
+        if self.cur.events > 0 {
+            let hist = self.cur.hist.take_compact();
+            let closed = Minute {
+                hist,
+                outcomes: self.cur.outcomes,
+                statuses: std::mem::take(&mut self.cur.statuses),
+                slow: self.cur.slow,
+                events: self.cur.events,
+                value_sum: self.cur.value_sum,
+                last_ok_ns: self.cur.last_ok_ns,
+                last_fail_ns: self.cur.last_fail_ns,
+                dirty: self.cur.dirty,
+            };
+            self.totals.fold(&closed, |b, h| b.add_compact(h));
+            self.closed.push_back((self.cur_minute, closed));
+            self.cur.outcomes = [0; 3];
+            self.cur.slow = 0;
+            self.cur.events = 0;
+            self.cur.value_sum = 0.0;
+            self.cur.last_ok_ns = 0;
+            self.cur.last_fail_ns = 0;
+            self.cur.dirty = false;
+        }
+        self.cur_minute = minute;
+        // Closed minutes stay `EVICTION_GRACE_MINUTES` past the window: an event is filed into a
+        // closed minute only while that minute is in the window by the wall clock, so every
+        // shard still holds a minute whenever any shard can still change it (the retention
+        // tiers rewrite whole minutes, merged across shards).
+        while self
+            .closed
+            .front()
+            .is_some_and(|(m, _)| m + WINDOW_MINUTES + EVICTION_GRACE_MINUTES <= minute)
+        {
+            self.closed.pop_front();
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! What the macro expansions call, re-exported as `perfmon_runtime::__private`. Not a public
+//! API: names and signatures may change in any release (the runtime pins the macro crate to the
+//! same version).
+
+use std::mem::ManuallyDrop;
+use std::sync::atomic::Ordering;
+
+use crate::core::clock::now_ticks;
+use crate::pipeline::event::{Event, FLAG_SLOW, FLAG_TICKS};
+use crate::pipeline::state::push;
+
+pub use crate::core::status::probe as status;
+pub use crate::pipeline::meta::Meta;
+
+/// Runs the body of a sync tracked fn; the `FnOnce` bound lets it return captured references.
+#[inline(always)]
+pub fn call_once<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Times one call. Finished with the outcome by [`Guard::finish`]; dropped without finishing (a
+/// panic unwinding, a future dropped mid-way) it records a failure.
+pub struct Guard {
+    meta: &'static Meta,
+    start: u64,
+}
+
+impl Guard {
+    /// Reads the clock.
+    #[inline(always)]
+    pub fn start(meta: &'static Meta) -> Guard {
+        Guard {
+            meta,
+            start: now_ticks(),
+        }
+    }
+
+    /// Reads the clock again and records the call with its status or outcome.
+    #[inline(always)]
+    pub fn finish(self, status: u16) {
+        let end = now_ticks();
+        let this = ManuallyDrop::new(self);
+        record(this.meta, this.start, end, status);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let end = now_ticks();
+        record(self.meta, self.start, end, self.meta.abort_status());
+    }
+}
+
+#[inline(always)]
+fn record(meta: &'static Meta, start: u64, end: u64, status: u16) {
+    // Inside `PerfmonLayer`, the layer records the request once, with this call site's metadata.
+    #[cfg(feature = "axum")]
+    if matches!(meta.kind, crate::core::kind::Kind::Api)
+        && crate::pipeline::handoff::hand_over(meta)
+    {
+        return;
+    }
+    let series = meta.series();
+    let mut flags = FLAG_TICKS;
+    if end.saturating_sub(start) > meta.slow_ticks.load(Ordering::Relaxed) {
+        flags |= FLAG_SLOW;
+        meta.warn_slow(start, end);
+    }
+    push(Event {
+        series,
+        status,
+        flags,
+        a: start,
+        b: end,
+    });
+}

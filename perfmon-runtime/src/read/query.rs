@@ -1,0 +1,176 @@
+//! Windows and scopes: `collector().query(Window::Hours24, Scope::Cluster)`.
+//!
+//! The in-memory window (5 minutes of this instance) is answered from the collector; every other
+//! window comes from the source the runtime installs at `init` (the retention tiers), which
+//! flushes this instance before it reads (read your writes). Percentiles are merges of the
+//! stored HDR histograms, never averages.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use crate::core::window::{Scope, Window};
+use crate::pipeline::aggregator::View;
+use crate::read::collector::Collector;
+use crate::read::sla::SlaReport;
+use crate::read::snapshot::Snapshot;
+use crate::read::stats::{
+    ApiStats, BatchStats, BusinessMetrics, CacheStats, DatabaseStats, FunctionStats, RouteStats,
+};
+
+/// Why a windowed query could not be answered.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    /// The window or scope needs a tier that is not configured or not in this build.
+    #[error("window={window} scope={scope} is read from {tier}, which is not available: {why}")]
+    TierUnavailable {
+        /// The window asked for.
+        window: &'static str,
+        /// The scope asked for.
+        scope: &'static str,
+        /// The tier that holds it.
+        tier: &'static str,
+        /// What to do.
+        why: &'static str,
+    },
+    /// The tier failed to answer.
+    #[error("reading the {tier} tier failed: {message}")]
+    Backend {
+        /// Which tier.
+        tier: &'static str,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// What loading a window returns.
+pub(crate) type LoadFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<View>, QueryError>> + Send + 'a>>;
+
+/// Where windows past the in-memory one come from: the retention tiers, installed by `init`.
+pub(crate) trait WindowSource: Send + Sync {
+    /// Every series of `window` for `scope`, merged across instances and runs.
+    fn load(&self, window: Window, scope: Scope) -> LoadFuture<'_>;
+}
+
+static SOURCE: RwLock<Option<Arc<dyn WindowSource>>> = RwLock::new(None);
+
+/// Installs (or, with `None`, removes) the source of long windows.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+pub(crate) fn install_source(source: Option<Arc<dyn WindowSource>>) {
+    *SOURCE.write().unwrap_or_else(|e| e.into_inner()) = source;
+}
+
+fn source() -> Option<Arc<dyn WindowSource>> {
+    SOURCE.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A windowed, scoped view of the statistics, with the collector's getters, async. Each getter
+/// reads the window once; [`Query::snapshot`] reads it once for any number of figures.
+#[derive(Clone, Debug)]
+pub struct Query {
+    collector: Collector,
+    window: Window,
+    scope: Scope,
+}
+
+impl Collector {
+    /// Statistics over `window` for `scope`, read from the tier that covers them.
+    pub fn query(&self, window: Window, scope: Scope) -> Query {
+        Query {
+            collector: self.clone(),
+            window,
+            scope,
+        }
+    }
+}
+
+impl Query {
+    /// The window.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// The scope.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    fn in_memory(&self) -> bool {
+        self.window == Window::Minutes5 && self.scope == Scope::Instance
+    }
+
+    fn unavailable(&self, tier: &'static str, why: &'static str) -> QueryError {
+        QueryError::TierUnavailable {
+            window: self.window.as_str(),
+            scope: self.scope.as_str(),
+            tier,
+            why,
+        }
+    }
+
+    /// One snapshot of the window: from memory for the last 5 minutes of this instance (with
+    /// the slow list, last requests and timeline), else one load from the tier that covers it.
+    pub async fn snapshot(&self) -> Result<Snapshot, QueryError> {
+        if self.in_memory() {
+            return Ok(self.collector.snapshot());
+        }
+        let Some(source) = source() else {
+            return Err(self.unavailable(
+                "Redis or PostgreSQL",
+                if cfg!(any(feature = "redis", feature = "postgres")) {
+                    "none is configured: set PERFMON_REDIS_URL or PERFMON_DATABASE_URL and call init"
+                } else {
+                    "perfmon-runtime was built without the `redis` and `postgres` features"
+                },
+            ));
+        };
+        let views = source.load(self.window, self.scope).await?;
+        Ok(Snapshot::from_views(self.window, self.scope, views))
+    }
+
+    /// API statistics over every route.
+    pub async fn api_stats(&self) -> Result<ApiStats, QueryError> {
+        Ok(self.snapshot().await?.api_stats())
+    }
+
+    /// API statistics of one route template.
+    pub async fn api_stats_for(&self, path: &str) -> Result<ApiStats, QueryError> {
+        Ok(self.snapshot().await?.api_stats_for(path))
+    }
+
+    /// Statistics per route and method, busiest first.
+    pub async fn api_routes(&self) -> Result<Vec<RouteStats>, QueryError> {
+        Ok(self.snapshot().await?.api_routes())
+    }
+
+    /// Cache rates, overall and per key group.
+    pub async fn cache_stats(&self) -> Result<CacheStats, QueryError> {
+        Ok(self.snapshot().await?.cache_stats())
+    }
+
+    /// Query statistics per table and operation.
+    pub async fn database_stats(&self) -> Result<DatabaseStats, QueryError> {
+        Ok(self.snapshot().await?.database_stats())
+    }
+
+    /// Batch runs per name.
+    pub async fn batch_stats(&self) -> Result<BatchStats, QueryError> {
+        Ok(self.snapshot().await?.batch_stats())
+    }
+
+    /// Business metrics per name and tag value.
+    pub async fn business_metrics(&self) -> Result<BusinessMetrics, QueryError> {
+        Ok(self.snapshot().await?.business_metrics())
+    }
+
+    /// `#[measure]` statistics per name.
+    pub async fn function_stats(&self) -> Result<FunctionStats, QueryError> {
+        Ok(self.snapshot().await?.function_stats())
+    }
+
+    /// The SLA report over this query's window and scope.
+    pub async fn sla_report(&self) -> Result<SlaReport, QueryError> {
+        Ok(self.snapshot().await?.sla_report())
+    }
+}

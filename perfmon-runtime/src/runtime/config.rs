@@ -1,0 +1,396 @@
+//! Configuration: environment variables and a builder.
+
+use std::time::Duration;
+
+use crate::core::limits::Limits;
+use crate::ops::alerts::{AlertConfig, Notification};
+use crate::ops::notify::Sinks;
+use crate::read::sla::SlaTargets;
+
+/// Everything `init` needs. Build it with [`Config::from_env`] or [`Config::builder`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) redis_url: Option<String>,
+    pub(crate) database_url: Option<String>,
+    pub(crate) key_prefix: String,
+    pub(crate) instance: String,
+    pub(crate) limits: Limits,
+    pub(crate) api_slow: Duration,
+    pub(crate) query_slow: Duration,
+    pub(crate) cache_key_segments: usize,
+    pub(crate) drain_interval: Duration,
+    pub(crate) health_cache_ttl: Duration,
+    pub(crate) health_check_timeout: Duration,
+    pub(crate) critical_overrides: Vec<(String, bool)>,
+    pub(crate) flush_interval: Duration,
+    pub(crate) alerts: Option<AlertConfig>,
+    pub(crate) alert_sinks: Sinks,
+    pub(crate) sla: SlaTargets,
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// An environment variable holds something that is not valid for it.
+    #[error("{var} is {value:?}: {expected}")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should hold.
+        expected: &'static str,
+    },
+    /// A builder value is not valid.
+    #[error("invalid {what}: {message}")]
+    Invalid {
+        /// Which setting.
+        what: &'static str,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
+}
+
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            redis_url: None,
+            database_url: None,
+            key_prefix: "perfmon".to_string(),
+            instance: default_instance(),
+            limits: Limits::default(),
+            api_slow: Duration::from_secs(5),
+            query_slow: Duration::from_millis(100),
+            cache_key_segments: 2,
+            drain_interval: Duration::from_millis(10),
+            health_cache_ttl: Duration::from_secs(1),
+            health_check_timeout: Duration::from_secs(2),
+            critical_overrides: Vec::new(),
+            flush_interval: Duration::from_secs(10),
+            alerts: Some(AlertConfig::default()),
+            alert_sinks: Sinks::default(),
+            sla: SlaTargets::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `PERFMON_REDIS_URL`, `PERFMON_DATABASE_URL`, `PERFMON_KEY_PREFIX` (default
+    /// `perfmon`) and `PERFMON_INSTANCE` (default host name and pid). Unset or empty variables
+    /// keep their defaults.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let mut b = Config::builder();
+        if let Some(v) = get("PERFMON_REDIS_URL") {
+            if !(v.starts_with("redis://")
+                || v.starts_with("rediss://")
+                || v.starts_with("redis+unix://"))
+            {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_REDIS_URL",
+                    value: v,
+                    expected: "a Redis URL such as redis://127.0.0.1:6379/",
+                });
+            }
+            b = b.redis_url(v);
+        }
+        if let Some(v) = get("PERFMON_DATABASE_URL") {
+            if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_DATABASE_URL",
+                    value: v,
+                    expected: "a PostgreSQL URL such as postgres://user@127.0.0.1/db",
+                });
+            }
+            b = b.database_url(v);
+        }
+        if let Some(v) = get("PERFMON_KEY_PREFIX") {
+            if !valid_label(&v) {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_KEY_PREFIX",
+                    value: v,
+                    expected: "letters, digits, '-', '_' and ':' only",
+                });
+            }
+            b = b.key_prefix(v);
+        }
+        if let Some(v) = get("PERFMON_ALERT_WEBHOOK") {
+            if !v.starts_with("http://") {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_ALERT_WEBHOOK",
+                    value: v,
+                    expected: "an http:// URL such as http://127.0.0.1:9000/alerts",
+                });
+            }
+            b = b.alert_webhook(v);
+        }
+        if let Some(v) = get("PERFMON_INSTANCE") {
+            if !valid_label(&v) {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_INSTANCE",
+                    value: v,
+                    expected: "letters, digits, '.', '-', '_' and ':' only",
+                });
+            }
+            b = b.instance(v);
+        }
+        Ok(b.build())
+    }
+
+    /// A builder starting from this configuration, e.g. to adjust one read from the environment.
+    pub fn into_builder(self) -> ConfigBuilder {
+        ConfigBuilder { config: self }
+    }
+
+    /// A builder with every default.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// The Redis URL, if any.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref()
+    }
+
+    /// The PostgreSQL URL, if any.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
+    /// Prefix of every Redis key and PostgreSQL schema name.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+
+    /// This instance's name.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The cardinality caps.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Whether the built-in check `name` is critical: the override if one was set, else `default`.
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn critical(&self, name: &str, default: bool) -> bool {
+        self.critical_overrides
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map_or(default, |(_, c)| *c)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_label(&self.key_prefix) {
+            return Err(ConfigError::Invalid {
+                what: "key_prefix",
+                message: format!(
+                    "{:?} must be non-empty letters, digits, '-', '_', '.' or ':'",
+                    self.key_prefix
+                ),
+            });
+        }
+        if !valid_label(&self.instance) {
+            return Err(ConfigError::Invalid {
+                what: "instance",
+                message: format!(
+                    "{:?} must be non-empty letters, digits, '-', '_', '.' or ':'",
+                    self.instance
+                ),
+            });
+        }
+        if self.cache_key_segments == 0 {
+            return Err(ConfigError::Invalid {
+                what: "cache_key_segments",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.flush_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                what: "flush_interval",
+                message: "must be greater than zero".into(),
+            });
+        }
+        if self.drain_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                what: "drain_interval",
+                message: "must be greater than zero".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.'))
+}
+
+/// Builds a [`Config`]; methods are named after the environment variables.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// `PERFMON_REDIS_URL`: enables the Redis tiers.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.config.redis_url = Some(url.into());
+        self
+    }
+    /// `PERFMON_DATABASE_URL`: enables the PostgreSQL tiers.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.config.database_url = Some(url.into());
+        self
+    }
+    /// `PERFMON_KEY_PREFIX`: prefix of every key (default `perfmon`).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.key_prefix = prefix.into();
+        self
+    }
+    /// `PERFMON_INSTANCE`: this instance's name (default host name and pid).
+    pub fn instance(mut self, name: impl Into<String>) -> Self {
+        self.config.instance = name.into();
+        self
+    }
+    /// Cardinality caps (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+    /// Slow threshold of hand-recorded API requests (default 5 s; `#[track_api]` has its own).
+    pub fn api_slow(mut self, d: Duration) -> Self {
+        self.config.api_slow = d;
+        self
+    }
+    /// Slow threshold of hand-recorded queries (default 100 ms; `#[track_query]` has its own).
+    pub fn query_slow(mut self, d: Duration) -> Self {
+        self.config.query_slow = d;
+        self
+    }
+    /// How many `:`-separated segments of a hand-recorded cache key form its key group
+    /// (default 2: `fairness:stats:clinic-1:2025:10` → `fairness:stats`).
+    pub fn cache_key_segments(mut self, n: usize) -> Self {
+        self.config.cache_key_segments = n;
+        self
+    }
+    /// How often the background worker drains the threads' rings (default 10 ms).
+    pub fn drain_interval(mut self, d: Duration) -> Self {
+        self.config.drain_interval = d;
+        self
+    }
+    /// How long a health result is reused, so that polling under load does not hammer the
+    /// backends (default 1 s; zero runs the checks on every call).
+    pub fn health_cache_ttl(mut self, d: Duration) -> Self {
+        self.config.health_cache_ttl = d;
+        self
+    }
+    /// The timeout of the built-in backend checks (default 2 s).
+    pub fn health_check_timeout(mut self, d: Duration) -> Self {
+        self.config.health_check_timeout = d;
+        self
+    }
+    /// Whether the built-in check `name` (`database` or `redis`) is critical: a failing critical
+    /// check makes the system `unhealthy`, another one `degraded`. By default `database` is
+    /// critical and `redis` is not.
+    pub fn critical_check(mut self, name: impl Into<String>, critical: bool) -> Self {
+        self.config.critical_overrides.push((name.into(), critical));
+        self
+    }
+    /// How often the retention tiers are written (default 10 s).
+    pub fn flush_interval(mut self, d: Duration) -> Self {
+        self.config.flush_interval = d;
+        self
+    }
+    /// The alert rules and their tick, window and pending duration (default: the seed's rules,
+    /// evaluated every 30 s over 5 minutes).
+    pub fn alerts(mut self, alerts: AlertConfig) -> Self {
+        self.config.alerts = Some(alerts);
+        self
+    }
+    /// No alert evaluation.
+    pub fn no_alerts(mut self) -> Self {
+        self.config.alerts = None;
+        self
+    }
+    /// `PERFMON_ALERT_WEBHOOK`: POST every alert notification as JSON to this `http://` URL.
+    pub fn alert_webhook(mut self, url: impl Into<String>) -> Self {
+        self.config.alert_sinks.webhook = Some(url.into());
+        self
+    }
+    /// Call `f` with every alert notification.
+    pub fn alert_callback(mut self, f: impl Fn(&Notification) + Send + Sync + 'static) -> Self {
+        self.config.alert_sinks.callback = Some(std::sync::Arc::new(f));
+        self
+    }
+    /// The SLA targets (default: the seed's).
+    pub fn sla(mut self, targets: SlaTargets) -> Self {
+        self.config.sla = targets;
+        self
+    }
+    /// The configuration; `init` validates it.
+    pub fn build(self) -> Config {
+        self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_defaults_and_overrides() {
+        let c = Config::from_lookup(|_| None).expect("defaults");
+        assert_eq!(c.key_prefix(), "perfmon");
+        assert!(c.instance().ends_with(&format!("-{}", std::process::id())));
+        let c = Config::from_lookup(|k| match k {
+            "PERFMON_REDIS_URL" => Some("redis://127.0.0.1:6379/".into()),
+            "PERFMON_KEY_PREFIX" => Some("shop".into()),
+            "PERFMON_INSTANCE" => Some("web-1".into()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!(c.redis_url(), Some("redis://127.0.0.1:6379/"));
+        assert_eq!((c.key_prefix(), c.instance()), ("shop", "web-1"));
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let e =
+            Config::from_lookup(|k| (k == "PERFMON_DATABASE_URL").then(|| "mysql://x".to_string()))
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("PERFMON_DATABASE_URL is \"mysql://x\""),
+            "{e}"
+        );
+        let e = Config::from_lookup(|k| (k == "PERFMON_KEY_PREFIX").then(|| "a b".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("PERFMON_KEY_PREFIX"), "{e}");
+    }
+}

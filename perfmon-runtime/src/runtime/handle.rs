@@ -1,0 +1,376 @@
+//! Start-up and shutdown: `init` builds the one running runtime — settings applied, backends
+//! connected, the drain, alert and flush workers started, the tiers installed as the source of
+//! long windows — and returns the [`Perfmon`] handle that owns it; `shutdown` (or dropping the
+//! handle) tears it down in order.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::core::worker::ThreadWorker;
+use crate::ops::alerts::{publish, AlertEngine};
+use crate::ops::health::set_cache_ttl;
+use crate::pipeline::registry::{self, Settings};
+use crate::pipeline::state::global;
+use crate::read::sla::set_targets;
+use crate::runtime::backends::Backends;
+use crate::runtime::config::{Config, ConfigError};
+use crate::runtime::error::{InitError, ShutdownError};
+use crate::runtime::workers::{Alerting, Drain};
+
+/// How long stopping the drain worker may take (one drain).
+const DRAIN_STOP: Duration = Duration::from_secs(5);
+/// How long stopping the alert worker may take (it may be waiting for a health check).
+const ALERTS_STOP: Duration = Duration::from_secs(15);
+/// How long `Drop` waits for the alert worker before leaving it to finish on its own.
+const ALERTS_STOP_ON_DROP: Duration = Duration::from_secs(1);
+
+/// Whether a runtime is installed: `init` claims it, `shutdown` (or drop) releases it. The
+/// runtime itself is owned by the handle; this is the only process-wide value of this layer.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Releases the claim if `init` fails half-way.
+struct Claim(bool);
+
+impl Claim {
+    fn take() -> Result<Claim, InitError> {
+        RUNNING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| Claim(true))
+            .map_err(|_| InitError::AlreadyInitialized)
+    }
+
+    fn keep(mut self) {
+        self.0 = false;
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.0 {
+            RUNNING.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// The retention tiers' part of the runtime.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+struct Tiers {
+    worker: crate::store::flusher::FlushWorker,
+    flush: crate::store::flusher::FlushHandle,
+    runtime: tokio::runtime::Handle,
+}
+
+/// What `init` started, in the order `shutdown` stops it.
+struct Running {
+    alerts: Option<ThreadWorker<()>>,
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    tiers: Option<Tiers>,
+    drain: ThreadWorker<()>,
+    backends: Backends,
+}
+
+/// The running perfmon: keep it for the life of the program. [`Perfmon::shutdown`] stops every
+/// worker after a last drain and a last flush, and reports what failed; dropping the handle does
+/// the same with bounded waits.
+#[must_use = "dropping the handle stops perfmon's background workers"]
+pub struct Perfmon {
+    config: Config,
+    running: Option<Running>,
+}
+
+impl std::fmt::Debug for Perfmon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Perfmon")
+            .field("instance", &self.config.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts perfmon with `config`: validates it, connects the configured backends (an unreachable
+/// one is an error that names it, and leaves nothing behind) and registers their health checks,
+/// applies limits and thresholds, and starts the background workers. Statistics recorded before
+/// `init` are kept.
+///
+/// ```
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let perfmon = perfmon_runtime::init(perfmon_runtime::Config::from_env()?).await?;
+/// // ... serve ...
+/// perfmon.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub async fn init(config: Config) -> Result<Perfmon, InitError> {
+    config.validate()?;
+    let claim = Claim::take()?;
+    let backends = Backends::connect(&config).await?;
+    let perfmon = start(config, backends)?;
+    claim.keep();
+    Ok(perfmon)
+}
+
+/// [`init`] for programs without an async runtime; it cannot connect backends, so a configured
+/// Redis or PostgreSQL URL is an error here (use [`init`]).
+pub fn init_blocking(config: Config) -> Result<Perfmon, InitError> {
+    config.validate()?;
+    if config.redis_url.is_some() || config.database_url.is_some() {
+        return Err(InitError::Config(ConfigError::Invalid {
+            what: "init_blocking",
+            message: "backends are connected asynchronously: call `init(config).await` when a Redis or PostgreSQL URL is set".into(),
+        }));
+    }
+    let claim = Claim::take()?;
+    let perfmon = start(config, Backends::default())?;
+    claim.keep();
+    Ok(perfmon)
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
+    registry::apply(Settings {
+        limits: config.limits,
+        api_slow_ns: nanos(config.api_slow),
+        query_slow_ns: nanos(config.query_slow),
+        cache_key_segments: config.cache_key_segments,
+    });
+    set_cache_ttl(config.health_cache_ttl);
+    set_targets(config.sla);
+    let drain = ThreadWorker::spawn("drain", config.drain_interval, Drain).map_err(|source| {
+        InitError::Worker {
+            worker: "drain",
+            source,
+        }
+    })?;
+    let alerts = match &config.alerts {
+        Some(a) => {
+            let job = Alerting {
+                engine: AlertEngine::new(a.clone()),
+                sinks: config.alert_sinks.clone(),
+                #[cfg(any(feature = "redis", feature = "postgres"))]
+                runtime: tokio::runtime::Handle::try_current().ok(),
+            };
+            publish(Some(job.engine.board()));
+            Some(
+                ThreadWorker::spawn("alerts", a.tick, job).map_err(|source| InitError::Worker {
+                    worker: "alerts",
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    backends.register_checks(&config);
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    let tiers = start_tiers(&config, &backends);
+    tracing::debug!(target: "perfmon", instance = %config.instance, tiers = backends.any(), "perfmon started");
+    Ok(Perfmon {
+        config,
+        running: Some(Running {
+            alerts,
+            #[cfg(any(feature = "redis", feature = "postgres"))]
+            tiers,
+            drain,
+            backends,
+        }),
+    })
+}
+
+/// Starts the flush worker for the connected backends and installs the tiers as the source of
+/// long windows; `None` without a backend.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn start_tiers(config: &Config, backends: &Backends) -> Option<Tiers> {
+    use crate::store::flusher::{run_id, FlushWorker, Flusher};
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let run = run_id();
+    let (prefix, instance) = (&config.key_prefix, &config.instance);
+    let flusher = Flusher::new(
+        instance,
+        #[cfg(feature = "redis")]
+        backends
+            .redis
+            .clone()
+            .map(|c| crate::store::redis::Writer::new(c, prefix, instance, &run)),
+        #[cfg(feature = "postgres")]
+        backends
+            .pg
+            .clone()
+            .map(|p| crate::store::postgres::Writer::new(p, prefix, instance, &run)),
+    )?;
+    #[cfg(feature = "postgres")]
+    global().outbox.set_logging(backends.pg.is_some());
+    let worker = {
+        let _enter = runtime.enter();
+        FlushWorker::start(flusher, config.flush_interval)
+    };
+    let flush = worker.handle();
+    crate::read::query::install_source(Some(std::sync::Arc::new(crate::store::flusher::Tiers {
+        prefix: prefix.clone(),
+        instance: instance.clone(),
+        flush: flush.clone(),
+        #[cfg(feature = "redis")]
+        redis: backends.redis.clone(),
+        #[cfg(feature = "postgres")]
+        pg: backends.pg.clone(),
+    })));
+    Some(Tiers {
+        worker,
+        flush,
+        runtime,
+    })
+}
+
+impl Perfmon {
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Writes what changed since the last flush to the retention tiers now (the flush worker
+    /// does it every `flush_interval`). Without a tier configured there is nothing to write.
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    pub async fn flush(
+        &self,
+    ) -> Result<crate::store::prepared::FlushReport, crate::store::error::TierError> {
+        match self.running.as_ref().and_then(|r| r.tiers.as_ref()) {
+            Some(t) => t.flush.flush().await,
+            None => Ok(Default::default()),
+        }
+    }
+
+    /// Runs the PostgreSQL retention job as of `now`: deletes hourly rows older than 90 days,
+    /// daily rows and events older than a year, in bounded batches. The flush worker runs it
+    /// once an hour; this is for tests and operators.
+    #[cfg(feature = "postgres")]
+    pub async fn prune(
+        &self,
+        now: std::time::SystemTime,
+    ) -> Result<crate::store::postgres::PruneReport, crate::store::error::TierError> {
+        let pool = self
+            .running
+            .as_ref()
+            .and_then(|r| r.backends.pg.clone())
+            .ok_or_else(|| crate::store::error::TierError::NotConfigured { tier: "PostgreSQL" })?;
+        crate::store::postgres::prune(
+            &pool,
+            &crate::store::postgres::schema(&self.config.key_prefix),
+            now,
+        )
+        .await
+    }
+
+    /// Evaluates the alert rules now, as the alert worker does every tick, and waits (at most
+    /// 15 s, any executor) until the notifications are delivered. An error without alerts
+    /// configured ([`ConfigBuilder::no_alerts`](crate::ConfigBuilder::no_alerts)).
+    pub async fn evaluate_alerts(&self) -> Result<(), crate::core::worker::WorkerError> {
+        match self.running.as_ref().and_then(|r| r.alerts.as_ref()) {
+            Some(a) => a.flush_async(ALERTS_STOP).await,
+            None => Err(crate::core::worker::WorkerError::Gone { worker: "alerts" }),
+        }
+    }
+
+    /// Stops every worker — the alert engine, then the flush worker after a last flush, then the
+    /// drain worker after a last drain — and closes the backends. Every wait is bounded and
+    /// awaited (any executor); the first failure is returned, the rest are logged.
+    pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
+        let Some(mut r) = self.running.take() else {
+            return Ok(());
+        };
+        let mut errors: Vec<ShutdownError> = Vec::new();
+        if let Some(mut a) = r.alerts.take() {
+            if let Err(e) = a.shutdown_async(ALERTS_STOP).await {
+                errors.push(e.into());
+            }
+            publish(None);
+        }
+        #[cfg(any(feature = "redis", feature = "postgres"))]
+        if let Some(t) = r.tiers.take() {
+            crate::read::query::install_source(None);
+            let last = match t.worker.stop() {
+                Ok(rx) => match rx.recv(crate::store::flusher::FLUSH_WAIT).await {
+                    Ok(result) => result,
+                    Err(e) => Err(crate::core::worker::WorkerError::from_recv("flush", e).into()),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = last {
+                errors.push(ShutdownError::Flush(e));
+            }
+        }
+        if let Err(e) = r.drain.shutdown_async(DRAIN_STOP).await {
+            errors.push(e.into());
+        }
+        r.backends.unregister_checks();
+        global().outbox.set_logging(false);
+        r.backends.close().await;
+        RUNNING.store(false, Ordering::Release);
+        tracing::debug!(target: "perfmon", "perfmon stopped");
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            None => Ok(()),
+            Some(first) => {
+                for e in errors {
+                    tracing::warn!(target: "perfmon", error = %e, "perfmon shutdown");
+                }
+                Err(first)
+            }
+        }
+    }
+}
+
+impl Drop for Perfmon {
+    /// Dropped without `shutdown().await`: the same teardown with short, blocking waits. The
+    /// last flush runs on the runtime `init` ran in; outside any runtime (the handle dropped
+    /// after `block_on` returned) this waits for it, and says so if it cannot complete.
+    fn drop(&mut self) {
+        let Some(mut r) = self.running.take() else {
+            return;
+        };
+        if let Some(mut a) = r.alerts.take() {
+            if let Err(e) = a.shutdown(ALERTS_STOP_ON_DROP) {
+                tracing::debug!(target: "perfmon", error = %e, "alert worker on drop");
+            }
+            publish(None);
+        }
+        #[cfg(any(feature = "redis", feature = "postgres"))]
+        if let Some(t) = r.tiers.take() {
+            crate::read::query::install_source(None);
+            final_flush_on_drop(t);
+        }
+        if let Err(e) = r.drain.shutdown(DRAIN_STOP) {
+            tracing::error!(target: "perfmon", error = %e, "perfmon shutdown");
+        }
+        r.backends.unregister_checks();
+        global().outbox.set_logging(false);
+        RUNNING.store(false, Ordering::Release);
+    }
+}
+
+/// The last flush of a handle dropped without `shutdown().await`: never silent.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn final_flush_on_drop(t: Tiers) {
+    use tokio::runtime::RuntimeFlavor;
+    let rx = match t.worker.stop() {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(target: "perfmon", error = %e, "final flush on drop: the flush worker is gone");
+            return;
+        }
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Inside the runtime: blocking here could stall it; the flush worker finishes on it.
+        tracing::info!(target: "perfmon", "perfmon dropped without shutdown().await: the final flush runs in the background");
+        return;
+    }
+    if t.runtime.runtime_flavor() == RuntimeFlavor::CurrentThread {
+        tracing::warn!(target: "perfmon", "perfmon dropped outside its current-thread runtime: the final flush runs only if that runtime is driven again; call shutdown().await to be sure");
+        return;
+    }
+    match rx.recv_timeout(crate::store::flusher::FLUSH_WAIT) {
+        Ok(Ok(_)) => tracing::debug!(target: "perfmon", "final flush on drop"),
+        Ok(Err(e)) => tracing::warn!(target: "perfmon", error = %e, "final flush on drop failed"),
+        Err(e) => {
+            tracing::warn!(target: "perfmon", error = %e, "final flush on drop did not complete")
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The top layer: configuration (`config`), errors (`error`), the backends `init` connects
+//! (`backends`), the jobs of the background threads (`workers`), and the one owned runtime —
+//! `init`, `shutdown` and the [`Perfmon`](crate::Perfmon) handle (`handle`). The only place that
+//! wires sources and sinks of the layers below together.
+
+pub(crate) mod backends;
+pub(crate) mod config;
+pub(crate) mod error;
+pub(crate) mod handle;
+pub(crate) mod workers;
