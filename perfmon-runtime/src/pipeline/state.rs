@@ -405,7 +405,7 @@ pub(crate) fn with_state<R>(state: &Arc<State>, f: impl FnOnce() -> R) -> R {
         .try_with(|l| {
             // SAFETY: as in `push`.
             let slot = unsafe { &mut *l.slot.get() };
-            std::mem::replace(slot, Some(mine))
+            slot.replace(mine)
         })
         .ok();
     let _restore = Restore { previous };
