@@ -1,0 +1,183 @@
+//! The owned runtime: what `init` starts and `shutdown` (or drop) stops, against the real Redis
+//! and PostgreSQL — custom alert rules may read the collector while flushes run, a failed `init`
+//! leaves nothing behind, and a handle dropped outside its runtime still flushes.
+
+use perfmon_runtime::alerts::{AlertConfig, Condition, Reading, Rule, Severity};
+use perfmon_runtime::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// One `init` at a time in this process.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn redis_url() -> String {
+    std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+fn database_url() -> String {
+    std::env::var("PERFMON_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn unique_prefix(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("perfmon-test-{name}-{nanos}")
+}
+
+fn api(path: &str) {
+    record_api_metric(ApiMetric {
+        method: "GET",
+        path,
+        status_code: 200,
+        duration: Duration::from_millis(2),
+        timestamp: SystemTime::now(),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_rules_may_read_the_collector_while_flushes_run() {
+    let _turn = TURN.lock().await;
+    let reads = Arc::new(AtomicU64::new(0));
+    let seen = reads.clone();
+    // A rule that drains the shards itself. It used to run under the engine's lock while a
+    // flush held every shard and waited for that lock: a deadlock.
+    let rule = Rule::new(
+        "reads-the-collector",
+        Severity::Warning,
+        Condition::Custom(Arc::new(move |_: &perfmon_runtime::alerts::AlertInputs| {
+            let total = collector().api_stats().total_requests;
+            seen.fetch_add(1, Ordering::SeqCst);
+            vec![Reading {
+                key: String::new(),
+                value: total as f64,
+                breached: false,
+                recovered: true,
+            }]
+        })),
+    );
+    let pm = init(
+        Config::builder()
+            .redis_url(redis_url())
+            .key_prefix(unique_prefix("rules"))
+            .instance("rules-a")
+            .flush_interval(Duration::from_millis(1))
+            .alerts(AlertConfig {
+                tick: Duration::from_millis(1),
+                rules: vec![rule],
+                ..AlertConfig::default()
+            })
+            .build(),
+    )
+    .await
+    .expect("init");
+    let recorder = std::thread::spawn(|| {
+        for _ in 0..100_000 {
+            api("/runtime/rules");
+        }
+    });
+    let work = async {
+        for _ in 0..100 {
+            pm.flush().await.expect("flush");
+            pm.evaluate_alerts().await.expect("evaluate");
+        }
+    };
+    // a deadlock would hang here; the bound turns it into a failure
+    tokio::time::timeout(Duration::from_secs(120), work)
+        .await
+        .expect("flushes and rule evaluations never wait for each other");
+    recorder.join().expect("recorder");
+    assert!(
+        reads.load(Ordering::SeqCst) >= 100,
+        "the rule ran on every evaluation"
+    );
+    tokio::time::timeout(Duration::from_secs(60), pm.shutdown())
+        .await
+        .expect("shutdown is bounded")
+        .expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_that_fails_on_one_backend_leaves_nothing_behind() {
+    let _turn = TURN.lock().await;
+    // PostgreSQL connects and migrates; Redis is unreachable
+    let e = init(
+        Config::builder()
+            .database_url(database_url())
+            .redis_url("redis://127.0.0.1:1/")
+            .key_prefix(unique_prefix("half"))
+            .build(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            InitError::Unreachable {
+                backend: "Redis",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let h = system_health().await;
+    assert!(
+        !h.checks.contains_key("database"),
+        "no check of the pool that init closed again: {:?}",
+        h.checks.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(h.database, None);
+    // and the claim was released: the next init starts
+    let pm = init(Config::builder().no_alerts().build())
+        .await
+        .expect("init after a failed one");
+    pm.shutdown().await.expect("shutdown");
+}
+
+#[test]
+fn a_handle_dropped_outside_its_runtime_still_flushes() {
+    let _turn = TURN.blocking_lock();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let prefix = unique_prefix("dropped");
+    let pm = rt
+        .block_on(init(
+            Config::builder()
+                .redis_url(redis_url())
+                .key_prefix(&prefix)
+                .instance("dropped-a")
+                .flush_interval(Duration::from_secs(3600))
+                .no_alerts()
+                .build(),
+        ))
+        .expect("init");
+    api("/runtime/dropped");
+    // No shutdown().await, and no runtime context here: the drop asks the flush worker for a
+    // last flush and waits for it.
+    drop(pm);
+    let fields: Vec<String> = rt.block_on(async {
+        use redis::AsyncCommands;
+        let mut r = redis::Client::open(redis_url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connection");
+        let keys: Vec<String> = r.keys(format!("{prefix}:m1:*")).await.expect("keys");
+        let mut fields = Vec::new();
+        for k in keys {
+            let f: Vec<String> = r.hkeys(&k).await.expect("hkeys");
+            fields.extend(f);
+        }
+        fields
+    });
+    assert!(
+        fields.iter().any(|f| f.contains("/runtime/dropped")),
+        "the last flush wrote the minute: {fields:?}"
+    );
+}
