@@ -44,9 +44,23 @@
 //! assert_eq!(collector().database_stats().tables["Staff"].totals.reads, 1);
 //! ```
 //!
-//! A service calls [`init`] once at start-up (it applies the [`Config`] and starts the background
-//! worker) and keeps the returned [`Perfmon`] handle; without `init`, everything still records
-//! and answers, draining on each read.
+//! A service calls [`init`] once at start-up (it applies the [`Config`], connects the backends and
+//! starts the background workers) and keeps the returned [`Perfmon`] handle; without `init`,
+//! everything still records and answers, draining on each read.
+//!
+//! Tests assert on what their own code recorded with a local collector, which sees only what
+//! runs inside its scope (so tests run in parallel):
+//!
+//! ```
+//! use perfmon_runtime::{measure, Collector};
+//!
+//! #[measure("parse-order")]
+//! fn parse_order() {}
+//!
+//! let local = Collector::local();
+//! local.scope(|| parse_order());
+//! assert_eq!(local.function_stats().functions["parse-order"].calls, 1);
+//! ```
 //!
 //! ## The macros
 //!
@@ -141,7 +155,10 @@
 //! | [`init`] | [`InitError::AlreadyInitialized`], [`InitError::Config`] | one `init` at a time; invalid config |
 //! | a backend going away later | its health check fails: `degraded` (Redis) or `unhealthy` (PostgreSQL) | recording goes on; the connection is retried |
 //! | a health check hanging | fails after its timeout (2 s by default) | results are cached 1 s |
-//! | [`Perfmon::shutdown`] | [`ShutdownError::WorkerPanicked`], [`ShutdownError::Flush`] | statistics up to the last drain are kept; a failed last flush is reported |
+//! | [`Perfmon::shutdown`] | [`ShutdownError::Flush`] (a [`TierError`]), [`ShutdownError::WorkerPanicked`], [`ShutdownError::WorkerTimedOut`] | every worker is still stopped; statistics up to the last drain are kept; the first failure is returned, the others logged |
+//! | [`Perfmon::flush`], [`Perfmon::prune`] (with a tier) | [`TierError`] | what the flush held stays pending for the next one |
+//! | dropping [`Perfmon`] without `shutdown` | nothing returned | the same teardown with bounded waits; the last flush runs on `init`'s runtime, and outside it the drop waits for it (a current-thread runtime that is not driven cannot run it: logged) |
+//! | an alert rule or callback that reads the collector | nothing: rules run with no perfmon lock held | |
 //! | hand-recorded event older than the window | counted in [`RecorderStats::late_events`], kept in the Prometheus totals | health turns `degraded` |
 //! | a label past its cap | counted under [`OTHER`] (`__other__`) | memory stays bounded |
 //! | a bad query parameter | 400 `{"success": false, "error": ...}` naming the allowed values | |

@@ -56,6 +56,7 @@ pub enum HealthStatus {
 /// One check's result.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct CheckResult {
     /// Whether it passed.
     pub ok: bool,
@@ -71,6 +72,7 @@ pub struct CheckResult {
 /// Memory of this process, in MB.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct MemoryUsage {
     /// Resident set size.
     pub rss: f64,
@@ -84,6 +86,7 @@ pub struct MemoryUsage {
 /// Resources of this process (`resource_usage()`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct ResourceUsage {
     /// Memory, MB.
     pub memory: MemoryUsage,
@@ -102,6 +105,7 @@ pub struct ResourceUsage {
 /// Health (`system_health().await`). Serialized in the seed's shape: `checks` maps each check to
 /// `true`/`false`, and `details` gives each check's message, criticality and latency.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct SystemHealth {
     /// Overall status.
     pub status: HealthStatus,
