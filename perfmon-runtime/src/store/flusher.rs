@@ -302,6 +302,18 @@ fn view((info, data): (SeriesInfo, Minute<Merged>)) -> View {
     }
 }
 
+/// A tier's answer as the read layer takes it.
+fn views(
+    tier: &'static str,
+    rows: Result<Vec<(SeriesInfo, Minute<Merged>)>, TierError>,
+) -> Result<Vec<View>, QueryError> {
+    rows.map(|rows| rows.into_iter().map(view).collect())
+        .map_err(|e| QueryError::Backend {
+            tier,
+            message: e.to_string(),
+        })
+}
+
 impl Tiers {
     async fn load_views(&self, window: Window, scope: Scope) -> Result<Vec<View>, QueryError> {
         let unavailable = |tier: &'static str, why: &'static str| QueryError::TierUnavailable {
@@ -317,37 +329,24 @@ impl Tiers {
         #[cfg(feature = "redis")]
         if !long {
             if let Some(conn) = &self.redis {
-                return crate::store::redis::load(
+                let rows = crate::store::redis::load(
                     conn.clone(),
                     &self.prefix,
                     &self.instance,
                     window,
                     scope,
                 )
-                .await
-                .map(|rows| rows.into_iter().map(view).collect())
-                .map_err(|e| QueryError::Backend {
-                    tier: "Redis",
-                    message: e.to_string(),
-                });
+                .await;
+                return views("Redis", rows);
             }
         }
         #[cfg(feature = "postgres")]
         if window != Window::Minutes5 {
             if let Some(pool) = &self.pg {
-                return crate::store::postgres::load(
-                    pool,
-                    &self.prefix,
-                    &self.instance,
-                    window,
-                    scope,
-                )
-                .await
-                .map(|rows| rows.into_iter().map(view).collect())
-                .map_err(|e| QueryError::Backend {
-                    tier: "PostgreSQL",
-                    message: e.to_string(),
-                });
+                let rows =
+                    crate::store::postgres::load(pool, &self.prefix, &self.instance, window, scope)
+                        .await;
+                return views("PostgreSQL", rows);
             }
         }
         Err(if long {
