@@ -317,6 +317,51 @@ async fn postgres_hourly_daily_events_and_pruning() {
             .expect("from PostgreSQL");
         assert_eq!(q, memory, "{window:?} {scope:?}");
     }
+    // Another instance's rows: a valid copy of ours and one that cannot be decoded. The instance
+    // scope filters in PostgreSQL; the cluster scope merges the copy and skips the bad row.
+    sqlx::raw_sql(&format!(
+        "INSERT INTO {schema}.hourly SELECT bucket_start, 'pg-b', run, series, events, data, now() FROM {schema}.hourly WHERE instance = 'pg-a';
+         INSERT INTO {schema}.hourly VALUES (date_trunc('hour', now()), 'pg-c', 'r', 'api' || chr(31) || 'GET' || chr(31) || '/pg/a' || chr(31) || chr(31) || chr(31) || 'r', 1, '\\x00ff'::bytea, now());"
+    ))
+    .execute(&pool)
+    .await
+    .expect("other instances");
+    let instance = collector()
+        .query(Window::Days90, Scope::Instance)
+        .api_stats_for("/pg/a")
+        .await
+        .expect("instance");
+    assert_eq!(instance, memory);
+    let cluster = collector()
+        .query(Window::Days90, Scope::Cluster)
+        .api_stats_for("/pg/a")
+        .await
+        .expect("a bad row is skipped, not a failure");
+    assert_eq!(cluster.total_requests, 2 * memory.total_requests);
+    assert_eq!(cluster.p99_duration, memory.p99_duration);
+
+    // one read of the window serves every section of type=all: one load, so one flush
+    let before = collector().recorder_stats().tier_flushes;
+    let req = axum::http::Request::builder()
+        .uri("/api/monitoring/metrics?type=all&window=90d")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let resp = tower::ServiceExt::oneshot(perfmon_runtime::http::router::<()>(), req)
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        collector().recorder_stats().tier_flushes - before,
+        1,
+        "type=all loads the tiers once"
+    );
+    sqlx::raw_sql(&format!(
+        "DELETE FROM {schema}.hourly WHERE instance IN ('pg-b', 'pg-c')"
+    ))
+    .execute(&pool)
+    .await
+    .expect("clean up the other instances");
+
     let batch = &collector()
         .query(Window::Days90, Scope::Instance)
         .batch_stats()
