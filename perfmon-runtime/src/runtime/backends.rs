@@ -102,6 +102,15 @@ impl Backends {
         false
     }
 
+    /// Whether an event log takes the outbox's events (PostgreSQL is connected).
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn has_event_log(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        return self.pg.is_some();
+        #[cfg(not(feature = "postgres"))]
+        false
+    }
+
     /// Registers the backends' health checks (and the pool counts' source).
     pub(crate) fn register_checks(&self, config: &Config) {
         #[cfg(feature = "postgres")]

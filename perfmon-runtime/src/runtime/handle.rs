@@ -15,6 +15,7 @@ use crate::read::sla::set_targets;
 use crate::runtime::backends::Backends;
 use crate::runtime::config::{Config, ConfigError};
 use crate::runtime::error::{InitError, ShutdownError};
+use crate::runtime::tiers::{self, Tiers};
 use crate::runtime::workers::{Alerting, Drain};
 
 /// How long stopping the drain worker may take (one drain).
@@ -52,18 +53,9 @@ impl Drop for Claim {
     }
 }
 
-/// The retention tiers' part of the runtime.
-#[cfg(any(feature = "redis", feature = "postgres"))]
-struct Tiers {
-    worker: crate::store::flusher::FlushWorker,
-    flush: crate::store::flusher::FlushHandle,
-    runtime: tokio::runtime::Handle,
-}
-
 /// What `init` started, in the order `shutdown` stops it.
 struct Running {
     alerts: Option<ThreadWorker<()>>,
-    #[cfg(any(feature = "redis", feature = "postgres"))]
     tiers: Option<Tiers>,
     drain: ThreadWorker<()>,
     backends: Backends,
@@ -161,62 +153,16 @@ fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
         None => None,
     };
     backends.register_checks(&config);
-    #[cfg(any(feature = "redis", feature = "postgres"))]
-    let tiers = start_tiers(&config, &backends);
+    let tiers = tiers::start(&config, &backends);
     tracing::debug!(target: "perfmon", instance = %config.instance, tiers = backends.any(), "perfmon started");
     Ok(Perfmon {
         config,
         running: Some(Running {
             alerts,
-            #[cfg(any(feature = "redis", feature = "postgres"))]
             tiers,
             drain,
             backends,
         }),
-    })
-}
-
-/// Starts the flush worker for the connected backends and installs the tiers as the source of
-/// long windows; `None` without a backend.
-#[cfg(any(feature = "redis", feature = "postgres"))]
-fn start_tiers(config: &Config, backends: &Backends) -> Option<Tiers> {
-    use crate::store::flusher::{run_id, FlushWorker, Flusher};
-    let runtime = tokio::runtime::Handle::try_current().ok()?;
-    let run = run_id();
-    let (prefix, instance) = (&config.key_prefix, &config.instance);
-    let flusher = Flusher::new(
-        instance,
-        #[cfg(feature = "redis")]
-        backends
-            .redis
-            .clone()
-            .map(|c| crate::store::redis::Writer::new(c, prefix, instance, &run)),
-        #[cfg(feature = "postgres")]
-        backends
-            .pg
-            .clone()
-            .map(|p| crate::store::postgres::Writer::new(p, prefix, instance, &run)),
-    )?;
-    #[cfg(feature = "postgres")]
-    global().outbox.set_logging(backends.pg.is_some());
-    let worker = {
-        let _enter = runtime.enter();
-        FlushWorker::start(flusher, config.flush_interval)
-    };
-    let flush = worker.handle();
-    crate::read::query::install_source(Some(std::sync::Arc::new(crate::store::flusher::Tiers {
-        prefix: prefix.clone(),
-        instance: instance.clone(),
-        flush: flush.clone(),
-        #[cfg(feature = "redis")]
-        redis: backends.redis.clone(),
-        #[cfg(feature = "postgres")]
-        pg: backends.pg.clone(),
-    })));
-    Some(Tiers {
-        worker,
-        flush,
-        runtime,
     })
 }
 
@@ -233,7 +179,7 @@ impl Perfmon {
         &self,
     ) -> Result<crate::store::prepared::FlushReport, crate::store::error::TierError> {
         match self.running.as_ref().and_then(|r| r.tiers.as_ref()) {
-            Some(t) => t.flush.flush().await,
+            Some(t) => t.flush().await,
             None => Ok(Default::default()),
         }
     }
@@ -283,17 +229,8 @@ impl Perfmon {
             }
             publish(None);
         }
-        #[cfg(any(feature = "redis", feature = "postgres"))]
         if let Some(t) = r.tiers.take() {
-            crate::read::query::install_source(None);
-            let last = match t.worker.stop() {
-                Ok(rx) => match rx.recv(crate::store::flusher::FLUSH_WAIT).await {
-                    Ok(result) => result,
-                    Err(e) => Err(crate::core::worker::WorkerError::from_recv("flush", e).into()),
-                },
-                Err(e) => Err(e),
-            };
-            if let Err(e) = last {
+            if let Err(e) = t.stop().await {
                 errors.push(ShutdownError::Flush(e));
             }
         }
@@ -332,10 +269,8 @@ impl Drop for Perfmon {
             }
             publish(None);
         }
-        #[cfg(any(feature = "redis", feature = "postgres"))]
         if let Some(t) = r.tiers.take() {
-            crate::read::query::install_source(None);
-            final_flush_on_drop(t);
+            t.stop_on_drop();
         }
         if let Err(e) = r.drain.shutdown(DRAIN_STOP) {
             tracing::error!(target: "perfmon", error = %e, "perfmon shutdown");
@@ -343,34 +278,5 @@ impl Drop for Perfmon {
         r.backends.unregister_checks();
         global().outbox.set_logging(false);
         RUNNING.store(false, Ordering::Release);
-    }
-}
-
-/// The last flush of a handle dropped without `shutdown().await`: never silent.
-#[cfg(any(feature = "redis", feature = "postgres"))]
-fn final_flush_on_drop(t: Tiers) {
-    use tokio::runtime::RuntimeFlavor;
-    let rx = match t.worker.stop() {
-        Ok(rx) => rx,
-        Err(e) => {
-            tracing::warn!(target: "perfmon", error = %e, "final flush on drop: the flush worker is gone");
-            return;
-        }
-    };
-    if tokio::runtime::Handle::try_current().is_ok() {
-        // Inside the runtime: blocking here could stall it; the flush worker finishes on it.
-        tracing::info!(target: "perfmon", "perfmon dropped without shutdown().await: the final flush runs in the background");
-        return;
-    }
-    if t.runtime.runtime_flavor() == RuntimeFlavor::CurrentThread {
-        tracing::warn!(target: "perfmon", "perfmon dropped outside its current-thread runtime: the final flush runs only if that runtime is driven again; call shutdown().await to be sure");
-        return;
-    }
-    match rx.recv_timeout(crate::store::flusher::FLUSH_WAIT) {
-        Ok(Ok(_)) => tracing::debug!(target: "perfmon", "final flush on drop"),
-        Ok(Err(e)) => tracing::warn!(target: "perfmon", error = %e, "final flush on drop failed"),
-        Err(e) => {
-            tracing::warn!(target: "perfmon", error = %e, "final flush on drop did not complete")
-        }
     }
 }

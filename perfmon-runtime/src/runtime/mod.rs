@@ -7,4 +7,9 @@ pub(crate) mod backends;
 pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod handle;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) mod tiers;
+#[cfg(not(any(feature = "redis", feature = "postgres")))]
+#[path = "no_tiers.rs"]
+pub(crate) mod tiers;
 pub(crate) mod workers;

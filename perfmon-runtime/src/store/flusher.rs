@@ -283,7 +283,7 @@ impl FlushHandle {
 /// The retention tiers as the read layer's source: the Redis 1-minute aggregates up to 24 hours
 /// and the 5-minute ones for 7 days, else (or without Redis) the PostgreSQL hourly rows, and the
 /// daily rows for a year. Flushes this instance first (read your writes).
-pub(crate) struct Tiers {
+pub(crate) struct TierSource {
     pub prefix: String,
     pub instance: String,
     pub flush: FlushHandle,
@@ -314,7 +314,7 @@ fn views(
         })
 }
 
-impl Tiers {
+impl TierSource {
     async fn load_views(&self, window: Window, scope: Scope) -> Result<Vec<View>, QueryError> {
         let unavailable = |tier: &'static str, why: &'static str| QueryError::TierUnavailable {
             window: window.as_str(),
@@ -363,7 +363,7 @@ impl Tiers {
     }
 }
 
-impl WindowSource for Tiers {
+impl WindowSource for TierSource {
     fn load(&self, window: Window, scope: Scope) -> LoadFuture<'_> {
         Box::pin(self.load_views(window, scope))
     }
