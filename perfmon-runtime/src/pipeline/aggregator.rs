@@ -160,8 +160,8 @@ impl Aggregator {
         self.series.get_mut(idx)
     }
 
-    pub(crate) fn process(&mut self, ev: Event) {
-        self.processed += 1;
+    /// Interprets an event: duration, wall-clock time and value, from ticks or nanoseconds.
+    fn sample(&self, ev: &Event) -> Option<Sample> {
         let (dur_ns, unix_ns, value) = if ev.flags & FLAG_TICKS != 0 {
             (
                 ticks_between_ns(ev.a, ev.b),
@@ -174,102 +174,44 @@ impl Aggregator {
         } else if ev.flags & FLAG_VALUE != 0 {
             (0, self.anchor.to_unix_ns(ev.b), f64::from_bits(ev.a))
         } else {
+            return None;
+        };
+        Some(Sample {
+            dur_ns,
+            unix_ns,
+            value,
+            status: ev.status,
+            slow: ev.flags & FLAG_SLOW != 0,
+        })
+    }
+
+    pub(crate) fn process(&mut self, ev: Event) {
+        self.processed += 1;
+        let Some(x) = self.sample(&ev) else {
             return;
         };
-        let minute = self.minute_of(unix_ns);
+        let minute = self.minute_of(x.unix_ns);
         let now_minute = self.now_ns / NS_PER_MINUTE;
-        let slow = ev.flags & FLAG_SLOW != 0;
         let Some(s) = self.series_mut(ev.series) else {
             return;
         };
         let kind = s.info.kind;
-        match kind {
-            Kind::Batch if ev.status == OK => {
-                s.last_success_ns = s.last_success_ns.max(Some(unix_ns))
-            }
-            Kind::Batch => s.last_failure_ns = s.last_failure_ns.max(Some(unix_ns)),
-            _ => {}
-        }
-        if minute > s.cur_minute {
-            s.rotate(minute);
-        }
-        let filed = if minute == s.cur_minute {
-            apply(
-                &mut s.cur,
-                kind,
-                dur_ns,
-                ev.status,
-                slow,
-                value,
-                unix_ns,
-                |h, v| h.record(v),
-            );
-            true
-        } else if minute + WINDOW_MINUTES > now_minute {
-            // An event for a minute already closed: file it there (creating the minute if it saw
-            // nothing until now), and in the totals, which folded that minute already.
-            let pos = match s.closed.iter().position(|(x, _)| *x >= minute) {
-                Some(p) if s.closed[p].0 == minute => p,
-                Some(p) => {
-                    s.closed.insert(p, (minute, Minute::default()));
-                    p
-                }
-                None => {
-                    s.closed.push_back((minute, Minute::default()));
-                    s.closed.len() - 1
-                }
-            };
-            apply(
-                &mut s.closed[pos].1,
-                kind,
-                dur_ns,
-                ev.status,
-                slow,
-                value,
-                unix_ns,
-                |h, v| h.record(v),
-            );
-            apply(
-                &mut s.totals,
-                kind,
-                dur_ns,
-                ev.status,
-                slow,
-                value,
-                unix_ns,
-                |b, v| b.add_value(v),
-            );
-            true
-        } else {
-            // Too old for the window: left out of the window's figures, kept in the totals.
-            apply(
-                &mut s.totals,
-                kind,
-                dur_ns,
-                ev.status,
-                slow,
-                value,
-                unix_ns,
-                |b, v| b.add_value(v),
-            );
-            false
-        };
-        if !filed {
+        if !s.file(kind, minute, now_minute, &x) {
             self.late += 1;
             return;
         }
         if kind == Kind::Api {
             let req = RawRequest {
                 series: ev.series,
-                status: ev.status,
-                dur_ns,
-                unix_ns,
+                status: x.status,
+                dur_ns: x.dur_ns,
+                unix_ns: x.unix_ns,
             };
             if self.recent.len() == RECENT_REQUESTS {
                 self.recent.pop_front();
             }
             self.recent.push_back(req);
-            if slow {
+            if x.slow {
                 self.add_slow(minute, req);
             }
         }
@@ -492,46 +434,84 @@ impl<H> Minute<H> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn apply<H>(
-    m: &mut Minute<H>,
-    kind: Kind,
+/// One event, interpreted.
+struct Sample {
     dur_ns: u64,
+    unix_ns: u64,
+    value: f64,
     status: u16,
     slow: bool,
-    value: f64,
-    unix_ns: u64,
-    record: impl FnOnce(&mut H, u64),
-) {
+}
+
+/// Adds a sample to a minute (or the totals), its duration through `record`.
+fn apply<H>(m: &mut Minute<H>, kind: Kind, x: &Sample, record: impl FnOnce(&mut H, u64)) {
     m.events += 1;
     m.dirty = true;
     if kind == Kind::Batch {
-        if status == OK {
-            m.last_ok_ns = m.last_ok_ns.max(unix_ns);
+        if x.status == OK {
+            m.last_ok_ns = m.last_ok_ns.max(x.unix_ns);
         } else {
-            m.last_fail_ns = m.last_fail_ns.max(unix_ns);
+            m.last_fail_ns = m.last_fail_ns.max(x.unix_ns);
         }
     }
     match kind {
         Kind::Business | Kind::BusinessTag => {
-            m.value_sum += value;
+            m.value_sum += x.value;
             return;
         }
         Kind::Cache => {
-            m.outcomes[usize::from(status.min(CACHE_ERROR))] += 1;
+            m.outcomes[usize::from(x.status.min(CACHE_ERROR))] += 1;
             return;
         }
-        Kind::Api => m.count_status(status),
-        Kind::Query | Kind::Batch => m.outcomes[usize::from(status.min(FAILED))] += 1,
+        Kind::Api => m.count_status(x.status),
+        Kind::Query | Kind::Batch => m.outcomes[usize::from(x.status.min(FAILED))] += 1,
         Kind::Measure => {}
     }
-    if slow {
+    if x.slow {
         m.slow += 1;
     }
-    record(&mut m.hist, dur_ns);
+    record(&mut m.hist, x.dur_ns);
 }
 
 impl SeriesAgg {
+    /// Files a sample under its own minute: the current one, a closed one still in the window
+    /// (and the totals, which folded that minute already), or — too old for the window — the
+    /// totals only. False for the last case (a late event).
+    fn file(&mut self, kind: Kind, minute: u64, now_minute: u64, x: &Sample) -> bool {
+        match kind {
+            Kind::Batch if x.status == OK => {
+                self.last_success_ns = self.last_success_ns.max(Some(x.unix_ns))
+            }
+            Kind::Batch => self.last_failure_ns = self.last_failure_ns.max(Some(x.unix_ns)),
+            _ => {}
+        }
+        if minute > self.cur_minute {
+            self.rotate(minute);
+        }
+        if minute == self.cur_minute {
+            apply(&mut self.cur, kind, x, |h, v| h.record(v));
+            return true;
+        }
+        let in_window = minute + WINDOW_MINUTES > now_minute;
+        if in_window {
+            // creating the minute if it saw nothing until now
+            let pos = match self.closed.iter().position(|(m, _)| *m >= minute) {
+                Some(p) if self.closed[p].0 == minute => p,
+                Some(p) => {
+                    self.closed.insert(p, (minute, Minute::default()));
+                    p
+                }
+                None => {
+                    self.closed.push_back((minute, Minute::default()));
+                    self.closed.len() - 1
+                }
+            };
+            apply(&mut self.closed[pos].1, kind, x, |h, v| h.record(v));
+        }
+        apply(&mut self.totals, kind, x, |b, v| b.add_value(v));
+        in_window
+    }
+
     fn rotate(&mut self, minute: u64) {
         if self.cur.events > 0 {
             let hist = self.cur.hist.take_compact();
