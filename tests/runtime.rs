@@ -168,13 +168,14 @@ fn a_handle_dropped_outside_its_runtime_still_flushes() {
             .get_multiplexed_async_connection()
             .await
             .expect("connection");
-        let keys: Vec<String> = r.keys(format!("{prefix}:m1:*")).await.expect("keys");
-        let mut fields = Vec::new();
+        // each minute's index names the series written in it
+        let keys: Vec<String> = r.keys(format!("{prefix}:m1:*:ix")).await.expect("keys");
+        let mut series = Vec::new();
         for k in keys {
-            let f: Vec<String> = r.hkeys(&k).await.expect("hkeys");
-            fields.extend(f);
+            let s: Vec<String> = r.hvals(&k).await.expect("hvals");
+            series.extend(s);
         }
-        fields
+        series
     });
     assert!(
         fields.iter().any(|f| f.contains("/runtime/dropped")),

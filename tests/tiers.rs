@@ -87,7 +87,18 @@ async fn keys_ttls_and_rewrites() {
     let keys: Vec<String> = r.keys(format!("{prefix}:*")).await.expect("keys");
     let m1: Vec<&String> = keys.iter().filter(|k| k.contains(":m1:")).collect();
     let m5: Vec<&String> = keys.iter().filter(|k| k.contains(":m5:")).collect();
-    assert!(!m1.is_empty() && !m5.is_empty(), "{keys:?}");
+    let h1: Vec<&String> = keys.iter().filter(|k| k.contains(":h1:")).collect();
+    assert!(
+        !m1.is_empty() && !m5.is_empty() && !h1.is_empty(),
+        "{keys:?}"
+    );
+    for k in &h1 {
+        let ttl: i64 = r.ttl(*k).await.expect("ttl");
+        assert!(
+            (7 * 86_400..=7 * 86_400 + 3600).contains(&ttl),
+            "hourly aggregates live 7 days after their hour: {k} {ttl}"
+        );
+    }
     for k in &m1 {
         let ttl: i64 = r.ttl(*k).await.expect("ttl");
         assert!(
@@ -298,7 +309,7 @@ async fn postgres_hourly_daily_events_and_pruning() {
     assert_eq!(count(&pool, &format!("SELECT count(*) FROM {schema}.events WHERE kind = 'batch_failure' AND name = 'pg-nightly'")).await, 1);
     assert_eq!(
         count(&pool, &format!("SELECT count(*) FROM {schema}.migrations")).await,
-        1
+        2
     );
     let sql = format!("SELECT count(*) FROM {schema}.events WHERE kind = 'health_change' AND name = 'unhealthy' AND detail = 'pg-test-dependency'");
     assert_eq!(count(&pool, &sql).await, 1);
@@ -388,7 +399,7 @@ async fn postgres_hourly_daily_events_and_pruning() {
     assert_eq!(q.total_requests, 70, "never counted twice");
     assert_eq!(
         count(&pool, &format!("SELECT count(*) FROM {schema}.migrations")).await,
-        1
+        2
     );
 
     // the retention job, with an injected clock

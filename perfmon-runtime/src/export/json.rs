@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use crate::core::kind::Kind;
 use crate::core::window::{Scope, Window, SLOW_LIST_SIZE};
 use crate::ops::alerts::alerts;
 use crate::ops::health::system_health;
@@ -30,7 +31,19 @@ pub(crate) async fn metrics_data(
     let all = kind == "all";
     let mut data = serde_json::Map::new();
     if kind != "system" {
-        let snap = collector().query(window, scope).snapshot().await?;
+        // read only the series the sections shown need (one route's, for `type=api&path=`)
+        let query = collector().query(window, scope);
+        let query = match (kind, path) {
+            ("all", _) => query,
+            ("api", Some(path)) => query.path(path),
+            ("api", None) => query.only(&[Kind::Api]),
+            ("database", _) => query.only(&[Kind::Query]),
+            ("cache", _) => query.only(&[Kind::Cache]),
+            ("batch", _) => query.only(&[Kind::Batch]),
+            ("business", _) => query.only(&[Kind::Business, Kind::BusinessTag, Kind::Measure]),
+            _ => query.only(&[Kind::Api, Kind::Cache, Kind::Query]),
+        };
+        let snap = query.snapshot().await?;
         if all || kind == "api" {
             let api = match path {
                 Some(path) => snap.api_stats_for(path),

@@ -9,8 +9,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
+use crate::core::kind::{Kind, METHODS};
 use crate::core::window::{Scope, Window};
 use crate::pipeline::aggregator::View;
+use crate::pipeline::registry::SeriesInfo;
 use crate::read::collector::Collector;
 use crate::read::sla::SlaReport;
 use crate::read::snapshot::Snapshot;
@@ -43,14 +45,63 @@ pub enum QueryError {
     },
 }
 
+/// Which series a read needs: every series, those of some kinds, or one route's. The tiers read
+/// only what it names (one route: that route's series, nothing else).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SeriesFilter {
+    /// Only these kinds (`None`: every kind).
+    pub kinds: Option<Vec<Kind>>,
+    /// Only the API series of this route template (any method).
+    pub route: Option<String>,
+}
+
+impl SeriesFilter {
+    /// Every series.
+    pub(crate) fn all() -> SeriesFilter {
+        SeriesFilter::default()
+    }
+
+    /// Whether a series is wanted.
+    pub(crate) fn matches(&self, i: &SeriesInfo) -> bool {
+        self.kinds.as_ref().is_none_or(|k| k.contains(&i.kind))
+            && self
+                .route
+                .as_deref()
+                .is_none_or(|r| i.kind == Kind::Api && &*i.name == r)
+    }
+
+    /// The series this filter names one by one (a route: its series for every method), when it
+    /// does; `None` when the tiers' index of series must be read.
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn exact(&self) -> Option<Vec<SeriesInfo>> {
+        let route = self.route.as_deref()?;
+        Some(
+            METHODS
+                .iter()
+                .map(|&method| SeriesInfo {
+                    kind: Kind::Api,
+                    method,
+                    name: route.into(),
+                    table: "".into(),
+                    tag_value: "".into(),
+                    write: false,
+                    slow_ns: u64::MAX,
+                })
+                .collect(),
+        )
+    }
+}
+
 /// What loading a window returns.
 pub(crate) type LoadFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<View>, QueryError>> + Send + 'a>>;
 
 /// Where windows past the in-memory one come from: the retention tiers, installed by `init`.
 pub(crate) trait WindowSource: Send + Sync {
-    /// Every series of `window` for `scope`, merged across instances and runs.
-    fn load(&self, window: Window, scope: Scope) -> LoadFuture<'_>;
+    /// The series of `window` for `scope` that `filter` wants, merged across instances and
+    /// runs.
+    fn load<'a>(&'a self, window: Window, scope: Scope, filter: &'a SeriesFilter)
+        -> LoadFuture<'a>;
 }
 
 static SOURCE: RwLock<Option<Arc<dyn WindowSource>>> = RwLock::new(None);
@@ -72,6 +123,7 @@ pub struct Query {
     collector: Collector,
     window: Window,
     scope: Scope,
+    filter: SeriesFilter,
 }
 
 impl Collector {
@@ -81,6 +133,7 @@ impl Collector {
             collector: self.clone(),
             window,
             scope,
+            filter: SeriesFilter::all(),
         }
     }
 }
@@ -94,6 +147,20 @@ impl Query {
     /// The scope.
     pub fn scope(&self) -> Scope {
         self.scope
+    }
+
+    /// The same query restricted to one route template's API series (any method): a tier
+    /// reads that route's data only. Its snapshot holds that route and nothing else.
+    pub fn path(mut self, path: &str) -> Query {
+        self.filter.route = Some(path.to_string());
+        self.filter.kinds = Some(vec![Kind::Api]);
+        self
+    }
+
+    /// The same query restricted to some kinds of series.
+    pub(crate) fn only(mut self, kinds: &[Kind]) -> Query {
+        self.filter.kinds = Some(kinds.to_vec());
+        self
     }
 
     fn in_memory(&self) -> bool {
@@ -110,10 +177,15 @@ impl Query {
     }
 
     /// One snapshot of the window: from memory for the last 5 minutes of this instance (with
-    /// the slow list, last requests and timeline), else one load from the tier that covers it.
+    /// the slow list, last requests and timeline), else one load from the tier that covers it,
+    /// of the series this query names ([`Query::path`]).
     pub async fn snapshot(&self) -> Result<Snapshot, QueryError> {
         if self.in_memory() {
-            return Ok(self.collector.snapshot());
+            let mut snap = self.collector.snapshot();
+            if self.filter != SeriesFilter::all() {
+                snap.retain_series(|i| self.filter.matches(i));
+            }
+            return Ok(snap);
         }
         let Some(source) = source() else {
             return Err(self.unavailable(
@@ -125,52 +197,97 @@ impl Query {
                 },
             ));
         };
-        let views = source.load(self.window, self.scope).await?;
+        let views = source.load(self.window, self.scope, &self.filter).await?;
         Ok(Snapshot::from_views(self.window, self.scope, views))
     }
 
     /// API statistics over every route.
     pub async fn api_stats(&self) -> Result<ApiStats, QueryError> {
-        Ok(self.snapshot().await?.api_stats())
+        Ok(self
+            .clone()
+            .only(&[Kind::Api])
+            .snapshot()
+            .await?
+            .api_stats())
     }
 
     /// API statistics of one route template.
     pub async fn api_stats_for(&self, path: &str) -> Result<ApiStats, QueryError> {
-        Ok(self.snapshot().await?.api_stats_for(path))
+        Ok(self
+            .clone()
+            .path(path)
+            .snapshot()
+            .await?
+            .api_stats_for(path))
     }
 
     /// Statistics per route and method, busiest first.
     pub async fn api_routes(&self) -> Result<Vec<RouteStats>, QueryError> {
-        Ok(self.snapshot().await?.api_routes())
+        Ok(self
+            .clone()
+            .only(&[Kind::Api])
+            .snapshot()
+            .await?
+            .api_routes())
     }
 
     /// Cache rates, overall and per key group.
     pub async fn cache_stats(&self) -> Result<CacheStats, QueryError> {
-        Ok(self.snapshot().await?.cache_stats())
+        Ok(self
+            .clone()
+            .only(&[Kind::Cache])
+            .snapshot()
+            .await?
+            .cache_stats())
     }
 
     /// Query statistics per table and operation.
     pub async fn database_stats(&self) -> Result<DatabaseStats, QueryError> {
-        Ok(self.snapshot().await?.database_stats())
+        Ok(self
+            .clone()
+            .only(&[Kind::Query])
+            .snapshot()
+            .await?
+            .database_stats())
     }
 
     /// Batch runs per name.
     pub async fn batch_stats(&self) -> Result<BatchStats, QueryError> {
-        Ok(self.snapshot().await?.batch_stats())
+        Ok(self
+            .clone()
+            .only(&[Kind::Batch])
+            .snapshot()
+            .await?
+            .batch_stats())
     }
 
     /// Business metrics per name and tag value.
     pub async fn business_metrics(&self) -> Result<BusinessMetrics, QueryError> {
-        Ok(self.snapshot().await?.business_metrics())
+        Ok(self
+            .clone()
+            .only(&[Kind::Business, Kind::BusinessTag])
+            .snapshot()
+            .await?
+            .business_metrics())
     }
 
     /// `#[measure]` statistics per name.
     pub async fn function_stats(&self) -> Result<FunctionStats, QueryError> {
-        Ok(self.snapshot().await?.function_stats())
+        Ok(self
+            .clone()
+            .only(&[Kind::Measure])
+            .snapshot()
+            .await?
+            .function_stats())
     }
 
     /// The SLA report over this query's window and scope.
     pub async fn sla_report(&self) -> Result<SlaReport, QueryError> {
-        Ok(self.snapshot().await?.sla_report())
+        Ok(self
+            .clone()
+            .only(&[Kind::Api, Kind::Cache, Kind::Query])
+            .snapshot()
+            .await?
+            .sla_report())
     }
 }

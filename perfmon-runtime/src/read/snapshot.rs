@@ -90,6 +90,11 @@ impl Snapshot {
         }
     }
 
+    /// Keeps the series `keep` wants (the slow list, last requests and timeline stay whole).
+    pub(crate) fn retain_series(&mut self, keep: impl Fn(&SeriesInfo) -> bool) {
+        self.series.retain(|v| keep(&v.info));
+    }
+
     fn of(&self, kinds: &[Kind]) -> Vec<&View> {
         self.series
             .iter()

@@ -62,8 +62,12 @@ impl Backends {
         }
         if let Some(url) = config.redis_url.as_deref() {
             #[cfg(feature = "redis")]
-            match crate::store::redis::connect(url, CONNECT_TIMEOUT, config.health_check_timeout)
-                .await
+            match crate::store::redis::io::connect(
+                url,
+                CONNECT_TIMEOUT,
+                config.health_check_timeout,
+            )
+            .await
             {
                 Ok(conn) => b.redis = Some(conn),
                 Err(source) => {
@@ -144,7 +148,7 @@ impl Backends {
             let check = crate::ops::health::HealthCheck::new("redis", move || {
                 let mut conn = conn.clone();
                 async move {
-                    let pong = crate::store::redis::ping(&mut conn)
+                    let pong = crate::store::redis::io::ping(&mut conn)
                         .await
                         .map_err(|e| e.to_string())?;
                     Ok(format!("PING answered {pong}"))

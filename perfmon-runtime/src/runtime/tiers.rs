@@ -32,7 +32,7 @@ pub(crate) fn start(config: &Config, backends: &Backends) -> Option<Tiers> {
         backends
             .redis
             .clone()
-            .map(|c| crate::store::redis::Writer::new(c, prefix, instance, &run)),
+            .map(|c| crate::store::redis::writer::Writer::new(c, prefix, instance, &run)),
         #[cfg(feature = "postgres")]
         backends
             .pg

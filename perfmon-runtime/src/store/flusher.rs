@@ -14,7 +14,7 @@ use crate::core::worker::{Msg, WorkerError};
 use crate::pipeline::aggregator::{Minute, View};
 use crate::pipeline::registry::SeriesInfo;
 use crate::pipeline::state::global;
-use crate::read::query::{LoadFuture, QueryError, WindowSource};
+use crate::read::query::{LoadFuture, QueryError, SeriesFilter, WindowSource};
 use crate::store::codec::series_key;
 use crate::store::error::TierError;
 use crate::store::prepared::{request_json, FlushReport, Prepared, Realtime};
@@ -79,6 +79,12 @@ fn prepare(instance: &str) -> Prepared {
     prep
 }
 
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// This process's run: one id per process, so that a restarted process (which starts with
 /// empty memory) never replaces what the previous one wrote, while `init` called again in the
 /// same process (whose memory still holds everything) replaces its own values.
@@ -100,7 +106,7 @@ pub(crate) fn run_id() -> String {
 pub(crate) struct Flusher {
     instance: String,
     #[cfg(feature = "redis")]
-    redis: Option<crate::store::redis::Writer>,
+    redis: Option<crate::store::redis::writer::Writer>,
     #[cfg(feature = "postgres")]
     pg: Option<crate::store::postgres::Writer>,
 }
@@ -109,7 +115,7 @@ impl Flusher {
     /// A flusher for the tiers given; `None` without any.
     pub(crate) fn new(
         instance: &str,
-        #[cfg(feature = "redis")] redis: Option<crate::store::redis::Writer>,
+        #[cfg(feature = "redis")] redis: Option<crate::store::redis::writer::Writer>,
         #[cfg(feature = "postgres")] pg: Option<crate::store::postgres::Writer>,
     ) -> Option<Flusher> {
         let f = Flusher {
@@ -137,6 +143,8 @@ impl Flusher {
     /// One flush: one snapshot, then every tier. Each tier keeps what it could not write.
     pub(crate) async fn flush(&mut self) -> Result<FlushReport, TierError> {
         let prep = prepare(&self.instance);
+        #[allow(unused_variables)]
+        let now_secs = unix_secs();
         #[allow(unused_mut)]
         let mut report = FlushReport::default();
         #[allow(unused_mut)]
@@ -145,7 +153,7 @@ impl Flusher {
         let mut pending = 0;
         #[cfg(feature = "redis")]
         if let Some(r) = &mut self.redis {
-            match r.write(&prep).await {
+            match r.write(&prep, now_secs).await {
                 Ok(rep) => {
                     report = FlushReport {
                         rows: report.rows,
@@ -315,7 +323,12 @@ fn views(
 }
 
 impl TierSource {
-    async fn load_views(&self, window: Window, scope: Scope) -> Result<Vec<View>, QueryError> {
+    async fn load_views(
+        &self,
+        window: Window,
+        scope: Scope,
+        filter: &SeriesFilter,
+    ) -> Result<Vec<View>, QueryError> {
         let unavailable = |tier: &'static str, why: &'static str| QueryError::TierUnavailable {
             window: window.as_str(),
             scope: scope.as_str(),
@@ -329,23 +342,33 @@ impl TierSource {
         #[cfg(feature = "redis")]
         if !long {
             if let Some(conn) = &self.redis {
-                let rows = crate::store::redis::load(
-                    conn.clone(),
-                    &self.prefix,
-                    &self.instance,
+                let keys = crate::store::redis::layout::Keys {
+                    prefix: self.prefix.clone(),
+                };
+                let spec = crate::store::redis::reader::ReadSpec {
+                    keys: &keys,
+                    instance: &self.instance,
                     window,
                     scope,
-                )
-                .await;
-                return views("Redis", rows);
+                    filter,
+                    now_secs: unix_secs(),
+                };
+                let rows = crate::store::redis::reader::load(&mut conn.clone(), &spec).await;
+                return views("Redis", rows.map(|(rows, _)| rows));
             }
         }
         #[cfg(feature = "postgres")]
         if window != Window::Minutes5 {
             if let Some(pool) = &self.pg {
-                let rows =
-                    crate::store::postgres::load(pool, &self.prefix, &self.instance, window, scope)
-                        .await;
+                let rows = crate::store::postgres::load(
+                    pool,
+                    &self.prefix,
+                    &self.instance,
+                    window,
+                    scope,
+                    filter,
+                )
+                .await;
                 return views("PostgreSQL", rows);
             }
         }
@@ -364,7 +387,12 @@ impl TierSource {
 }
 
 impl WindowSource for TierSource {
-    fn load(&self, window: Window, scope: Scope) -> LoadFuture<'_> {
-        Box::pin(self.load_views(window, scope))
+    fn load<'a>(
+        &'a self,
+        window: Window,
+        scope: Scope,
+        filter: &'a SeriesFilter,
+    ) -> LoadFuture<'a> {
+        Box::pin(self.load_views(window, scope, filter))
     }
 }

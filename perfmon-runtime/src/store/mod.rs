@@ -37,3 +37,5 @@ pub(crate) mod postgres;
 pub(crate) mod prepared;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) mod rollup;

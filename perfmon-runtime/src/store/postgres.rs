@@ -9,17 +9,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::TryStreamExt;
 use sqlx::PgPool;
 
 use crate::core::hist::Merged;
-use crate::core::window::{Scope, Window, WINDOW_MINUTES};
-use crate::pipeline::aggregator::{Minute, EVICTION_GRACE_MINUTES};
+use crate::core::window::{Scope, Window};
+use crate::pipeline::aggregator::Minute;
 use crate::pipeline::outbox::LoggedEvent;
 use crate::pipeline::registry::SeriesInfo;
 use crate::pipeline::state::global;
+use crate::read::query::SeriesFilter;
 use crate::store::codec;
 use crate::store::error::TierError;
 use crate::store::prepared::Prepared;
+use crate::store::rollup::{merge, Rollup};
 
 /// How long hourly rows are kept.
 pub const HOURLY_RETENTION: Duration = Duration::from_secs(90 * 86_400);
@@ -30,9 +33,6 @@ const PRUNE_BATCH: i64 = 10_000;
 /// Folded hours and days kept while PostgreSQL is away, at most (the oldest go first, counted in
 /// `recorder_stats().tier_dropped`).
 pub const PG_PENDING_LIMIT: usize = 100_000;
-/// A minute is final once it is this many minutes old: past the window and the grace during
-/// which the aggregator still holds (and may still change) it.
-const FINAL_AFTER_MINUTES: u64 = WINDOW_MINUTES + EVICTION_GRACE_MINUTES + 1;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema, as a quoted identifier.
@@ -60,10 +60,11 @@ pub(crate) async fn select_one(pool: &PgPool) -> Result<(), TierError> {
 
 /// The embedded migrations, applied in order by `init` (each idempotent, recorded by version).
 fn migrations(s: &str) -> Vec<(i32, String)> {
-    vec![(
-        1,
-        format!(
-            "CREATE TABLE IF NOT EXISTS {s}.hourly (
+    vec![
+        (
+            1,
+            format!(
+                "CREATE TABLE IF NOT EXISTS {s}.hourly (
                     bucket_start timestamptz NOT NULL,
                     instance text NOT NULL,
                     run text NOT NULL,
@@ -82,8 +83,18 @@ fn migrations(s: &str) -> Vec<(i32, String)> {
                     detail text NOT NULL DEFAULT '',
                     PRIMARY KEY (at, instance, kind, name)
                 );"
+            ),
         ),
-    )]
+        (
+            2,
+            // "one series over a period" (a route's read) and "every series of a period"
+            // (the primary key, which starts with the bucket)
+            format!(
+            "CREATE INDEX IF NOT EXISTS hourly_series_bucket ON {s}.hourly (series, bucket_start);
+             CREATE INDEX IF NOT EXISTS daily_series_bucket ON {s}.daily (series, bucket_start);"
+        ),
+        ),
+    ]
 }
 
 /// Creates the schema and applies the migrations not yet applied. Safe to run concurrently from
@@ -130,24 +141,13 @@ fn ts(unix_secs: u64) -> f64 {
     unix_secs as f64
 }
 
-fn merge(into: &mut Minute<Merged>, m: &Minute<Merged>) {
-    into.add_counters(m);
-    into.hist.add(&m.hist);
-}
-
 pub(crate) struct Writer {
     pool: PgPool,
     schema: String,
     instance: String,
     run: String,
-    /// The latest whole value of each minute that may still change: (minute, series).
-    open: BTreeMap<(u64, String), Minute<Merged>>,
-    /// Final minutes folded per (hour, series) and (day, series).
-    hours: BTreeMap<(u64, String), Minute<Merged>>,
-    days: BTreeMap<(u64, String), Minute<Merged>>,
-    /// Buckets whose row is out of date.
-    dirty_hours: BTreeSet<(u64, String)>,
-    dirty_days: BTreeSet<(u64, String)>,
+    /// Hours (level 0) and days (level 1) of this process's series.
+    rollup: Rollup,
     /// Events not yet in the event log.
     events: BTreeSet<LoggedEvent>,
     last_prune: Option<SystemTime>,
@@ -160,47 +160,17 @@ impl Writer {
             schema: schema(prefix),
             instance: instance.to_string(),
             run: run.to_string(),
-            open: BTreeMap::new(),
-            hours: BTreeMap::new(),
-            days: BTreeMap::new(),
-            dirty_hours: BTreeSet::new(),
-            dirty_days: BTreeSet::new(),
+            rollup: Rollup::new(&[60, 1440]),
             events: BTreeSet::new(),
             last_prune: None,
         }
-    }
-
-    /// The whole value of a bucket (hour or day) of a series: its final minutes plus its open
-    /// ones.
-    fn bucket(
-        &self,
-        folded: &BTreeMap<(u64, String), Minute<Merged>>,
-        minutes_per: u64,
-        bucket: u64,
-        key: &str,
-    ) -> Minute<Merged> {
-        let mut m = folded
-            .get(&(bucket, key.to_string()))
-            .cloned()
-            .unwrap_or_default();
-        let first = bucket * minutes_per;
-        for ((_, _), open) in self
-            .open
-            .range((first, key.to_string())..(first + minutes_per, String::new()))
-            .filter(|((_, k), _)| k == key)
-        {
-            merge(&mut m, open);
-        }
-        m
     }
 
     /// Takes the changed minutes, upserts the hours and days they touch and the batch failures,
     /// in one transaction; runs the retention job once an hour. Keeps everything on failure.
     pub(crate) async fn write(&mut self, prep: &Prepared) -> Result<usize, TierError> {
         for (minute, key, m) in &prep.minutes {
-            self.open.insert((*minute, key.clone()), m.clone());
-            self.dirty_hours.insert((minute / 60, key.clone()));
-            self.dirty_days.insert((minute / 1440, key.clone()));
+            self.rollup.add_minute(*minute, key, m);
             if key.starts_with("batch\u{1f}") && m.last_fail_ns > 0 {
                 let name = codec::parse_series_key(key)
                     .map(|i| i.name.to_string())
@@ -214,54 +184,15 @@ impl Writer {
             }
         }
         self.events.extend(global().outbox.take_events());
-        // minutes the aggregator can no longer change become final
         let now_minute = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() / 60);
-        let finals: Vec<(u64, String)> = self
-            .open
-            .keys()
-            .filter(|(m, _)| m + FINAL_AFTER_MINUTES < now_minute)
-            .cloned()
-            .collect();
-        for k in finals {
-            if let Some(m) = self.open.remove(&k) {
-                merge(self.hours.entry((k.0 / 60, k.1.clone())).or_default(), &m);
-                merge(self.days.entry((k.0 / 1440, k.1.clone())).or_default(), &m);
-            }
-        }
+        self.rollup.finalize(now_minute);
         // bounded while PostgreSQL is away: the oldest folded buckets go first, counted
-        while self.hours.len() + self.days.len() > PG_PENDING_LIMIT {
-            let (h, d) = (
-                self.hours.keys().next().map(|k| k.0 * 60),
-                self.days.keys().next().map(|k| k.0 * 1440),
-            );
-            // an hour's index is an hour number, a day's a day number: each leaves its own
-            // dirty set only
-            let dropped = match (h, d) {
-                (Some(h), Some(d)) if d < h => self.days.pop_first().map(|(k, _)| {
-                    self.dirty_days.remove(&k);
-                }),
-                (Some(_), _) => self.hours.pop_first().map(|(k, _)| {
-                    self.dirty_hours.remove(&k);
-                }),
-                (None, Some(_)) => self.days.pop_first().map(|(k, _)| {
-                    self.dirty_days.remove(&k);
-                }),
-                (None, None) => None,
-            };
-            if dropped.is_none() {
-                break;
-            }
-            if global().outbox.tiers.drop_one() {
-                tracing::warn!(target: "perfmon", limit = PG_PENDING_LIMIT, "PostgreSQL has been away long enough to fill the pending buffer: the oldest hours and days are being dropped (counted in recorder_stats().tier_dropped)");
-            }
-        }
+        self.rollup.bound(PG_PENDING_LIMIT, "PostgreSQL");
         let rows = self.upsert().await?;
         // folded buckets that are over and written are no longer needed in memory
-        let (hour_now, day_now) = (now_minute / 60, now_minute / 1440);
-        self.hours.retain(|(h, _), _| h + 1 >= hour_now);
-        self.days.retain(|(d, _), _| d + 1 >= day_now);
+        self.rollup.trim(now_minute);
         if self
             .last_prune
             .is_none_or(|t| t.elapsed().unwrap_or_default() >= Duration::from_secs(3600))
@@ -276,14 +207,14 @@ impl Writer {
 
     /// Rows waiting to be written.
     pub(crate) fn pending(&self) -> usize {
-        self.dirty_hours.len() + self.dirty_days.len() + self.events.len()
+        self.rollup.pending() + self.events.len()
     }
 
     async fn upsert(&mut self) -> Result<usize, TierError> {
         let s = self.schema.clone();
         let mut rows: Vec<(&'static str, f64, String, Vec<u8>, i64)> = Vec::new();
-        for (hour, key) in &self.dirty_hours {
-            let m = self.bucket(&self.hours, 60, *hour, key);
+        for (hour, key) in self.rollup.dirty(0) {
+            let m = self.rollup.value(0, *hour, key);
             if let Some(blob) = codec::encode_counted(key, &m) {
                 rows.push((
                     "hourly",
@@ -294,8 +225,8 @@ impl Writer {
                 ));
             }
         }
-        for (day, key) in &self.dirty_days {
-            let m = self.bucket(&self.days, 1440, *day, key);
+        for (day, key) in self.rollup.dirty(1) {
+            let m = self.rollup.value(1, *day, key);
             if let Some(blob) = codec::encode_counted(key, &m) {
                 rows.push((
                     "daily",
@@ -346,8 +277,7 @@ impl Writer {
         match tokio::time::timeout(TIMEOUT, write).await {
             Ok(Ok(())) => {
                 let n = rows.len() + self.events.len();
-                self.dirty_hours.clear();
-                self.dirty_days.clear();
+                self.rollup.clear_dirty();
                 self.events.clear();
                 Ok(n)
             }
@@ -413,8 +343,50 @@ pub(crate) async fn prune(
     Ok(report)
 }
 
-/// Reads a window from the hourly rows (or the daily ones for a year), merging every run of this
-/// instance or of every instance. The instance filter runs in PostgreSQL; a row whose aggregate
+/// The hours `[first, last]` a window covers at `now_secs` (hour numbers since the epoch): from
+/// the hour holding the window's start to the current one.
+pub(crate) fn window_hours(window: Window, now_secs: u64) -> (u64, u64) {
+    (
+        now_secs.saturating_sub(window.duration().as_secs()) / 3600,
+        now_secs / 3600,
+    )
+}
+
+/// Which rows a read takes, as half-open ranges of Unix seconds of `bucket_start`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct PgPlan {
+    pub hourly: Vec<(u64, u64)>,
+    pub daily: Option<(u64, u64)>,
+}
+
+/// Which rows cover the hours `[first, last]` exactly: whole days from the daily table, the
+/// ragged edges from the hourly one.
+pub(crate) fn pg_plan(first: u64, last: u64) -> PgPlan {
+    let first_day = first.div_ceil(24);
+    let end_day = (last + 1) / 24; // days [first_day, end_day) lie inside
+    if first_day >= end_day {
+        return PgPlan {
+            hourly: vec![(first * 3600, (last + 1) * 3600)],
+            daily: None,
+        };
+    }
+    let mut hourly = Vec::new();
+    if first < first_day * 24 {
+        hourly.push((first * 3600, first_day * 86_400));
+    }
+    if end_day * 24 <= last {
+        hourly.push((end_day * 86_400, (last + 1) * 3600));
+    }
+    PgPlan {
+        hourly,
+        daily: Some((first_day * 86_400, end_day * 86_400)),
+    }
+}
+
+/// Reads a window: for a year, the daily rows from the day holding its start; else the hours
+/// from the hour holding its start, as whole days from the daily rows and edge hours from the
+/// hourly ones. Instance, series and kinds are filtered in PostgreSQL; rows are streamed and
+/// merged as they arrive (a read holds its merged series, not the rows); a row whose aggregate
 /// cannot be decoded is skipped with a warning.
 pub(crate) async fn load(
     pool: &PgPool,
@@ -422,44 +394,110 @@ pub(crate) async fn load(
     instance: &str,
     window: Window,
     scope: Scope,
+    filter: &SeriesFilter,
 ) -> Result<Vec<(SeriesInfo, Minute<Merged>)>, TierError> {
-    let s = schema(prefix);
-    let (table, bucket) = if window == Window::Year1 {
-        ("daily", 86_400)
-    } else {
-        ("hourly", 3600)
-    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    // every bucket that overlaps the window
-    let from = ts((now.saturating_sub(window.duration().as_secs()) / bucket) * bucket);
+    let PgPlan { hourly, daily } = if window == Window::Year1 {
+        let from = now.saturating_sub(window.duration().as_secs()) / 86_400 * 86_400;
+        PgPlan {
+            hourly: Vec::new(),
+            daily: Some((from, (now / 86_400 + 1) * 86_400)),
+        }
+    } else {
+        let (first, last) = window_hours(window, now);
+        pg_plan(first, last)
+    };
+    let s = schema(prefix);
     let only = (scope == Scope::Instance).then_some(instance);
-    let rows: Vec<(String, Vec<u8>)> = tokio::time::timeout(
-        TIMEOUT,
-        sqlx::query_as(&format!(
-            "SELECT series, data FROM {s}.{table} WHERE bucket_start >= to_timestamp($1) AND ($2::text IS NULL OR instance = $2)"
-        ))
-        .bind(from)
-        .bind(only)
-        .fetch_all(pool),
-    )
-    .await
-    .map_err(|_| TierError::Timeout {
-        tier: "PostgreSQL",
-        after: TIMEOUT,
-    })??;
+    let series: Option<Vec<String>> = filter
+        .exact()
+        .map(|infos| infos.iter().map(codec::series_key).collect());
+    let kinds: Option<Vec<&str>> = filter
+        .kinds
+        .as_ref()
+        .map(|k| k.iter().map(|k| k.code()).collect());
+    let filters = "($3::text IS NULL OR instance = $3)
+         AND ($4::text[] IS NULL OR series = ANY($4))
+         AND ($5::text[] IS NULL OR split_part(series, chr(31), 1) = ANY($5))";
     let mut by_series: BTreeMap<String, Minute<Merged>> = BTreeMap::new();
-    for (series, data) in rows {
-        match codec::decode(&data) {
-            Ok(m) => merge(by_series.entry(series).or_default(), &m),
-            Err(e) => {
-                tracing::warn!(target: "perfmon", series, error = %e, "unreadable aggregate skipped")
+    let ranges = hourly
+        .iter()
+        .map(|r| ("hourly", *r))
+        .chain(daily.map(|r| ("daily", r)));
+    let read = async {
+        for (table, (from, to)) in ranges {
+            let sql = format!(
+                "SELECT series, data FROM {s}.{table}
+                 WHERE bucket_start >= to_timestamp($1) AND bucket_start < to_timestamp($2) AND {filters}"
+            );
+            let mut rows = sqlx::query_as::<_, (String, Vec<u8>)>(&sql)
+                .bind(ts(from))
+                .bind(ts(to))
+                .bind(only)
+                .bind(series.as_deref())
+                .bind(kinds.as_deref())
+                .fetch(pool);
+            while let Some((series, data)) = rows.try_next().await? {
+                match codec::decode(&data) {
+                    Ok(m) => merge(by_series.entry(series).or_default(), &m),
+                    Err(e) => {
+                        tracing::warn!(target: "perfmon", series, error = %e, "unreadable aggregate skipped")
+                    }
+                }
             }
         }
-    }
+        Ok::<(), sqlx::Error>(())
+    };
+    tokio::time::timeout(TIMEOUT, read)
+        .await
+        .map_err(|_| TierError::Timeout {
+            tier: "PostgreSQL",
+            after: TIMEOUT,
+        })??;
     Ok(by_series
         .into_iter()
         .filter_map(|(k, m)| Some((codec::parse_series_key(&k)?, m)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hours_of(plan: &PgPlan) -> Vec<u64> {
+        plan.hourly
+            .iter()
+            .chain(plan.daily.iter())
+            .flat_map(|&(a, b)| a / 3600..b / 3600)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn whole_days_from_the_daily_rows_edges_from_the_hourly_ones() {
+        for (first, last) in [(5, 5), (0, 23), (1, 23), (23, 48), (30, 2_200), (24, 47)] {
+            let p = pg_plan(first, last);
+            assert_eq!(
+                hours_of(&p),
+                (first..=last).collect::<Vec<_>>(),
+                "{first}..={last}"
+            );
+            let ranges: usize = p.hourly.iter().map(|(a, b)| (b - a) / 3600).sum::<u64>() as usize
+                + p.daily.map_or(0, |(a, b)| ((b - a) / 3600) as usize);
+            assert_eq!(ranges, (last - first + 1) as usize, "no hour twice");
+            if let Some((a, b)) = p.daily {
+                assert_eq!((a % 86_400, b % 86_400), (0, 0));
+            }
+            for &(a, b) in &p.hourly {
+                assert!(b - a < 86_400, "edges are shorter than a day");
+            }
+        }
+        // 90 days: at most 23 + 23 edge hours
+        let (first, last) = window_hours(Window::Days90, 1_800_000_000);
+        let p = pg_plan(first, last);
+        assert!(p.hourly.iter().map(|(a, b)| (b - a) / 3600).sum::<u64>() <= 46);
+    }
 }

@@ -14,6 +14,11 @@ pub struct FlushReport {
     pub minutes: usize,
     /// Series-buckets written to the Redis 5-minute tier.
     pub buckets: usize,
+    /// Series-hours written to the Redis hourly tier.
+    pub hours: usize,
+    /// Cluster values (one bucket of one series merged across every instance) the Redis
+    /// compactor wrote in this flush (0 unless this instance holds the compactor's lease).
+    pub compacted: usize,
     /// Redis commands in the pipeline.
     pub commands: usize,
     /// Bytes of aggregates written to Redis.

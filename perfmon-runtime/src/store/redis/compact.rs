@@ -1,0 +1,170 @@
+//! The compactor: merges each closed bucket of each series across every instance once, into the
+//! bucket's cluster value, so a cluster read of closed buckets reads one value per series and
+//! bucket whatever the number of instances.
+//!
+//! One instance at a time holds the lease (`SET NX PX`, renewed by its holder on every pass).
+//! Writers queue every bucket they write (score: when it becomes final, or now for a late
+//! write). A pass takes the due entries, removes them from the queue, reads each hash whole
+//! (`HGETALL`: the instance values and the write counter `#v` in one atomic read), and writes
+//! the merge with the counter it merged (`*v`). A write that lands after that read increments
+//! `#v` and queues the bucket again, so readers, which take the cluster value only when `*v`
+//! equals `#v`, never see a stale merge, and the next pass recomputes it. Two compactors racing
+//! (a lease that expired mid-pass) can only leave a merge that readers reject, never a wrong one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use crate::core::hist::Merged;
+use crate::pipeline::aggregator::Minute;
+use crate::store::codec;
+use crate::store::error::TierError;
+use crate::store::redis::io::{merge_fields, timed};
+use crate::store::redis::layout::{
+    is_instance_field, parse_queue_member, Keys, CLUSTER, CLUSTER_VERSION, WRITES,
+};
+
+/// How long the lease lasts without renewal.
+const LEASE: Duration = Duration::from_secs(30);
+/// Buckets merged per pass at most (the rest wait for the next pass).
+const PASS_LIMIT: isize = 2_000;
+/// Buckets read per round trip.
+const CHUNK: usize = 200;
+
+pub(crate) struct Compactor {
+    keys: Keys,
+    me: String,
+}
+
+impl Compactor {
+    pub(crate) fn new(keys: Keys, me: String) -> Compactor {
+        Compactor { keys, me }
+    }
+
+    /// Takes or renews the lease.
+    async fn lease(&self, conn: &mut ConnectionManager) -> Result<bool, TierError> {
+        let lease = self.keys.lease();
+        let px = LEASE.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&lease)
+            .arg(&self.me)
+            .arg("NX")
+            .arg("PX")
+            .arg(px)
+            .cmd("GET")
+            .arg(&lease);
+        let (_, holder): (Option<String>, Option<String>) = timed(pipe.query_async(conn)).await?;
+        if holder.as_deref() != Some(self.me.as_str()) {
+            return Ok(false);
+        }
+        let _: () = timed(redis::cmd("PEXPIRE").arg(&lease).arg(px).query_async(conn)).await?;
+        Ok(true)
+    }
+
+    /// One pass, if this instance holds the lease: merges the buckets due at `now_secs`.
+    /// Returns how many cluster values it wrote.
+    pub(crate) async fn pass(
+        &self,
+        conn: &mut ConnectionManager,
+        now_secs: u64,
+    ) -> Result<usize, TierError> {
+        if !self.lease(conn).await? {
+            return Ok(0);
+        }
+        let queue = self.keys.compact_queue();
+        let due: Vec<String> = timed(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(&queue)
+                .arg("-inf")
+                .arg(now_secs)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(PASS_LIMIT)
+                .query_async(conn),
+        )
+        .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        // out of the queue before the read: a write after it queues the bucket again
+        let _: () = timed(redis::cmd("ZREM").arg(&queue).arg(&due).query_async(conn)).await?;
+        let mut written = 0;
+        for chunk in due.chunks(CHUNK) {
+            written += self.merge_chunk(conn, chunk, now_secs).await?;
+        }
+        Ok(written)
+    }
+
+    async fn merge_chunk(
+        &self,
+        conn: &mut ConnectionManager,
+        members: &[String],
+        now_secs: u64,
+    ) -> Result<usize, TierError> {
+        let targets: Vec<_> = members
+            .iter()
+            .filter_map(|m| {
+                let (tier, bucket, id) = parse_queue_member(m)?;
+                Some((m, tier, bucket, self.keys.data(tier, bucket, id)))
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        for (_, _, _, key) in &targets {
+            pipe.hgetall(key);
+        }
+        let hashes: Vec<HashMap<String, Vec<u8>>> = timed(pipe.query_async(conn)).await?;
+        let mut pipe = redis::pipe();
+        let mut checks = Vec::new();
+        for ((member, tier, bucket, key), hash) in targets.iter().zip(&hashes) {
+            let version = hash.get(WRITES).cloned().unwrap_or_default();
+            if version.is_empty() || hash.get(CLUSTER_VERSION) == Some(&version) {
+                continue; // expired, or merged already at this version
+            }
+            let mut merged = Minute::<Merged>::default();
+            merge_fields(
+                hash.iter()
+                    .filter(|(f, _)| is_instance_field(f))
+                    .map(|(f, v)| (f.as_str(), v.as_slice())),
+                &mut merged,
+            );
+            let Some(blob) = codec::encode_counted(key, &merged) else {
+                continue;
+            };
+            pipe.hset_multiple(
+                key,
+                &[
+                    (CLUSTER, blob.as_slice()),
+                    (CLUSTER_VERSION, version.as_slice()),
+                ],
+            )
+            .ignore()
+            .expire_at(key, tier.expire_at(*bucket) as i64)
+            .ignore()
+            .hget(key, WRITES);
+            checks.push((*member, version));
+        }
+        if checks.is_empty() {
+            return Ok(0);
+        }
+        let now: Vec<Option<Vec<u8>>> = timed(pipe.query_async(conn)).await?;
+        // a write landed since the read: queue the bucket again
+        let again: Vec<(u64, &String)> = checks
+            .iter()
+            .zip(&now)
+            .filter(|((_, merged), current)| current.as_ref() != Some(merged))
+            .map(|((member, _), _)| (now_secs, *member))
+            .collect();
+        if !again.is_empty() {
+            let _: () = timed(
+                redis::pipe()
+                    .zadd_multiple(self.keys.compact_queue(), &again)
+                    .ignore()
+                    .query_async(conn),
+            )
+            .await?;
+        }
+        Ok(checks.len())
+    }
+}
