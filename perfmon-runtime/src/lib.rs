@@ -243,6 +243,16 @@ pub mod __private {
     pub use crate::pipeline::macros::*;
 }
 
+/// Direct access to the retention tiers with an injected clock, for perfmon's own tests and
+/// fleet benchmark. Not a stable API.
+#[doc(hidden)]
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub mod __tiers {
+    pub use crate::runtime::direct::*;
+    #[cfg(feature = "redis")]
+    pub use crate::store::redis::reader::ReadStats;
+}
+
 /// Alerts: the specification's rules, evaluated on a tick over a sliding window, with pending
 /// durations and hysteresis; custom rules; where notifications go.
 pub mod alerts {

@@ -5,6 +5,8 @@
 
 pub(crate) mod backends;
 pub(crate) mod config;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) mod direct;
 pub(crate) mod error;
 pub(crate) mod handle;
 #[cfg(any(feature = "redis", feature = "postgres"))]

@@ -166,7 +166,7 @@ impl Flusher {
         }
         #[cfg(feature = "postgres")]
         if let Some(p) = &mut self.pg {
-            match p.write(&prep).await {
+            match p.write(&prep, now_secs).await {
                 Ok(rows) => report.rows = rows,
                 Err(e) => errors.push(e),
             }
@@ -301,7 +301,7 @@ pub(crate) struct TierSource {
     pub pg: Option<sqlx::PgPool>,
 }
 
-fn view((info, data): (SeriesInfo, Minute<Merged>)) -> View {
+pub(crate) fn view((info, data): (SeriesInfo, Minute<Merged>)) -> View {
     View {
         info: Arc::new(info),
         last_success_ns: (data.last_ok_ns > 0).then_some(data.last_ok_ns),
@@ -367,6 +367,7 @@ impl TierSource {
                     window,
                     scope,
                     filter,
+                    unix_secs(),
                 )
                 .await;
                 return views("PostgreSQL", rows);

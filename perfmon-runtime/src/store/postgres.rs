@@ -168,7 +168,11 @@ impl Writer {
 
     /// Takes the changed minutes, upserts the hours and days they touch and the batch failures,
     /// in one transaction; runs the retention job once an hour. Keeps everything on failure.
-    pub(crate) async fn write(&mut self, prep: &Prepared) -> Result<usize, TierError> {
+    pub(crate) async fn write(
+        &mut self,
+        prep: &Prepared,
+        now_secs: u64,
+    ) -> Result<usize, TierError> {
         for (minute, key, m) in &prep.minutes {
             self.rollup.add_minute(*minute, key, m);
             if key.starts_with("batch\u{1f}") && m.last_fail_ns > 0 {
@@ -184,9 +188,7 @@ impl Writer {
             }
         }
         self.events.extend(global().outbox.take_events());
-        let now_minute = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() / 60);
+        let now_minute = now_secs / 60;
         self.rollup.finalize(now_minute);
         // bounded while PostgreSQL is away: the oldest folded buckets go first, counted
         self.rollup.bound(PG_PENDING_LIMIT, "PostgreSQL");
@@ -395,10 +397,8 @@ pub(crate) async fn load(
     window: Window,
     scope: Scope,
     filter: &SeriesFilter,
+    now: u64,
 ) -> Result<Vec<(SeriesInfo, Minute<Merged>)>, TierError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let PgPlan { hourly, daily } = if window == Window::Year1 {
         let from = now.saturating_sub(window.duration().as_secs()) / 86_400 * 86_400;
         PgPlan {

@@ -53,13 +53,18 @@ struct Target {
     fetch: Fetch,
 }
 
-/// Counts of what a read did (for tests and the fleet benchmark).
+/// Counts of what a Redis read did (for the tests and the fleet benchmark).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ReadStats {
+pub struct ReadStats {
+    /// Buckets in the read's plan.
     pub buckets: usize,
+    /// (bucket, series) hashes read.
     pub hashes: usize,
+    /// Cluster values (the compactor's merges) taken.
     pub cluster_values: usize,
+    /// Instance values taken.
     pub instance_values: usize,
+    /// Round trips to Redis.
     pub round_trips: usize,
 }
 

@@ -1,0 +1,238 @@
+//! Direct access to the retention tiers with an injected clock: aggregates written through the
+//! real writers (and the Redis compactor), windows read as the query layer reads them. For the
+//! tests and the fleet benchmark (`perfmon_runtime::__tiers`); not a stable API.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::core::hist::{Merged, PagedHist};
+use crate::core::kind::{method_index, Kind, METHODS};
+use crate::core::window::{Scope, Window, BUCKET_MINUTES};
+use crate::pipeline::aggregator::Minute;
+use crate::pipeline::registry::SeriesInfo;
+use crate::read::query::SeriesFilter;
+use crate::read::snapshot::Snapshot;
+use crate::store::codec::series_key;
+use crate::store::error::TierError;
+use crate::store::flusher::view;
+use crate::store::prepared::{FlushReport, Prepared};
+use crate::store::rollup::merge;
+
+/// One process run's aggregates, as its aggregator would hand them to a flush: whole minutes
+/// and whole 5-minute buckets of the series it recorded.
+#[derive(Default)]
+pub struct Aggregates {
+    /// Minutes of buckets that may still change.
+    minutes: BTreeMap<(u64, String), Minute<Merged>>,
+    changed: BTreeSet<(u64, String)>,
+}
+
+/// One minute of an API route: `durations_ns` with `status`.
+fn api_minute(status: u16, durations_ns: &[u64]) -> Minute<Merged> {
+    let mut p = PagedHist::default();
+    for &d in durations_ns {
+        p.record(d);
+    }
+    let mut m = Minute::<Merged>::default();
+    m.hist.add_paged(&p);
+    m.events = durations_ns.len() as u64;
+    m.count_status_n(status, durations_ns.len() as u64);
+    m
+}
+
+impl Aggregates {
+    /// Records API calls of `method route` in the Unix minute `minute`.
+    pub fn api(
+        &mut self,
+        minute: u64,
+        method: &str,
+        route: &str,
+        status: u16,
+        durations_ns: &[u64],
+    ) {
+        let info = SeriesInfo {
+            kind: Kind::Api,
+            method: METHODS[method_index(method)],
+            name: route.into(),
+            table: "".into(),
+            tag_value: "".into(),
+            write: false,
+            slow_ns: u64::MAX,
+        };
+        let key = series_key(&info);
+        merge(
+            self.minutes.entry((minute, key.clone())).or_default(),
+            &api_minute(status, durations_ns),
+        );
+        self.changed.insert((minute, key));
+    }
+
+    /// What a flush at `now_minute` carries: the changed minutes and their whole buckets; then
+    /// forgets the minutes of buckets that are over.
+    fn take(&mut self, now_minute: u64) -> Prepared {
+        let mut prep = Prepared::default();
+        let mut buckets = BTreeSet::new();
+        for (minute, key) in std::mem::take(&mut self.changed) {
+            if let Some(m) = self.minutes.get(&(minute, key.clone())) {
+                prep.minutes.push((minute, key.clone(), m.clone()));
+            }
+            buckets.insert((minute / BUCKET_MINUTES, key));
+        }
+        for (bucket, key) in buckets {
+            let mut whole = Minute::<Merged>::default();
+            let first = bucket * BUCKET_MINUTES;
+            for ((_, _), m) in self
+                .minutes
+                .range((first, key.clone())..(first + BUCKET_MINUTES, String::new()))
+                .filter(|((_, k), _)| *k == key)
+            {
+                merge(&mut whole, m);
+            }
+            prep.buckets.push((bucket, key, whole));
+        }
+        let keep_from = (now_minute / BUCKET_MINUTES).saturating_sub(1) * BUCKET_MINUTES;
+        self.minutes.retain(|(m, _), _| *m >= keep_from);
+        prep
+    }
+}
+
+fn filter(path: Option<&str>) -> SeriesFilter {
+    match path {
+        Some(p) => SeriesFilter {
+            kinds: Some(vec![Kind::Api]),
+            route: Some(p.to_string()),
+        },
+        None => SeriesFilter::all(),
+    }
+}
+
+/// The Redis tier of one instance's process run.
+#[cfg(feature = "redis")]
+pub struct RedisTier {
+    writer: crate::store::redis::writer::Writer,
+    conn: redis::aio::ConnectionManager,
+    keys: crate::store::redis::layout::Keys,
+    instance: String,
+}
+
+#[cfg(feature = "redis")]
+impl RedisTier {
+    /// Connects as `instance`, process run `run`, under `prefix`.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        instance: &str,
+        run: &str,
+    ) -> Result<RedisTier, TierError> {
+        let timeout = std::time::Duration::from_secs(5);
+        let conn = crate::store::redis::io::connect(url, timeout, timeout).await?;
+        Ok(RedisTier {
+            writer: crate::store::redis::writer::Writer::new(conn.clone(), prefix, instance, run),
+            conn,
+            keys: crate::store::redis::layout::Keys {
+                prefix: prefix.to_string(),
+            },
+            instance: instance.to_string(),
+        })
+    }
+
+    /// A flush at `now_secs` of what changed in `agg` (and a compaction pass, if this run holds
+    /// the lease).
+    pub async fn flush(
+        &mut self,
+        agg: &mut Aggregates,
+        now_secs: u64,
+    ) -> Result<FlushReport, TierError> {
+        let prep = agg.take(now_secs / 60);
+        self.writer.write(&prep, now_secs).await
+    }
+
+    /// Values this writer still holds for a later flush.
+    pub fn pending(&self) -> usize {
+        self.writer.pending()
+    }
+
+    /// Reads `window` for `scope` at `now_secs`: every series, or one route's.
+    pub async fn read(
+        &self,
+        window: Window,
+        scope: Scope,
+        path: Option<&str>,
+        now_secs: u64,
+    ) -> Result<(Snapshot, crate::store::redis::reader::ReadStats), TierError> {
+        let filter = filter(path);
+        let spec = crate::store::redis::reader::ReadSpec {
+            keys: &self.keys,
+            instance: &self.instance,
+            window,
+            scope,
+            filter: &filter,
+            now_secs,
+        };
+        let (rows, stats) =
+            crate::store::redis::reader::load(&mut self.conn.clone(), &spec).await?;
+        Ok((
+            Snapshot::from_views(window, scope, rows.into_iter().map(view).collect()),
+            stats,
+        ))
+    }
+}
+
+/// The PostgreSQL tier of one instance's process run.
+#[cfg(feature = "postgres")]
+pub struct PgTier {
+    writer: crate::store::postgres::Writer,
+    pool: sqlx::PgPool,
+    prefix: String,
+    instance: String,
+}
+
+#[cfg(feature = "postgres")]
+impl PgTier {
+    /// Connects (and migrates) as `instance`, process run `run`, under the schema `prefix`.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        instance: &str,
+        run: &str,
+    ) -> Result<PgTier, TierError> {
+        let pool = crate::store::postgres::connect(url, std::time::Duration::from_secs(5)).await?;
+        crate::store::postgres::migrate(&pool, prefix).await?;
+        Ok(PgTier {
+            writer: crate::store::postgres::Writer::new(pool.clone(), prefix, instance, run),
+            pool,
+            prefix: prefix.to_string(),
+            instance: instance.to_string(),
+        })
+    }
+
+    /// A flush at `now_secs` of what changed in `agg`; returns the rows written.
+    pub async fn flush(&mut self, agg: &mut Aggregates, now_secs: u64) -> Result<usize, TierError> {
+        let prep = agg.take(now_secs / 60);
+        self.writer.write(&prep, now_secs).await
+    }
+
+    /// Reads `window` for `scope` at `now_secs`: every series, or one route's.
+    pub async fn read(
+        &self,
+        window: Window,
+        scope: Scope,
+        path: Option<&str>,
+        now_secs: u64,
+    ) -> Result<Snapshot, TierError> {
+        let rows = crate::store::postgres::load(
+            &self.pool,
+            &self.prefix,
+            &self.instance,
+            window,
+            scope,
+            &filter(path),
+            now_secs,
+        )
+        .await?;
+        Ok(Snapshot::from_views(
+            window,
+            scope,
+            rows.into_iter().map(view).collect(),
+        ))
+    }
+}

@@ -1,0 +1,400 @@
+//! The tiers at fleet scale, through the real writers with an injected clock (against the real
+//! Redis and PostgreSQL): every window and scope answers exactly what merging every recorded
+//! value of the window gives — across instances, a restarted instance's two runs, and an
+//! instance that was away and flushed its buffer late — while a read touches only the series it
+//! asks for and a cluster read of closed buckets takes one compacted value per series and bucket.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use perfmon_runtime::__tiers::{Aggregates, PgTier, RedisTier};
+use perfmon_runtime::{ApiStats, Scope, Window};
+use perfmon_tests::{assert_within_hdr, exact_quantile, Rng};
+
+fn redis_url() -> String {
+    std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+fn database_url() -> String {
+    std::env::var("PERFMON_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn unique_prefix(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("perfmon-fleet:{name}:{}:{nanos}", std::process::id())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+const ROUTES: [&str; 2] = ["/fleet/a", "/fleet/b"];
+
+/// Every value recorded: (instance, route) → minute → durations.
+#[derive(Default)]
+struct Truth(BTreeMap<(String, &'static str), BTreeMap<u64, Vec<Duration>>>);
+
+impl Truth {
+    fn values(&self, instance: Option<&str>, route: &str, minutes: (u64, u64)) -> Vec<Duration> {
+        let mut all: Vec<Duration> = self
+            .0
+            .iter()
+            .filter(|((i, r), _)| *r == route && instance.is_none_or(|x| x == i))
+            .flat_map(|(_, by_minute)| by_minute.range(minutes.0..=minutes.1))
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+fn assert_exact(what: &str, got: &ApiStats, values: &[Duration]) {
+    assert_eq!(got.total_requests, values.len() as u64, "{what}: count");
+    if values.is_empty() {
+        return;
+    }
+    for (q, p) in [
+        (0.50, got.p50_duration),
+        (0.95, got.p95_duration),
+        (0.99, got.p99_duration),
+    ] {
+        assert_within_hdr(
+            &format!("{what} p{}", q * 100.0),
+            p,
+            exact_quantile(values, q),
+        );
+    }
+    assert_eq!(
+        got.max_duration,
+        *values.last().expect("values"),
+        "{what}: max"
+    );
+}
+
+/// The minutes a Redis window covers (the contract: the last n minutes; 7 days in whole
+/// 5-minute buckets).
+fn redis_minutes(window: Window, now_minute: u64) -> (u64, u64) {
+    match window {
+        Window::Days7 => ((now_minute / 5 + 1 - 2016) * 5, now_minute),
+        w => (now_minute + 1 - w.duration().as_secs() / 60, now_minute),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_windows_and_scopes_are_exact_across_instances_runs_and_late_flushes() {
+    let prefix = unique_prefix("redis");
+    let url = redis_url();
+    let end = now_secs() / 60 * 60; // the simulated "now" at the end, a minute start
+    let start = end - 26 * 3600;
+    let mut rng = Rng::new(7);
+    let mut truth = Truth::default();
+    // b holds the compactor's lease throughout (it flushes first at every step); a restarts
+    // (run a1, then a2); c is away for two hours and flushes its buffer when it is back.
+    let mut b = RedisTier::connect(&url, &prefix, "b", "b1")
+        .await
+        .expect("redis");
+    let mut a1 = RedisTier::connect(&url, &prefix, "a", "a1")
+        .await
+        .expect("redis");
+    let mut a2 = RedisTier::connect(&url, &prefix, "a", "a2")
+        .await
+        .expect("redis");
+    let mut c = RedisTier::connect(&url, &prefix, "c", "c1")
+        .await
+        .expect("redis");
+    let (mut agg_a1, mut agg_a2, mut agg_b, mut agg_c) = (
+        Aggregates::default(),
+        Aggregates::default(),
+        Aggregates::default(),
+        Aggregates::default(),
+    );
+    let restart = end - 10 * 3600;
+    let (away, back) = (end - 3 * 3600, end - 3600);
+    let mut compacted = 0;
+    let mut t = start;
+    while t < end {
+        let step_end = t + 300;
+        for minute in t / 60..step_end / 60 {
+            // dense over the last 2 hours, every 7th minute before
+            if minute * 60 + 2 * 3600 < end && minute % 7 != 0 {
+                continue;
+            }
+            for (instance, n) in [("a", 3), ("b", 5), ("c", 2)] {
+                for route in ROUTES {
+                    let values: Vec<Duration> = (0..n)
+                        .map(|_| {
+                            rng.log_uniform(Duration::from_micros(300), Duration::from_secs(2))
+                        })
+                        .collect();
+                    let ns: Vec<u64> = values.iter().map(|d| d.as_nanos() as u64).collect();
+                    let agg = match instance {
+                        "a" if minute * 60 < restart => &mut agg_a1,
+                        "a" => &mut agg_a2,
+                        "b" => &mut agg_b,
+                        _ => &mut agg_c,
+                    };
+                    agg.api(minute, "GET", route, 200, &ns);
+                    truth
+                        .0
+                        .entry((instance.to_string(), route))
+                        .or_default()
+                        .entry(minute)
+                        .or_default()
+                        .extend(values);
+                }
+            }
+        }
+        t = step_end;
+        compacted += b.flush(&mut agg_b, t).await.expect("b").compacted;
+        if t <= restart {
+            a1.flush(&mut agg_a1, t).await.expect("a1");
+        } else {
+            a2.flush(&mut agg_a2, t).await.expect("a2");
+        }
+        if t <= away || t >= back {
+            c.flush(&mut agg_c, t).await.expect("c");
+        }
+    }
+    assert!(compacted > 0, "b holds the lease and compacts");
+    // one more pass at the end, so every bucket closed by now is compacted
+    let t = end + 600;
+    b.flush(&mut agg_b, t).await.expect("b");
+    let now_minute = t / 60 - 1;
+    let read_at = now_minute * 60 + 30;
+
+    for window in [
+        Window::Minutes5,
+        Window::Hour1,
+        Window::Hours24,
+        Window::Days7,
+    ] {
+        let minutes = redis_minutes(window, now_minute);
+        for route in ROUTES {
+            let (cluster, stats) = b
+                .read(window, Scope::Cluster, Some(route), read_at)
+                .await
+                .expect("cluster read");
+            let what = format!("{window:?} cluster {route}");
+            let values = truth.values(None, route, minutes);
+            assert_exact(&what, &cluster.api_stats_for(route), &values);
+            assert_eq!(
+                cluster.api_routes().len(),
+                usize::from(!values.is_empty()),
+                "{what}: only the route asked for"
+            );
+            // a route's read: its hashes only, one per bucket and method
+            assert_eq!(stats.hashes, stats.buckets * 11, "{what}: {stats:?}");
+            for (tier, instance) in [(&a2, "a"), (&b, "b"), (&c, "c")] {
+                let (mine, stats) = tier
+                    .read(window, Scope::Instance, Some(route), read_at)
+                    .await
+                    .expect("instance read");
+                assert_exact(
+                    &format!("{window:?} {instance} {route}"),
+                    &mine.api_stats_for(route),
+                    &truth.values(Some(instance), route, minutes),
+                );
+                assert_eq!(stats.cluster_values, 0);
+            }
+        }
+        // every route at once
+        let (all, _) = b
+            .read(window, Scope::Cluster, None, read_at)
+            .await
+            .expect("all routes");
+        let every: Vec<Duration> = {
+            let mut v: Vec<Duration> = ROUTES
+                .iter()
+                .flat_map(|r| truth.values(None, r, minutes))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert_exact(
+            &format!("{window:?} cluster, every route"),
+            &all.api_stats(),
+            &every,
+        );
+    }
+
+    // Cluster reads of closed buckets take the compacted values: the instance values read are
+    // those of the open buckets at the window's end, whatever the number of instances.
+    let (_, stats) = b
+        .read(Window::Hours24, Scope::Cluster, Some(ROUTES[0]), read_at)
+        .await
+        .expect("24h");
+    assert!(stats.cluster_values > stats.buckets / 2, "{stats:?}");
+    assert!(stats.instance_values <= 4 * 3, "{stats:?}");
+    let compacted_read = stats;
+
+    // A late flush into a compacted bucket: counted at once (the stale merge is rejected), and
+    // compacted again by the next pass.
+    let old_minute = (end - 20 * 3600) / 60 / 7 * 7;
+    let late = [Duration::from_millis(1_500); 40];
+    let mut agg_late = Aggregates::default();
+    agg_late.api(
+        old_minute,
+        "GET",
+        ROUTES[0],
+        200,
+        &late.map(|d| d.as_nanos() as u64),
+    );
+    let mut d = RedisTier::connect(&url, &prefix, "d", "d1")
+        .await
+        .expect("redis");
+    d.flush(&mut agg_late, read_at).await.expect("late flush");
+    truth
+        .0
+        .entry(("d".to_string(), ROUTES[0]))
+        .or_default()
+        .insert(old_minute, late.to_vec());
+    let minutes = redis_minutes(Window::Hours24, now_minute);
+    let expect = truth.values(None, ROUTES[0], minutes);
+    let (cluster, stats) = b
+        .read(Window::Hours24, Scope::Cluster, Some(ROUTES[0]), read_at)
+        .await
+        .expect("24h");
+    assert_exact(
+        "24h after a late flush",
+        &cluster.api_stats_for(ROUTES[0]),
+        &expect,
+    );
+    assert!(
+        stats.instance_values > compacted_read.instance_values
+            && stats.cluster_values < compacted_read.cluster_values,
+        "the stale bucket was read whole: {stats:?}"
+    );
+    let report = b.flush(&mut agg_b, read_at).await.expect("compaction pass");
+    assert!(report.compacted >= 1, "{report:?}");
+    let (again, stats) = b
+        .read(Window::Hours24, Scope::Cluster, Some(ROUTES[0]), read_at)
+        .await
+        .expect("24h");
+    assert_eq!(
+        again.api_stats_for(ROUTES[0]),
+        cluster.api_stats_for(ROUTES[0])
+    );
+    assert_eq!(stats, compacted_read, "compacted again");
+    drop_keys(&url, &prefix).await;
+}
+
+/// Deletes what a test wrote under its prefix.
+async fn drop_keys(url: &str, prefix: &str) {
+    use redis::AsyncCommands;
+    let mut r = redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys: Vec<String> = r.keys(format!("{prefix}:*")).await.expect("keys");
+    for chunk in keys.chunks(1000) {
+        let _: () = r.del(chunk).await.expect("del");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_windows_and_scopes_are_exact_from_days_and_edge_hours() {
+    let prefix = unique_prefix("pg");
+    let url = database_url();
+    let end = now_secs() / 60 * 60;
+    let start = end - 4 * 86_400 - 7 * 3600;
+    let mut rng = Rng::new(11);
+    let mut truth = Truth::default();
+    let mut a = PgTier::connect(&url, &prefix, "a", "a1")
+        .await
+        .expect("postgres");
+    let mut b = PgTier::connect(&url, &prefix, "b", "b1")
+        .await
+        .expect("postgres");
+    let (mut agg_a, mut agg_b) = (Aggregates::default(), Aggregates::default());
+    // one minute every 37 minutes, flushed every 6 hours (and at the end)
+    let mut minute = start / 60;
+    while minute < end / 60 {
+        for (instance, agg, n) in [("a", &mut agg_a, 4), ("b", &mut agg_b, 6)] {
+            for route in ROUTES {
+                let values: Vec<Duration> = (0..n)
+                    .map(|_| rng.log_uniform(Duration::from_micros(300), Duration::from_secs(2)))
+                    .collect();
+                agg.api(
+                    minute,
+                    "GET",
+                    route,
+                    200,
+                    &values
+                        .iter()
+                        .map(|d| d.as_nanos() as u64)
+                        .collect::<Vec<_>>(),
+                );
+                truth
+                    .0
+                    .entry((instance.to_string(), route))
+                    .or_default()
+                    .entry(minute)
+                    .or_default()
+                    .extend(values);
+            }
+        }
+        let next = minute + 37;
+        if next / 360 != minute / 360 {
+            a.flush(&mut agg_a, next * 60).await.expect("a");
+            b.flush(&mut agg_b, next * 60).await.expect("b");
+        }
+        minute = next;
+    }
+    // flushed long after the last minute, so every minute is final and folded
+    let t = end + 3600;
+    a.flush(&mut agg_a, t).await.expect("a");
+    b.flush(&mut agg_b, t).await.expect("b");
+    let read_at = t;
+    for window in [
+        Window::Hours24,
+        Window::Days7,
+        Window::Days90,
+        Window::Year1,
+    ] {
+        // the contract: from the hour (for a year, the day) holding the window's start
+        let unit = if window == Window::Year1 {
+            86_400
+        } else {
+            3600
+        };
+        let from_minute = (read_at - window.duration().as_secs()) / unit * unit / 60;
+        let minutes = (from_minute, read_at / 60);
+        for route in ROUTES {
+            let cluster = a
+                .read(window, Scope::Cluster, Some(route), read_at)
+                .await
+                .expect("cluster");
+            assert_exact(
+                &format!("{window:?} cluster {route}"),
+                &cluster.api_stats_for(route),
+                &truth.values(None, route, minutes),
+            );
+            assert_eq!(cluster.api_routes().len(), 1);
+            let mine = b
+                .read(window, Scope::Instance, Some(route), read_at)
+                .await
+                .expect("instance");
+            assert_exact(
+                &format!("{window:?} b {route}"),
+                &mine.api_stats_for(route),
+                &truth.values(Some("b"), route, minutes),
+            );
+        }
+        let all = a
+            .read(window, Scope::Cluster, None, read_at)
+            .await
+            .expect("all");
+        assert_eq!(all.api_routes().len(), ROUTES.len() * 1);
+    }
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("clean up");
+}
