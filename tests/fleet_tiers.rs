@@ -390,7 +390,7 @@ async fn postgres_windows_and_scopes_are_exact_from_days_and_edge_hours() {
             .read(window, Scope::Cluster, None, read_at)
             .await
             .expect("all");
-        assert_eq!(all.api_routes().len(), ROUTES.len() * 1);
+        assert_eq!(all.api_routes().len(), ROUTES.len());
     }
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
     sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
