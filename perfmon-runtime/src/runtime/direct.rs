@@ -14,7 +14,9 @@ use crate::read::snapshot::Snapshot;
 use crate::store::codec::series_key;
 use crate::store::error::TierError;
 use crate::store::flusher::view;
-use crate::store::prepared::{FlushReport, Prepared};
+#[cfg(feature = "redis")]
+use crate::store::prepared::FlushReport;
+use crate::store::prepared::Prepared;
 use crate::store::rollup::merge;
 
 /// One process run's aggregates, as its aggregator would hand them to a flush: whole minutes

@@ -214,71 +214,68 @@ impl Writer {
 
     async fn upsert(&mut self) -> Result<usize, TierError> {
         let s = self.schema.clone();
-        let mut rows: Vec<(&'static str, f64, String, Vec<u8>, i64)> = Vec::new();
-        for (hour, key) in self.rollup.dirty(0) {
-            let m = self.rollup.value(0, *hour, key);
-            if let Some(blob) = codec::encode_counted(key, &m) {
-                rows.push((
-                    "hourly",
-                    ts(hour * 3600),
-                    key.clone(),
-                    blob,
-                    m.events as i64,
-                ));
+        let mut tables = [BulkRows::new("hourly"), BulkRows::new("daily")];
+        for (level, (rows, secs)) in tables.iter_mut().zip([3600, 86_400]).enumerate() {
+            for (bucket, key) in self.rollup.dirty(level) {
+                let m = self.rollup.value(level, *bucket, key);
+                if let Some(blob) = codec::encode_counted(key, &m) {
+                    rows.push(ts(bucket * secs), key, m.events as i64, blob);
+                }
             }
         }
-        for (day, key) in self.rollup.dirty(1) {
-            let m = self.rollup.value(1, *day, key);
-            if let Some(blob) = codec::encode_counted(key, &m) {
-                rows.push((
-                    "daily",
-                    ts(day * 86_400),
-                    key.clone(),
-                    blob,
-                    m.events as i64,
-                ));
-            }
-        }
+        let written: usize = tables.iter().map(|t| t.starts.len()).sum();
         let write = async {
             let mut tx = self.pool.begin().await?;
-            for (table, start, series, data, events) in &rows {
-                sqlx::query(&format!(
-                    "INSERT INTO {s}.{table} (bucket_start, instance, run, series, events, data) VALUES (to_timestamp($1), $2, $3, $4, $5, $6)
-                     ON CONFLICT (bucket_start, instance, run, series)
-                     DO UPDATE SET events = EXCLUDED.events, data = EXCLUDED.data, updated_at = now()"
-                ))
-                .bind(start)
-                .bind(&self.instance)
-                .bind(&self.run)
-                .bind(series)
-                .bind(events)
-                .bind(data)
-                .execute(&mut *tx)
-                .await?;
+            // a few round trips per table, whatever the number of series
+            for rows in &tables {
+                for chunk in rows.chunks(BULK_ROWS) {
+                    sqlx::query(&format!(
+                        "INSERT INTO {s}.{table} (bucket_start, instance, run, series, events, data)
+                         SELECT to_timestamp(b), $5, $6, s, e, d
+                         FROM UNNEST($1::float8[], $2::text[], $3::int8[], $4::bytea[]) AS t(b, s, e, d)
+                         ON CONFLICT (bucket_start, instance, run, series)
+                         DO UPDATE SET events = EXCLUDED.events, data = EXCLUDED.data, updated_at = now()",
+                        table = rows.table
+                    ))
+                    .bind(chunk.starts)
+                    .bind(chunk.series)
+                    .bind(chunk.events)
+                    .bind(chunk.data)
+                    .bind(&self.instance)
+                    .bind(&self.run)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
-            for LoggedEvent {
-                at_ns,
-                kind,
-                name,
-                detail,
-            } in &self.events
-            {
+            if !self.events.is_empty() {
+                let (mut at, mut kind, mut name, mut detail) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for e in &self.events {
+                    at.push(e.at_ns as f64 / 1e9);
+                    kind.push(e.kind);
+                    name.push(e.name.as_str());
+                    detail.push(e.detail.as_str());
+                }
                 sqlx::query(&format!(
-                    "INSERT INTO {s}.events (at, instance, kind, name, detail) VALUES (to_timestamp($1), $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+                    "INSERT INTO {s}.events (at, instance, kind, name, detail)
+                     SELECT to_timestamp(a), $5, k, n, d
+                     FROM UNNEST($1::float8[], $2::text[], $3::text[], $4::text[]) AS t(a, k, n, d)
+                     ON CONFLICT DO NOTHING"
                 ))
-                .bind(*at_ns as f64 / 1e9)
-                .bind(&self.instance)
-                .bind(*kind)
+                .bind(at)
+                .bind(kind)
                 .bind(name)
                 .bind(detail)
+                .bind(&self.instance)
                 .execute(&mut *tx)
                 .await?;
             }
             tx.commit().await
         };
+        let rows = written;
         match tokio::time::timeout(TIMEOUT, write).await {
             Ok(Ok(())) => {
-                let n = rows.len() + self.events.len();
+                let n = rows + self.events.len();
                 self.rollup.clear_dirty();
                 self.events.clear();
                 Ok(n)
@@ -293,6 +290,57 @@ impl Writer {
                 },
             )),
         }
+    }
+}
+
+/// Rows per `INSERT … SELECT FROM UNNEST` statement.
+const BULK_ROWS: usize = 5_000;
+
+/// One table's rows of a flush, as columns (bound as arrays).
+struct BulkRows {
+    table: &'static str,
+    starts: Vec<f64>,
+    series: Vec<String>,
+    events: Vec<i64>,
+    data: Vec<Vec<u8>>,
+}
+
+/// A slice of [`BulkRows`].
+struct BulkChunk<'a> {
+    starts: &'a [f64],
+    series: &'a [String],
+    events: &'a [i64],
+    data: &'a [Vec<u8>],
+}
+
+impl BulkRows {
+    fn new(table: &'static str) -> BulkRows {
+        BulkRows {
+            table,
+            starts: Vec::new(),
+            series: Vec::new(),
+            events: Vec::new(),
+            data: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, start: f64, series: &str, events: i64, data: Vec<u8>) {
+        self.starts.push(start);
+        self.series.push(series.to_string());
+        self.events.push(events);
+        self.data.push(data);
+    }
+
+    fn chunks(&self, n: usize) -> impl Iterator<Item = BulkChunk<'_>> {
+        (0..self.starts.len()).step_by(n).map(move |i| {
+            let end = (i + n).min(self.starts.len());
+            BulkChunk {
+                starts: &self.starts[i..end],
+                series: &self.series[i..end],
+                events: &self.events[i..end],
+                data: &self.data[i..end],
+            }
+        })
     }
 }
 
