@@ -393,8 +393,112 @@ async fn postgres_windows_and_scopes_are_exact_from_days_and_edge_hours() {
         assert_eq!(all.api_routes().len(), ROUTES.len());
     }
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
-        .execute(&pool)
+    // The tables are partitioned by month, and a route's read uses the (series, bucket) index.
+    let partitions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
+         JOIN pg_namespace n ON n.oid = p.relnamespace WHERE n.nspname = $1 AND p.relname = 'hourly'",
+    )
+    .bind(&prefix)
+    .fetch_one(&pool)
+    .await
+    .expect("partitions");
+    assert!(
+        partitions >= 2,
+        "a month partition and the default: {partitions}"
+    );
+
+    // A 0.1 schema (unpartitioned tables, migrations 1 and 2) holding the same rows: migration
+    // 3 moves them into partitions, and every window reads the same.
+    let old = format!("{prefix}-old");
+    sqlx::raw_sql(&format!(
+        "CREATE SCHEMA \"{old}\";
+         CREATE TABLE \"{old}\".migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO \"{old}\".migrations (version) VALUES (1), (2);
+         CREATE TABLE \"{old}\".hourly (bucket_start timestamptz NOT NULL, instance text NOT NULL, run text NOT NULL,
+             series text NOT NULL, events bigint NOT NULL, data bytea NOT NULL,
+             updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (bucket_start, instance, run, series));
+         CREATE TABLE \"{old}\".daily (LIKE \"{old}\".hourly INCLUDING ALL);
+         CREATE TABLE \"{old}\".events (at timestamptz NOT NULL, instance text NOT NULL, kind text NOT NULL,
+             name text NOT NULL, detail text NOT NULL DEFAULT '', PRIMARY KEY (at, instance, kind, name));
+         CREATE INDEX hourly_series_bucket ON \"{old}\".hourly (series, bucket_start);
+         CREATE INDEX daily_series_bucket ON \"{old}\".daily (series, bucket_start);
+         INSERT INTO \"{old}\".hourly SELECT * FROM \"{prefix}\".hourly;
+         INSERT INTO \"{old}\".daily SELECT * FROM \"{prefix}\".daily;"
+    ))
+    .execute(&pool)
+    .await
+    .expect("a 0.1 schema");
+    let migrated = PgTier::connect(&url, &old, "a", "a1")
         .await
-        .expect("clean up");
+        .expect("migrates");
+    for window in [Window::Hours24, Window::Days90, Window::Year1] {
+        for route in ROUTES {
+            let before = a
+                .read(window, Scope::Cluster, Some(route), read_at)
+                .await
+                .expect("read");
+            let after = migrated
+                .read(window, Scope::Cluster, Some(route), read_at)
+                .await
+                .expect("read the migrated schema");
+            assert_eq!(
+                after.api_stats_for(route),
+                before.api_stats_for(route),
+                "{window:?}"
+            );
+        }
+    }
+    let moved: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{old}\".hourly_default"))
+        .fetch_one(&pool)
+        .await
+        .expect("default partition");
+    assert_eq!(moved, 0, "every month has its partition");
+    // Retention drops whole month partitions: a minute 130 days old has its month's partitions
+    // (hourly and daily); the hourly one is past 90 days whole and is dropped, the daily one kept.
+    let old_minute = (read_at - 130 * 86_400) / 60;
+    let mut agg = Aggregates::default();
+    agg.api(old_minute, "GET", ROUTES[0], 200, &[5_000_000]);
+    a.flush(&mut agg, read_at).await.expect("an old minute");
+    let count_partitions = |table: &'static str| {
+        let pool = pool.clone();
+        let prefix = prefix.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
+                 JOIN pg_namespace n ON n.oid = p.relnamespace WHERE n.nspname = $1 AND p.relname = $2",
+            )
+            .bind(prefix)
+            .bind(table)
+            .fetch_one(&pool)
+            .await
+            .expect("partitions")
+        }
+    };
+    let (hourly, daily) = (
+        count_partitions("hourly").await,
+        count_partitions("daily").await,
+    );
+    let pruned = a.prune(read_at).await.expect("prune");
+    assert_eq!((pruned.hourly, pruned.daily), (1, 0), "{pruned:?}");
+    assert_eq!(
+        count_partitions("hourly").await,
+        hourly - 1,
+        "the old month's partition is dropped"
+    );
+    assert_eq!(count_partitions("daily").await, daily);
+    let year = a
+        .read(Window::Year1, Scope::Cluster, Some(ROUTES[0]), read_at)
+        .await
+        .expect("1y");
+    assert_eq!(
+        year.api_stats_for(ROUTES[0]).total_requests,
+        truth.values(None, ROUTES[0], (0, read_at / 60)).len() as u64 + 1,
+        "the daily row of the old minute is kept"
+    );
+    for schema in [&prefix, &old] {
+        sqlx::raw_sql(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .execute(&pool)
+            .await
+            .expect("clean up");
+    }
 }

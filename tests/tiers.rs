@@ -309,7 +309,7 @@ async fn postgres_hourly_daily_events_and_pruning() {
     assert_eq!(count(&pool, &format!("SELECT count(*) FROM {schema}.events WHERE kind = 'batch_failure' AND name = 'pg-nightly'")).await, 1);
     assert_eq!(
         count(&pool, &format!("SELECT count(*) FROM {schema}.migrations")).await,
-        2
+        3
     );
     let sql = format!("SELECT count(*) FROM {schema}.events WHERE kind = 'health_change' AND name = 'unhealthy' AND detail = 'pg-test-dependency'");
     assert_eq!(count(&pool, &sql).await, 1);
@@ -399,7 +399,7 @@ async fn postgres_hourly_daily_events_and_pruning() {
     assert_eq!(q.total_requests, 70, "never counted twice");
     assert_eq!(
         count(&pool, &format!("SELECT count(*) FROM {schema}.migrations")).await,
-        2
+        3
     );
 
     // the retention job, with an injected clock

@@ -68,6 +68,11 @@ impl Aggregates {
         self.changed.insert((minute, key));
     }
 
+    /// What a flush at `now_secs` carries (for any number of tiers); see [`Aggregates::take`].
+    pub fn take_flush(&mut self, now_secs: u64) -> Flush {
+        Flush(self.take(now_secs / 60))
+    }
+
     /// What a flush at `now_minute` carries: the changed minutes and their whole buckets; then
     /// forgets the minutes of buckets that are over.
     fn take(&mut self, now_minute: u64) -> Prepared {
@@ -94,6 +99,21 @@ impl Aggregates {
         let keep_from = (now_minute / BUCKET_MINUTES).saturating_sub(1) * BUCKET_MINUTES;
         self.minutes.retain(|(m, _), _| *m >= keep_from);
         prep
+    }
+}
+
+/// What one flush carries, taken once and written to each tier.
+pub struct Flush(Prepared);
+
+impl Flush {
+    /// Aggregates (series-minutes and series-buckets) it carries.
+    pub fn len(&self) -> usize {
+        self.0.minutes.len() + self.0.buckets.len()
+    }
+
+    /// Whether it carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -146,6 +166,11 @@ impl RedisTier {
     ) -> Result<FlushReport, TierError> {
         let prep = agg.take(now_secs / 60);
         self.writer.write(&prep, now_secs).await
+    }
+
+    /// Writes a flush taken with [`Aggregates::take_flush`] at `now_secs`.
+    pub async fn write(&mut self, flush: &Flush, now_secs: u64) -> Result<FlushReport, TierError> {
+        self.writer.write(&flush.0, now_secs).await
     }
 
     /// Values this writer still holds for a later flush.
@@ -211,6 +236,20 @@ impl PgTier {
     pub async fn flush(&mut self, agg: &mut Aggregates, now_secs: u64) -> Result<usize, TierError> {
         let prep = agg.take(now_secs / 60);
         self.writer.write(&prep, now_secs).await
+    }
+
+    /// Runs the retention job as of `now_secs`.
+    pub async fn prune(
+        &self,
+        now_secs: u64,
+    ) -> Result<crate::store::postgres::PruneReport, TierError> {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now_secs);
+        crate::store::postgres::prune(&self.pool, &self.prefix, now).await
+    }
+
+    /// Writes a flush taken with [`Aggregates::take_flush`] at `now_secs`; returns the rows.
+    pub async fn write(&mut self, flush: &Flush, now_secs: u64) -> Result<usize, TierError> {
+        self.writer.write(&flush.0, now_secs).await
     }
 
     /// Reads `window` for `scope` at `now_secs`: every series, or one route's.

@@ -184,8 +184,9 @@ impl Perfmon {
         }
     }
 
-    /// Runs the PostgreSQL retention job as of `now`: deletes hourly rows older than 90 days,
-    /// daily rows and events older than a year, in bounded batches. The flush worker runs it
+    /// Runs the PostgreSQL retention job as of `now`: drops the month partitions past their
+    /// retention whole, then deletes the remaining hourly rows older than 90 days, daily rows and
+    /// events older than a year, in bounded batches. The flush worker runs it
     /// once an hour; this is for tests and operators.
     #[cfg(feature = "postgres")]
     pub async fn prune(
@@ -197,12 +198,7 @@ impl Perfmon {
             .as_ref()
             .and_then(|r| r.backends.pg.clone())
             .ok_or_else(|| crate::store::error::TierError::NotConfigured { tier: "PostgreSQL" })?;
-        crate::store::postgres::prune(
-            &pool,
-            &crate::store::postgres::schema(&self.config.key_prefix),
-            now,
-        )
-        .await
+        crate::store::postgres::prune(&pool, &self.config.key_prefix, now).await
     }
 
     /// Evaluates the alert rules now, as the alert worker does every tick, and waits (at most

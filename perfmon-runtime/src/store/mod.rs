@@ -32,6 +32,8 @@ pub(crate) mod error;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) mod flusher;
 #[cfg(feature = "postgres")]
+pub(crate) mod partitions;
+#[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) mod prepared;

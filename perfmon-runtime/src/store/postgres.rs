@@ -21,6 +21,7 @@ use crate::pipeline::state::global;
 use crate::read::query::SeriesFilter;
 use crate::store::codec;
 use crate::store::error::TierError;
+use crate::store::partitions::{self, month_of, Partitions};
 use crate::store::prepared::Prepared;
 use crate::store::rollup::{merge, Rollup};
 
@@ -94,6 +95,8 @@ fn migrations(s: &str) -> Vec<(i32, String)> {
              CREATE INDEX IF NOT EXISTS daily_series_bucket ON {s}.daily (series, bucket_start);"
         ),
         ),
+        // partitioned by month; retention drops whole partitions
+        (3, partitions::migration(s)),
     ]
 }
 
@@ -143,7 +146,9 @@ fn ts(unix_secs: u64) -> f64 {
 
 pub(crate) struct Writer {
     pool: PgPool,
+    prefix: String,
     schema: String,
+    partitions: Partitions,
     instance: String,
     run: String,
     /// Hours (level 0) and days (level 1) of this process's series.
@@ -157,7 +162,9 @@ impl Writer {
     pub(crate) fn new(pool: PgPool, prefix: &str, instance: &str, run: &str) -> Writer {
         Writer {
             pool,
+            prefix: prefix.to_string(),
             schema: schema(prefix),
+            partitions: Partitions::default(),
             instance: instance.to_string(),
             run: run.to_string(),
             rollup: Rollup::new(&[60, 1440]),
@@ -200,7 +207,7 @@ impl Writer {
             .is_none_or(|t| t.elapsed().unwrap_or_default() >= Duration::from_secs(3600))
         {
             self.last_prune = Some(SystemTime::now());
-            if let Err(e) = prune(&self.pool, &self.schema, SystemTime::now()).await {
+            if let Err(e) = prune(&self.pool, &self.prefix, SystemTime::now()).await {
                 tracing::warn!(target: "perfmon", error = %e, "PostgreSQL retention job");
             }
         }
@@ -224,6 +231,21 @@ impl Writer {
             }
         }
         let written: usize = tables.iter().map(|t| t.starts.len()).sum();
+        for rows in &tables {
+            let months = rows.starts.iter().map(|&b| month_of(b as u64)).collect();
+            let ensure = self.partitions.ensure(&self.pool, &s, rows.table, months);
+            match tokio::time::timeout(TIMEOUT, ensure).await {
+                Ok(r) => r.map_err(|e| TierError::kept("PostgreSQL", self.pending(), e))?,
+                Err(_) => {
+                    let after = TIMEOUT;
+                    let e = TierError::Timeout {
+                        tier: "PostgreSQL",
+                        after,
+                    };
+                    return Err(TierError::kept("PostgreSQL", self.pending(), e));
+                }
+            }
+        }
         let write = async {
             let mut tx = self.pool.begin().await?;
             // a few round trips per table, whatever the number of series
@@ -356,13 +378,15 @@ pub struct PruneReport {
     pub events: u64,
 }
 
-/// Deletes what is past its retention as of `now`, in bounded batches (so the job never holds
-/// long locks or a huge transaction).
+/// Deletes what is past its retention as of `now`: the month partitions that are over whole
+/// (`DROP TABLE`), then what is left in bounded batches (so the job never holds long locks or a
+/// huge transaction).
 pub(crate) async fn prune(
     pool: &PgPool,
-    s: &str,
+    prefix: &str,
     now: SystemTime,
 ) -> Result<PruneReport, TierError> {
+    let s = schema(prefix);
     let mut report = PruneReport::default();
     for (table, column, keep, out) in [
         (
@@ -375,9 +399,13 @@ pub(crate) async fn prune(
         ("events", "at", DAILY_RETENTION, &mut report.events),
     ] {
         let cutoff = now - keep;
+        if partitions::TABLES.contains(&table) {
+            *out += partitions::drop_before(pool, prefix, &s, table, secs(cutoff) as i64).await?;
+        }
         loop {
+            // (tableoid, ctid) names a row across partitions
             let done = sqlx::query(&format!(
-                "DELETE FROM {s}.{table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {s}.{table} WHERE {column} < to_timestamp($1) LIMIT $2))"
+                "DELETE FROM {s}.{table} WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM {s}.{table} WHERE {column} < to_timestamp($1) LIMIT $2)"
             ))
             .bind(secs(cutoff))
             .bind(PRUNE_BATCH)
