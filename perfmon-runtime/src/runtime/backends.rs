@@ -36,7 +36,7 @@ pub(crate) struct Backends {
     #[cfg(feature = "postgres")]
     pub pg: Option<sqlx::PgPool>,
     #[cfg(feature = "redis")]
-    pub redis: Option<redis::aio::ConnectionManager>,
+    pub redis: Option<crate::store::redis::io::Conn>,
 }
 
 impl Backends {

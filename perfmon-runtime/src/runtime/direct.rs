@@ -111,6 +111,12 @@ impl Flush {
         self.0.minutes.len() + self.0.buckets.len()
     }
 
+    /// Adds what a later flush carries (its values replace this one's for the same keys).
+    pub fn absorb(&mut self, later: Flush) {
+        self.0.minutes.extend(later.0.minutes);
+        self.0.buckets.extend(later.0.buckets);
+    }
+
     /// Whether it carries nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -131,7 +137,7 @@ fn filter(path: Option<&str>) -> SeriesFilter {
 #[cfg(feature = "redis")]
 pub struct RedisTier {
     writer: crate::store::redis::writer::Writer,
-    conn: redis::aio::ConnectionManager,
+    conn: crate::store::redis::io::Conn,
     keys: crate::store::redis::layout::Keys,
     instance: String,
 }

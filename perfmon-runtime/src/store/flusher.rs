@@ -296,7 +296,7 @@ pub(crate) struct TierSource {
     pub instance: String,
     pub flush: FlushHandle,
     #[cfg(feature = "redis")]
-    pub redis: Option<::redis::aio::ConnectionManager>,
+    pub redis: Option<crate::store::redis::io::Conn>,
     #[cfg(feature = "postgres")]
     pub pg: Option<sqlx::PgPool>,
 }

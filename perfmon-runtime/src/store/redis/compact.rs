@@ -14,13 +14,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::Cmd;
 
 use crate::core::hist::Merged;
 use crate::pipeline::aggregator::Minute;
 use crate::store::codec;
 use crate::store::error::TierError;
-use crate::store::redis::io::{merge_fields, timed};
+use crate::store::redis::io::{merge_fields, timed, Batch, Conn};
 use crate::store::redis::layout::{
     is_instance_field, parse_queue_member, Keys, CLUSTER, CLUSTER_VERSION, WRITES,
 };
@@ -43,19 +43,13 @@ impl Compactor {
     }
 
     /// Takes or renews the lease.
-    async fn lease(&self, conn: &mut ConnectionManager) -> Result<bool, TierError> {
+    async fn lease(&self, conn: &mut Conn) -> Result<bool, TierError> {
         let lease = self.keys.lease();
         let px = LEASE.as_millis() as u64;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(&lease)
-            .arg(&self.me)
-            .arg("NX")
-            .arg("PX")
-            .arg(px)
-            .cmd("GET")
-            .arg(&lease);
-        let (_, holder): (Option<String>, Option<String>) = timed(pipe.query_async(conn)).await?;
+        let mut set = redis::cmd("SET");
+        set.arg(&lease).arg(&self.me).arg("NX").arg("PX").arg(px);
+        let _: Option<String> = timed(set.query_async(conn)).await?;
+        let holder: Option<String> = timed(Cmd::get(&lease).query_async(conn)).await?;
         if holder.as_deref() != Some(self.me.as_str()) {
             return Ok(false);
         }
@@ -65,11 +59,7 @@ impl Compactor {
 
     /// One pass, if this instance holds the lease: merges the buckets due at `now_secs`.
     /// Returns how many cluster values it wrote.
-    pub(crate) async fn pass(
-        &self,
-        conn: &mut ConnectionManager,
-        now_secs: u64,
-    ) -> Result<usize, TierError> {
+    pub(crate) async fn pass(&self, conn: &mut Conn, now_secs: u64) -> Result<usize, TierError> {
         if !self.lease(conn).await? {
             return Ok(0);
         }
@@ -99,7 +89,7 @@ impl Compactor {
 
     async fn merge_chunk(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         members: &[String],
         now_secs: u64,
     ) -> Result<usize, TierError> {
@@ -110,12 +100,17 @@ impl Compactor {
                 Some((m, tier, bucket, self.keys.data(tier, bucket, id)))
             })
             .collect();
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::default();
         for (_, _, _, key) in &targets {
-            pipe.hgetall(key);
+            batch.add(key, Cmd::hgetall(key));
         }
-        let hashes: Vec<HashMap<String, Vec<u8>>> = timed(pipe.query_async(conn)).await?;
-        let mut pipe = redis::pipe();
+        let hashes = batch
+            .send(conn)
+            .await?
+            .iter()
+            .map(redis::from_redis_value::<HashMap<String, Vec<u8>>>)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut batch = Batch::default();
         let mut checks = Vec::new();
         for ((member, tier, bucket, key), hash) in targets.iter().zip(&hashes) {
             let version = hash.get(WRITES).cloned().unwrap_or_default();
@@ -132,23 +127,27 @@ impl Compactor {
             let Some(blob) = codec::encode_counted(key, &merged) else {
                 continue;
             };
-            pipe.hset_multiple(
-                key,
-                &[
-                    (CLUSTER, blob.as_slice()),
-                    (CLUSTER_VERSION, version.as_slice()),
-                ],
-            )
-            .ignore()
-            .expire_at(key, tier.expire_at(*bucket) as i64)
-            .ignore()
-            .hget(key, WRITES);
+            let fields = [
+                (CLUSTER, blob.as_slice()),
+                (CLUSTER_VERSION, version.as_slice()),
+            ];
+            batch
+                .add(key, Cmd::hset_multiple(key, &fields))
+                .add(key, Cmd::expire_at(key, tier.expire_at(*bucket) as i64))
+                .add(key, Cmd::hget(key, WRITES));
             checks.push((*member, version));
         }
         if checks.is_empty() {
             return Ok(0);
         }
-        let now: Vec<Option<Vec<u8>>> = timed(pipe.query_async(conn)).await?;
+        let answers = batch.send(conn).await?;
+        // every third answer: the write counter after the merge was written
+        let now = answers
+            .iter()
+            .skip(2)
+            .step_by(3)
+            .map(redis::from_redis_value::<Option<Vec<u8>>>)
+            .collect::<Result<Vec<_>, _>>()?;
         // a write landed since the read: queue the bucket again
         let again: Vec<(u64, &String)> = checks
             .iter()
@@ -157,13 +156,8 @@ impl Compactor {
             .map(|((member, _), _)| (now_secs, *member))
             .collect();
         if !again.is_empty() {
-            let _: () = timed(
-                redis::pipe()
-                    .zadd_multiple(self.keys.compact_queue(), &again)
-                    .ignore()
-                    .query_async(conn),
-            )
-            .await?;
+            let queue = Cmd::zadd_multiple(self.keys.compact_queue(), &again);
+            let _: () = timed(queue.query_async(conn)).await?;
         }
         Ok(checks.len())
     }

@@ -99,9 +99,11 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// One series' aggregates of one bucket: `{prefix}:{tier}:{bucket}:{sid}`.
+    /// One series' aggregates of one bucket: `{prefix}:{tier}:{bucket}:{{sid}}`. The series id
+    /// is the key's hash tag: in a Redis Cluster, every bucket of a series lives in one slot,
+    /// so a read of one series is one pipeline to one node.
     pub(crate) fn data(&self, tier: Tier, bucket: u64, sid: &str) -> String {
-        format!("{}:{}:{bucket}:{sid}", self.prefix, tier.code())
+        format!("{}:{}:{bucket}:{{{sid}}}", self.prefix, tier.code())
     }
 
     /// The series written in one bucket: `{prefix}:{tier}:{bucket}:ix`, sid → series key.

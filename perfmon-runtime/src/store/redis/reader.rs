@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use redis::aio::ConnectionManager;
-use redis::{from_redis_value, Value};
+use redis::{from_redis_value, Cmd};
 
 use crate::core::hist::Merged;
 use crate::core::window::{Scope, Window};
@@ -16,7 +15,7 @@ use crate::pipeline::registry::SeriesInfo;
 use crate::read::query::SeriesFilter;
 use crate::store::codec::{self, parse_series_key, series_key};
 use crate::store::error::TierError;
-use crate::store::redis::io::{merge_fields, timed};
+use crate::store::redis::io::{merge_fields, timed, Batch, Conn};
 use crate::store::redis::layout::{
     field, is_instance_field, plan, reads_cluster_value, sid, window_minutes, Keys, Tier, CLUSTER,
     CLUSTER_VERSION, WRITES,
@@ -70,7 +69,7 @@ pub struct ReadStats {
 
 /// Reads a window.
 pub(crate) async fn load(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     spec: &ReadSpec<'_>,
 ) -> Result<(Vec<(SeriesInfo, Minute<Merged>)>, ReadStats), TierError> {
     let (first, last) = window_minutes(spec.window, spec.now_secs / 60);
@@ -150,16 +149,22 @@ pub(crate) async fn load(
 
 /// The (sid, series key) pairs each bucket's index lists and the filter wants.
 async fn indexed_series(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     spec: &ReadSpec<'_>,
     step: &[(Tier, u64)],
     stats: &mut ReadStats,
 ) -> Result<Vec<Vec<(String, String)>>, TierError> {
-    let mut pipe = redis::pipe();
+    let mut batch = Batch::default();
     for &(tier, bucket) in step {
-        pipe.hgetall(spec.keys.index(tier, bucket));
+        let index = spec.keys.index(tier, bucket);
+        batch.add(&index, Cmd::hgetall(&index));
     }
-    let lists: Vec<Vec<(String, String)>> = timed(pipe.query_async(conn)).await?;
+    let lists = batch
+        .send(conn)
+        .await?
+        .iter()
+        .map(from_redis_value::<Vec<(String, String)>>)
+        .collect::<Result<Vec<_>, _>>()?;
     stats.round_trips += 1;
     Ok(lists
         .into_iter()
@@ -171,34 +176,32 @@ async fn indexed_series(
         .collect())
 }
 
+/// `HMGET key fields…` (always an array answer, even for one field).
+fn hmget(key: &str, fields: impl redis::ToRedisArgs) -> Cmd {
+    let mut c = redis::cmd("HMGET");
+    c.arg(key).arg(fields);
+    c
+}
+
 /// Reads one chunk of hashes and merges what it finds; returns the cluster reads that found no
 /// valid cluster value, to be read whole.
 async fn fetch_chunk(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     chunk: &[Target],
     fields: &[String],
     acc: &mut BTreeMap<String, Minute<Merged>>,
     stats: &mut ReadStats,
 ) -> Result<Vec<Target>, TierError> {
-    let mut pipe = redis::pipe();
+    let mut batch = Batch::default();
     for t in chunk {
-        match t.fetch {
-            Fetch::Runs => {
-                pipe.cmd("HMGET").arg(&t.key).arg(fields);
-            }
-            Fetch::Cluster => {
-                pipe.cmd("HMGET")
-                    .arg(&t.key)
-                    .arg(CLUSTER)
-                    .arg(CLUSTER_VERSION)
-                    .arg(WRITES);
-            }
-            Fetch::All => {
-                pipe.hgetall(&t.key);
-            }
-        }
+        let cmd = match t.fetch {
+            Fetch::Runs => hmget(&t.key, fields),
+            Fetch::Cluster => hmget(&t.key, &[CLUSTER, CLUSTER_VERSION, WRITES][..]),
+            Fetch::All => Cmd::hgetall(&t.key),
+        };
+        batch.add(&t.key, cmd);
     }
-    let values: Vec<Value> = timed(pipe.query_async(conn)).await?;
+    let values = batch.send(conn).await?;
     stats.round_trips += 1;
     let mut missing = Vec::new();
     for (t, v) in chunk.iter().zip(&values) {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::Cmd;
 
 use crate::core::window::SLOW_LIST_SIZE;
 use crate::pipeline::state::global;
@@ -12,7 +12,7 @@ use crate::store::codec;
 use crate::store::error::TierError;
 use crate::store::prepared::{FlushReport, Prepared, Realtime};
 use crate::store::redis::compact::Compactor;
-use crate::store::redis::io::timed;
+use crate::store::redis::io::{timed, Batch, Conn};
 use crate::store::redis::layout::{field, queue_member, sid, Keys, Tier, WRITES};
 use crate::store::rollup::Rollup;
 
@@ -23,7 +23,7 @@ const DAY: u64 = 86_400;
 const RUNS_TTL: Duration = Duration::from_secs(8 * 86_400);
 
 pub(crate) struct Writer {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     instance: String,
     field: String,
@@ -37,7 +37,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(conn: ConnectionManager, prefix: &str, instance: &str, run: &str) -> Writer {
+    pub(crate) fn new(conn: Conn, prefix: &str, instance: &str, run: &str) -> Writer {
         let keys = Keys {
             prefix: prefix.to_string(),
         };
@@ -62,7 +62,7 @@ impl Writer {
         now_secs: u64,
     ) -> Result<FlushReport, TierError> {
         self.take(prep, now_secs / 60);
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::default();
         let mut report = FlushReport::default();
         let mut indexes: BTreeMap<String, u64> = BTreeMap::new();
         let mut queued = Vec::with_capacity(self.pending.len());
@@ -70,14 +70,12 @@ impl Writer {
             let id = sid(series);
             let key = self.keys.data(*tier, *bucket, &id);
             let at = tier.expire_at(*bucket) as i64;
-            pipe.hset(&key, &self.field, blob.as_slice())
-                .ignore()
-                .hincr(&key, WRITES, 1)
-                .ignore()
-                .expire_at(&key, at)
-                .ignore();
+            batch
+                .add(&key, Cmd::hset(&key, &self.field, blob.as_slice()))
+                .add(&key, Cmd::hincr(&key, WRITES, 1))
+                .add(&key, Cmd::expire_at(&key, at));
             let index = self.keys.index(*tier, *bucket);
-            pipe.hset(&index, &id, series).ignore();
+            batch.add(&index, Cmd::hset(&index, &id, series));
             indexes.insert(index, at as u64);
             // late (an instance that was away): compact at once; else once the bucket is final
             let score = tier.final_at(*bucket).max(now_secs);
@@ -90,18 +88,16 @@ impl Writer {
             report.bytes += blob.len();
         }
         for (key, at) in &indexes {
-            pipe.expire_at(key, *at as i64).ignore();
+            batch.add(key, Cmd::expire_at(key, *at as i64));
         }
         let runs = self.keys.runs(&self.instance);
-        pipe.zadd(&runs, &self.run, now_secs / 60)
-            .ignore()
-            .expire(&runs, RUNS_TTL.as_secs() as i64)
-            .ignore();
-        report.commands = 3 * self.pending.len() + 2 * indexes.len() + 2;
-        report.commands +=
-            prep.realtime
-                .add_to(&mut pipe, &self.keys.prefix, &self.instance, now_secs);
-        if let Err(e) = timed(pipe.query_async::<()>(&mut self.conn)).await {
+        batch
+            .add(&runs, Cmd::zadd(&runs, &self.run, now_secs / 60))
+            .add(&runs, Cmd::expire(&runs, RUNS_TTL.as_secs() as i64));
+        prep.realtime
+            .add_to(&mut batch, &self.keys.prefix, &self.instance, now_secs);
+        report.commands = batch.len();
+        if let Err(e) = batch.send(&mut self.conn).await {
             return Err(TierError::kept("Redis", self.pending(), e));
         }
         self.pending.clear();
@@ -109,10 +105,8 @@ impl Writer {
         // takes a queue entry whose write it cannot see yet. Failing here only leaves buckets
         // uncompacted: reads of them merge every instance instead.
         if !queued.is_empty() {
-            let mut pipe = redis::pipe();
-            pipe.zadd_multiple(self.keys.compact_queue(), &queued)
-                .ignore();
-            if let Err(e) = timed(pipe.query_async::<()>(&mut self.conn)).await {
+            let queue = Cmd::zadd_multiple(self.keys.compact_queue(), &queued);
+            if let Err(e) = timed(queue.query_async::<()>(&mut self.conn)).await {
                 tracing::debug!(target: "perfmon", error = %e, "queueing buckets for the compactor");
             }
         }
@@ -170,63 +164,46 @@ impl Writer {
 }
 
 impl Realtime {
-    pub(crate) fn add_to(
-        &self,
-        pipe: &mut redis::Pipeline,
-        prefix: &str,
-        instance: &str,
-        now_secs: u64,
-    ) -> usize {
+    /// Adds the realtime keys' commands to `batch`.
+    pub(crate) fn add_to(&self, batch: &mut Batch, prefix: &str, instance: &str, now_secs: u64) {
         let recent = format!("{prefix}:rt:{instance}:recent");
         let times = format!("{prefix}:rt:{instance}:times");
         let counters = format!("{prefix}:rt:{instance}:counters");
         let slow = format!("{prefix}:slow");
         let alerts = format!("{prefix}:alerts:{instance}");
-        let mut n = 0;
-        pipe.del(&recent)
-            .ignore()
-            .del(&times)
-            .ignore()
-            .del(&alerts)
-            .ignore();
-        n += 3;
+        for key in [&recent, &times, &alerts] {
+            batch.add(key, Cmd::del(key));
+        }
         if !self.alerts.is_empty() {
-            pipe.hset_multiple(&alerts, &self.alerts)
-                .ignore()
-                .expire(&alerts, 300)
-                .ignore();
-            n += 2;
+            batch
+                .add(&alerts, Cmd::hset_multiple(&alerts, &self.alerts))
+                .add(&alerts, Cmd::expire(&alerts, 300));
         }
         if !self.recent.is_empty() {
-            pipe.rpush(&recent, &self.recent)
-                .ignore()
-                .expire(&recent, 300)
-                .ignore();
-            pipe.rpush(&times, &self.times)
-                .ignore()
-                .expire(&times, 300)
-                .ignore();
-            n += 4;
+            batch
+                .add(&recent, Cmd::rpush(&recent, &self.recent))
+                .add(&recent, Cmd::expire(&recent, 300))
+                .add(&times, Cmd::rpush(&times, &self.times))
+                .add(&times, Cmd::expire(&times, 300));
         }
         let mut items: Vec<(&str, u64)> = self.counters.clone();
         items.push(("updatedAt", now_secs));
-        pipe.hset_multiple(&counters, &items)
-            .ignore()
-            .expire(&counters, 300)
-            .ignore();
-        n += 2;
+        batch
+            .add(&counters, Cmd::hset_multiple(&counters, &items))
+            .add(&counters, Cmd::expire(&counters, 300));
         if !self.slow.is_empty() {
             let members: Vec<(f64, String)> = self
                 .slow
                 .iter()
                 .map(|(score, json)| (*score, format!("{}\u{1e}{json}", self.instance_json)))
                 .collect();
-            pipe.zadd_multiple(&slow, &members).ignore();
-            pipe.zremrangebyrank(&slow, 0, -(SLOW_LIST_SIZE as isize) - 1)
-                .ignore();
-            pipe.expire(&slow, DAY as i64).ignore();
-            n += 3;
+            batch
+                .add(&slow, Cmd::zadd_multiple(&slow, &members))
+                .add(
+                    &slow,
+                    Cmd::zremrangebyrank(&slow, 0, -(SLOW_LIST_SIZE as isize) - 1),
+                )
+                .add(&slow, Cmd::expire(&slow, DAY as i64));
         }
-        n
     }
 }
