@@ -15,6 +15,11 @@ fn redis_url() -> String {
     std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 
+fn redis_cluster_url() -> String {
+    std::env::var("PERFMON_TEST_REDIS_CLUSTER_URL")
+        .unwrap_or_else(|_| "redis+cluster://127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381".into())
+}
+
 fn database_url() -> String {
     std::env::var("PERFMON_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
@@ -87,8 +92,16 @@ fn redis_minutes(window: Window, now_minute: u64) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_windows_and_scopes_are_exact_across_instances_runs_and_late_flushes() {
-    let prefix = unique_prefix("redis");
-    let url = redis_url();
+    redis_fleet(&redis_url(), unique_prefix("redis")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_on_a_redis_cluster() {
+    redis_fleet(&redis_cluster_url(), unique_prefix("redis-cluster")).await;
+}
+
+async fn redis_fleet(url: &str, prefix: String) {
+    let url = url.to_string();
     let end = now_secs() / 60 * 60; // the simulated "now" at the end, a minute start
     let start = end - 26 * 3600;
     let mut rng = Rng::new(7);
@@ -283,17 +296,27 @@ async fn redis_windows_and_scopes_are_exact_across_instances_runs_and_late_flush
     drop_keys(&url, &prefix).await;
 }
 
-/// Deletes what a test wrote under its prefix.
+/// The nodes behind a test URL: itself, or each node of a `redis+cluster://` list.
+fn node_urls(url: &str) -> Vec<String> {
+    match url.strip_prefix("redis+cluster://") {
+        Some(hosts) => hosts.split(',').map(|h| format!("redis://{h}")).collect(),
+        None => vec![url.to_string()],
+    }
+}
+
+/// Deletes what a test wrote under its prefix (on every node of a cluster).
 async fn drop_keys(url: &str, prefix: &str) {
     use redis::AsyncCommands;
-    let mut r = redis::Client::open(url)
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let keys: Vec<String> = r.keys(format!("{prefix}:*")).await.expect("keys");
-    for chunk in keys.chunks(1000) {
-        let _: () = r.del(chunk).await.expect("del");
+    for node in node_urls(url) {
+        let mut r = redis::Client::open(node)
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let keys: Vec<String> = r.keys(format!("{prefix}:*")).await.expect("keys");
+        for k in keys {
+            let _: () = r.unlink(k).await.expect("unlink");
+        }
     }
 }
 

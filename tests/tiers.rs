@@ -190,13 +190,25 @@ async fn keys_ttls_and_rewrites() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_more_instances_merge_exactly_in_the_cluster_scope() {
+    two_more_instances(redis_url(), "cluster").await;
+}
+
+/// The same end to end — `init`, flushes by other processes, queries — on a Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_more_instances_merge_exactly_on_a_redis_cluster() {
+    let url = std::env::var("PERFMON_TEST_REDIS_CLUSTER_URL")
+        .unwrap_or_else(|_| "redis+cluster://127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381".into());
+    two_more_instances(url, "redis-cluster").await;
+}
+
+async fn two_more_instances(redis_url: String, name: &str) {
     let _turn = TURN.lock().await;
-    let prefix = unique_prefix("cluster");
+    let prefix = unique_prefix(name);
     let counts = [(11u64, 3_000usize, "node-a"), (29, 5_000, "node-b")];
     let mut union = Vec::new();
     for (seed, count, instance) in counts {
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_tier-writer"))
-            .env("PERFMON_REDIS_URL", redis_url())
+            .env("PERFMON_REDIS_URL", redis_url.clone())
             .env("PERFMON_KEY_PREFIX", &prefix)
             .env("PERFMON_INSTANCE", instance)
             .env("TIER_SEED", seed.to_string())
@@ -214,7 +226,7 @@ async fn two_more_instances_merge_exactly_in_the_cluster_scope() {
 
     let pm = init(
         Config::builder()
-            .redis_url(redis_url())
+            .redis_url(redis_url.clone())
             .key_prefix(&prefix)
             .instance("reader")
             .build(),

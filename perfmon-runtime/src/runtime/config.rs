@@ -100,14 +100,23 @@ impl Config {
         };
         let mut b = Config::builder();
         if let Some(v) = get("PERFMON_REDIS_URL") {
-            if !(v.starts_with("redis://")
-                || v.starts_with("rediss://")
-                || v.starts_with("redis+unix://"))
-            {
+            let valid = |u: &str| {
+                [
+                    "redis://",
+                    "rediss://",
+                    "redis+unix://",
+                    "redis+cluster://",
+                    "rediss+cluster://",
+                ]
+                .iter()
+                .any(|s| u.trim().starts_with(s))
+            };
+            let cluster = v.starts_with("redis+cluster://") || v.starts_with("rediss+cluster://");
+            if !(cluster || v.split(',').all(valid)) {
                 return Err(ConfigError::InvalidEnv {
                     var: "PERFMON_REDIS_URL",
                     value: v,
-                    expected: "a Redis URL such as redis://127.0.0.1:6379/",
+                    expected: "a Redis URL such as redis://127.0.0.1:6379/, or a Redis Cluster as redis+cluster://host1:7000,host2:7000 or a comma-separated list of node URLs",
                 });
             }
             b = b.redis_url(v);
@@ -258,7 +267,10 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
-    /// `PERFMON_REDIS_URL`: enables the Redis tiers.
+    /// `PERFMON_REDIS_URL`: enables the Redis tiers. One URL names a single Redis
+    /// (`redis://host:6379/`); a Redis Cluster is named by its seed nodes, either
+    /// `redis+cluster://host1:7000,host2:7000` (`rediss+cluster://` with TLS; credentials before
+    /// the first host apply to all) or a comma-separated list of node URLs.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.config.redis_url = Some(url.into());
         self
@@ -392,5 +404,19 @@ mod tests {
         let e = Config::from_lookup(|k| (k == "PERFMON_KEY_PREFIX").then(|| "a b".to_string()))
             .unwrap_err();
         assert!(e.to_string().contains("PERFMON_KEY_PREFIX"), "{e}");
+        for cluster in [
+            "redis+cluster://127.0.0.1:7379,127.0.0.1:7380",
+            "redis://127.0.0.1:7379,redis://127.0.0.1:7380",
+        ] {
+            let c =
+                Config::from_lookup(|k| (k == "PERFMON_REDIS_URL").then(|| cluster.to_string()))
+                    .expect("a cluster");
+            assert_eq!(c.redis_url(), Some(cluster));
+        }
+        let e = Config::from_lookup(|k| {
+            (k == "PERFMON_REDIS_URL").then(|| "redis://a:1,http://b".to_string())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("redis+cluster://"), "{e}");
     }
 }
