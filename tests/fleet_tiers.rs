@@ -416,6 +416,57 @@ async fn postgres_windows_and_scopes_are_exact_from_days_and_edge_hours() {
         assert_eq!(all.api_routes().len(), ROUTES.len());
     }
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    // Closed buckets are compacted: one cluster row per series and bucket; only open buckets
+    // are still queued.
+    let (cluster_rows, queued): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT (SELECT count(*) FROM \"{prefix}\".cluster_hourly),
+                (SELECT count(*) FROM \"{prefix}\".compact_queue WHERE tbl = 'hourly')"
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    assert!(
+        cluster_rows > 0 && queued < cluster_rows / 10,
+        "{cluster_rows} {queued}"
+    );
+    // A late flush into a compacted hour (an instance that was away): counted at once and
+    // merged again.
+    let late_minute = (end - 2 * 86_400) / 60;
+    let late: Vec<Duration> = vec![Duration::from_millis(1_700); 25];
+    let mut agg_late = Aggregates::default();
+    agg_late.api(
+        late_minute,
+        "GET",
+        ROUTES[0],
+        200,
+        &late.iter().map(|d| d.as_nanos() as u64).collect::<Vec<_>>(),
+    );
+    let mut c = PgTier::connect(&url, &prefix, "c", "c1")
+        .await
+        .expect("postgres");
+    c.flush(&mut agg_late, read_at).await.expect("late flush");
+    truth
+        .0
+        .entry(("c".to_string(), ROUTES[0]))
+        .or_default()
+        .insert(late_minute, late);
+    for window in [Window::Days7, Window::Days90, Window::Year1] {
+        let unit = if window == Window::Year1 {
+            86_400
+        } else {
+            3600
+        };
+        let from_minute = (read_at - window.duration().as_secs()) / unit * unit / 60;
+        let cluster = b
+            .read(window, Scope::Cluster, Some(ROUTES[0]), read_at)
+            .await
+            .expect("cluster");
+        assert_exact(
+            &format!("{window:?} cluster after a late flush"),
+            &cluster.api_stats_for(ROUTES[0]),
+            &truth.values(None, ROUTES[0], (from_minute, read_at / 60)),
+        );
+    }
     // The tables are partitioned by month, and a route's read uses the (series, bucket) index.
     let partitions: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent

@@ -321,7 +321,7 @@ async fn postgres_hourly_daily_events_and_pruning() {
     assert_eq!(count(&pool, &format!("SELECT count(*) FROM {schema}.events WHERE kind = 'batch_failure' AND name = 'pg-nightly'")).await, 1);
     assert_eq!(
         count(&pool, &format!("SELECT count(*) FROM {schema}.migrations")).await,
-        3
+        4
     );
     let sql = format!("SELECT count(*) FROM {schema}.events WHERE kind = 'health_change' AND name = 'unhealthy' AND detail = 'pg-test-dependency'");
     assert_eq!(count(&pool, &sql).await, 1);
@@ -344,7 +344,8 @@ async fn postgres_hourly_daily_events_and_pruning() {
     // scope filters in PostgreSQL; the cluster scope merges the copy and skips the bad row.
     sqlx::raw_sql(&format!(
         "INSERT INTO {schema}.hourly SELECT bucket_start, 'pg-b', run, series, events, data, now() FROM {schema}.hourly WHERE instance = 'pg-a';
-         INSERT INTO {schema}.hourly VALUES (date_trunc('hour', now()), 'pg-c', 'r', 'api' || chr(31) || 'GET' || chr(31) || '/pg/a' || chr(31) || chr(31) || chr(31) || 'r', 1, '\\x00ff'::bytea, now());"
+         INSERT INTO {schema}.hourly VALUES (date_trunc('hour', now()), 'pg-c', 'r', 'api' || chr(31) || 'GET' || chr(31) || '/pg/a' || chr(31) || chr(31) || chr(31) || 'r', 1, '\\x00ff'::bytea, now());
+         INSERT INTO {schema}.compact_queue SELECT DISTINCT 'hourly', bucket_start, series FROM {schema}.hourly ON CONFLICT DO NOTHING;"
     ))
     .execute(&pool)
     .await
@@ -411,7 +412,7 @@ async fn postgres_hourly_daily_events_and_pruning() {
     assert_eq!(q.total_requests, 70, "never counted twice");
     assert_eq!(
         count(&pool, &format!("SELECT count(*) FROM {schema}.migrations")).await,
-        3
+        4
     );
 
     // the retention job, with an injected clock

@@ -34,6 +34,8 @@ pub(crate) mod flusher;
 #[cfg(feature = "postgres")]
 pub(crate) mod partitions;
 #[cfg(feature = "postgres")]
+pub(crate) mod pgcompact;
+#[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) mod prepared;

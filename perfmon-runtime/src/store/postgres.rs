@@ -22,6 +22,7 @@ use crate::read::query::SeriesFilter;
 use crate::store::codec;
 use crate::store::error::TierError;
 use crate::store::partitions::{self, month_of, Partitions};
+use crate::store::pgcompact;
 use crate::store::prepared::Prepared;
 use crate::store::rollup::{merge, Rollup};
 
@@ -97,6 +98,8 @@ fn migrations(s: &str) -> Vec<(i32, String)> {
         ),
         // partitioned by month; retention drops whole partitions
         (3, partitions::migration(s)),
+        // cluster values: each closed bucket merged across instances once
+        (4, pgcompact::migration(s)),
     ]
 }
 
@@ -202,6 +205,9 @@ impl Writer {
         let rows = self.upsert().await?;
         // folded buckets that are over and written are no longer needed in memory
         self.rollup.trim(now_minute);
+        if let Err(e) = pgcompact::pass(&self.pool, &self.schema, now_secs).await {
+            tracing::debug!(target: "perfmon", error = %e, "PostgreSQL compaction pass");
+        }
         if self
             .last_prune
             .is_none_or(|t| t.elapsed().unwrap_or_default() >= Duration::from_secs(3600))
@@ -248,6 +254,11 @@ impl Writer {
         }
         let write = async {
             let mut tx = self.pool.begin().await?;
+            // never interleaved with the compactor's transaction (see `pgcompact`)
+            sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
+                .bind(pgcompact::rw_lock(&s))
+                .execute(&mut *tx)
+                .await?;
             // a few round trips per table, whatever the number of series
             for rows in &tables {
                 for chunk in rows.chunks(BULK_ROWS) {
@@ -267,6 +278,14 @@ impl Writer {
                     .bind(&self.run)
                     .execute(&mut *tx)
                     .await?;
+                    // queued for the compactor; their cluster rows are out of date
+                    for sql in pgcompact::requeue_sql(&s, rows.table) {
+                        sqlx::query(&sql)
+                            .bind(chunk.starts)
+                            .bind(chunk.series)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
             }
             if !self.events.is_empty() {
@@ -376,6 +395,10 @@ pub struct PruneReport {
     pub daily: u64,
     /// Events older than a year.
     pub events: u64,
+    /// Cluster hours (the compactor's merges) older than 90 days.
+    pub cluster_hourly: u64,
+    /// Cluster days older than a year.
+    pub cluster_daily: u64,
 }
 
 /// Deletes what is past its retention as of `now`: the month partitions that are over whole
@@ -397,6 +420,18 @@ pub(crate) async fn prune(
         ),
         ("daily", "bucket_start", DAILY_RETENTION, &mut report.daily),
         ("events", "at", DAILY_RETENTION, &mut report.events),
+        (
+            "cluster_hourly",
+            "bucket_start",
+            HOURLY_RETENTION,
+            &mut report.cluster_hourly,
+        ),
+        (
+            "cluster_daily",
+            "bucket_start",
+            DAILY_RETENTION,
+            &mut report.cluster_daily,
+        ),
     ] {
         let cutoff = now - keep;
         if partitions::TABLES.contains(&table) {
@@ -418,6 +453,16 @@ pub(crate) async fn prune(
             }
         }
     }
+    // queue entries of buckets past their retention have no rows left to merge
+    let (hours, days) = (now - HOURLY_RETENTION, now - DAILY_RETENTION);
+    sqlx::query(&format!(
+        "DELETE FROM {s}.compact_queue WHERE (tbl = 'hourly' AND bucket_start < to_timestamp($1))
+         OR (tbl = 'daily' AND bucket_start < to_timestamp($2))"
+    ))
+    .bind(secs(hours))
+    .bind(secs(days))
+    .execute(pool)
+    .await?;
     Ok(report)
 }
 
@@ -494,9 +539,8 @@ pub(crate) async fn load(
         .kinds
         .as_ref()
         .map(|k| k.iter().map(|k| k.code()).collect());
-    let filters = "($3::text IS NULL OR instance = $3)
-         AND ($4::text[] IS NULL OR series = ANY($4))
-         AND ($5::text[] IS NULL OR split_part(series, chr(31), 1) = ANY($5))";
+    let filters = "($3::text[] IS NULL OR series = ANY($3))
+         AND ($4::text[] IS NULL OR split_part(series, chr(31), 1) = ANY($4))";
     let mut by_series: BTreeMap<String, Minute<Merged>> = BTreeMap::new();
     let ranges = hourly
         .iter()
@@ -504,17 +548,28 @@ pub(crate) async fn load(
         .chain(daily.map(|r| ("daily", r)));
     let read = async {
         for (table, (from, to)) in ranges {
-            let sql = format!(
-                "SELECT series, data FROM {s}.{table}
-                 WHERE bucket_start >= to_timestamp($1) AND bucket_start < to_timestamp($2) AND {filters}"
-            );
-            let mut rows = sqlx::query_as::<_, (String, Vec<u8>)>(&sql)
+            // cluster: the compacted rows plus every instance's rows of what is still queued;
+            // instance: this instance's rows
+            let (sql, instance) = match only {
+                None => (pgcompact::cluster_read_sql(&s, table), None),
+                Some(i) => (
+                    format!(
+                        "SELECT series, data FROM {s}.{table}
+                         WHERE bucket_start >= to_timestamp($1) AND bucket_start < to_timestamp($2)
+                           AND {filters} AND instance = $5"
+                    ),
+                    Some(i),
+                ),
+            };
+            let mut q = sqlx::query_as::<_, (String, Vec<u8>)>(&sql)
                 .bind(ts(from))
                 .bind(ts(to))
-                .bind(only)
                 .bind(series.as_deref())
-                .bind(kinds.as_deref())
-                .fetch(pool);
+                .bind(kinds.as_deref());
+            if let Some(i) = instance {
+                q = q.bind(i);
+            }
+            let mut rows = q.fetch(pool);
             while let Some((series, data)) = rows.try_next().await? {
                 match codec::decode(&data) {
                     Ok(m) => merge(by_series.entry(series).or_default(), &m),
