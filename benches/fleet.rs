@@ -208,12 +208,22 @@ async fn run() {
         t += 86_400;
         fleet.flush(t, false, true).await;
     }
+    println!(
+        "  a year of days written in {:.1} s; RSS {} MB",
+        started.elapsed().as_secs_f64(),
+        status_kb("VmRSS:") / 1024
+    );
     // 6 days: one minute per hour, both tiers
     while t < now - 86_400 {
         fleet.record(t / 60 + 17);
         t += 3600;
         fleet.flush(t, true, true).await;
     }
+    println!(
+        "  6 days of hours written in {:.1} s; RSS {} MB",
+        started.elapsed().as_secs_f64(),
+        status_kb("VmRSS:") / 1024
+    );
     // the last 24 hours, every minute, flushed to Redis every 5 minutes and to PostgreSQL every
     // hour (the same rows a 10-second flush would end with, in fewer round trips)
     while t < now {
@@ -222,6 +232,14 @@ async fn run() {
         }
         t += 300;
         fleet.flush(t, true, t % 3600 == 0).await;
+        if (now - t) % (4 * 3600) == 0 {
+            println!(
+                "  dense day: {:.0} h left, {:.1} s; RSS {} MB",
+                (now - t) as f64 / 3600.0,
+                started.elapsed().as_secs_f64(),
+                status_kb("VmRSS:") / 1024
+            );
+        }
     }
     // a last pass once every bucket is final: the compactor merges what is left
     fleet.flush(now + 900, true, true).await;
@@ -263,7 +281,9 @@ async fn run() {
     let pool = sqlx::PgPool::connect(&pg_url).await.expect("PostgreSQL");
     for table in ["hourly", "daily"] {
         let (rows, bytes): (i64, i64) = sqlx::query_as(&format!(
-            "SELECT (SELECT count(*) FROM \"{prefix}\".{table}), pg_total_relation_size('\"{prefix}\".{table}')"
+            "SELECT (SELECT count(*) FROM \"{prefix}\".{table}),
+                    (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0)::int8 FROM pg_inherits
+                     WHERE inhparent = '\"{prefix}\".{table}'::regclass)"
         ))
         .fetch_one(&pool)
         .await

@@ -385,9 +385,77 @@ impl Merged {
     }
 }
 
+/// A merge of many stored aggregates in progress (a tier read): counts in pages of 256 bins,
+/// allocated where values fall and indexed directly, so adding an aggregate costs its own bins,
+/// not the size of the merge so far. [`Accum::finish`] turns it into a [`Merged`].
+#[derive(Default)]
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+pub(crate) struct Accum {
+    pages: Vec<Option<Box<[u64; PAGE]>>>,
+    summary: Summary,
+}
+
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+impl Accum {
+    /// Adds a merge.
+    pub(crate) fn add(&mut self, m: &Merged) {
+        for &(i, c) in &m.bins {
+            let page = (i >> PAGE_BITS) as usize;
+            if page >= self.pages.len() {
+                self.pages.resize_with(page + 1, || None);
+            }
+            let p = self.pages[page].get_or_insert_with(|| Box::new([0; PAGE]));
+            p[i as usize & (PAGE - 1)] += c;
+        }
+        self.summary.merge(&m.summary);
+    }
+
+    /// The merge, as sorted non-zero bins.
+    pub(crate) fn finish(self) -> Merged {
+        let mut bins = Vec::new();
+        for (n, page) in self.pages.into_iter().enumerate() {
+            let Some(page) = page else { continue };
+            for (j, &c) in page.iter().enumerate() {
+                if c > 0 {
+                    bins.push((((n << PAGE_BITS) + j) as u32, c));
+                }
+            }
+        }
+        Merged {
+            bins,
+            summary: self.summary,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_accumulation_equals_the_pairwise_merge() {
+        let mut parts = Vec::new();
+        let mut x = 99u64;
+        for n in 0..20 {
+            let mut p = PagedHist::default();
+            for _ in 0..(n * 37) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                p.record(1 + (x >> 30) % 3_000_000_000);
+            }
+            let mut m = Merged::default();
+            m.add_paged(&p);
+            parts.push(m);
+        }
+        let mut pairwise = Merged::default();
+        let mut acc = Accum::default();
+        for m in &parts {
+            pairwise.add(m);
+            acc.add(m);
+        }
+        let acc = acc.finish();
+        assert_eq!(acc.raw_bins(), pairwise.raw_bins());
+        assert_eq!(acc.summary(), pairwise.summary());
+    }
 
     #[test]
     fn layout_matches_hdrhistogram() {

@@ -18,11 +18,11 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use sqlx::PgPool;
 
-use crate::core::hist::Merged;
+use crate::core::hist::Accum;
 use crate::pipeline::aggregator::Minute;
 use crate::store::codec;
 use crate::store::error::TierError;
-use crate::store::rollup::{merge, FINAL_AFTER_MINUTES};
+use crate::store::rollup::{accumulate, finish, FINAL_AFTER_MINUTES};
 
 /// Queued buckets merged per pass at most.
 const PASS_LIMIT: i64 = 2_000;
@@ -80,23 +80,22 @@ pub(crate) fn requeue_sql(s: &str, table: &str) -> [String; 2] {
 }
 
 /// A cluster read of `table` over `[from, to)` (Unix seconds): the cluster rows, and every
-/// instance's rows of the buckets still queued. Binds: $1 from, $2 to, $3 series (or NULL),
-/// $4 kind codes (or NULL).
-pub(crate) fn cluster_read_sql(s: &str, table: &str) -> String {
+/// instance's rows of the buckets still queued. Binds: $1 series (or NULL), $2 kind codes (or
+/// NULL).
+pub(crate) fn cluster_read_sql(s: &str, table: &str, from: u64, to: u64) -> String {
     let filters = |c: &str| {
         format!(
-            "($3::text[] IS NULL OR {c}.series = ANY($3))
-             AND ($4::text[] IS NULL OR split_part({c}.series, chr(31), 1) = ANY($4))"
+            "{c}.bucket_start >= to_timestamp({from}) AND {c}.bucket_start < to_timestamp({to})
+             AND ($1::text[] IS NULL OR {c}.series = ANY($1))
+             AND ($2::text[] IS NULL OR split_part({c}.series, chr(31), 1) = ANY($2))"
         )
     };
     format!(
-        "SELECT c.series, c.data FROM {s}.cluster_{table} c
-         WHERE c.bucket_start >= to_timestamp($1) AND c.bucket_start < to_timestamp($2) AND {fc}
+        "SELECT c.series, c.data FROM {s}.cluster_{table} c WHERE {fc}
          UNION ALL
          SELECT h.series, h.data FROM {s}.compact_queue q
          JOIN {s}.{table} h ON h.bucket_start = q.bucket_start AND h.series = q.series
-         WHERE q.tbl = '{table}' AND q.bucket_start >= to_timestamp($1)
-           AND q.bucket_start < to_timestamp($2) AND {fq}",
+         WHERE q.tbl = '{table}' AND {fq}",
         fc = filters("c"),
         fq = filters("q"),
     )
@@ -135,7 +134,7 @@ pub(crate) async fn pass(pool: &PgPool, s: &str, now_secs: u64) -> Result<usize,
                 continue;
             }
             let (starts, series): (Vec<f64>, Vec<String>) = due.into_iter().unzip();
-            let mut merged: BTreeMap<(u64, String), Minute<Merged>> = BTreeMap::new();
+            let mut merged: BTreeMap<(u64, String), Minute<Accum>> = BTreeMap::new();
             {
                 let sql = format!(
                     "SELECT extract(epoch FROM h.bucket_start)::float8, h.series, h.data
@@ -148,7 +147,7 @@ pub(crate) async fn pass(pool: &PgPool, s: &str, now_secs: u64) -> Result<usize,
                     .fetch(&mut *tx);
                 while let Some((start, key, data)) = rows.try_next().await? {
                     match codec::decode(&data) {
-                        Ok(m) => merge(merged.entry((start as u64, key)).or_default(), &m),
+                        Ok(m) => accumulate(merged.entry((start as u64, key)).or_default(), &m),
                         Err(e) => {
                             tracing::warn!(target: "perfmon", series = key, error = %e, "unreadable aggregate skipped")
                         }
@@ -156,10 +155,11 @@ pub(crate) async fn pass(pool: &PgPool, s: &str, now_secs: u64) -> Result<usize,
                 }
             }
             let (mut b, mut x, mut e, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for ((start, key), m) in &merged {
-                if let Some(blob) = codec::encode_counted(key, m) {
-                    b.push(*start as f64);
-                    x.push(key.as_str());
+            for ((start, key), m) in merged {
+                let m = finish(m);
+                if let Some(blob) = codec::encode_counted(&key, &m) {
+                    b.push(start as f64);
+                    x.push(key);
                     e.push(m.events as i64);
                     d.push(blob);
                 }

@@ -6,13 +6,13 @@
 //! never adds. The writer keeps each open minute's latest value and folds a minute into its
 //! hour and day once the aggregator can no longer change it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::TryStreamExt;
 use sqlx::PgPool;
 
-use crate::core::hist::Merged;
+use crate::core::hist::{Accum, Merged};
 use crate::core::window::{Scope, Window};
 use crate::pipeline::aggregator::Minute;
 use crate::pipeline::outbox::LoggedEvent;
@@ -24,7 +24,7 @@ use crate::store::error::TierError;
 use crate::store::partitions::{self, month_of, Partitions};
 use crate::store::pgcompact;
 use crate::store::prepared::Prepared;
-use crate::store::rollup::{merge, Rollup};
+use crate::store::rollup::{accumulate, finish, Rollup};
 
 /// How long hourly rows are kept.
 pub const HOURLY_RETENTION: Duration = Duration::from_secs(90 * 86_400);
@@ -531,7 +531,6 @@ pub(crate) async fn load(
         pg_plan(first, last)
     };
     let s = schema(prefix);
-    let only = (scope == Scope::Instance).then_some(instance);
     let series: Option<Vec<String>> = filter
         .exact()
         .map(|infos| infos.iter().map(codec::series_key).collect());
@@ -539,45 +538,64 @@ pub(crate) async fn load(
         .kinds
         .as_ref()
         .map(|k| k.iter().map(|k| k.code()).collect());
-    let filters = "($3::text[] IS NULL OR series = ANY($3))
-         AND ($4::text[] IS NULL OR split_part(series, chr(31), 1) = ANY($4))";
-    let mut by_series: BTreeMap<String, Minute<Merged>> = BTreeMap::new();
-    let ranges = hourly
+    // One statement: every range of the plan, ordered by series, so that each series' merge is
+    // finished before the next one starts (a read holds one merge in progress).
+    let parts: Vec<String> = hourly
         .iter()
         .map(|r| ("hourly", *r))
-        .chain(daily.map(|r| ("daily", r)));
+        .chain(daily.map(|r| ("daily", r)))
+        .map(|(table, (from, to))| match scope {
+            // the compacted rows plus every instance's rows of what is still queued
+            Scope::Cluster => pgcompact::cluster_read_sql(&s, table, from, to),
+            Scope::Instance => format!(
+                "SELECT series, data FROM {s}.{table}
+                 WHERE bucket_start >= to_timestamp({from}) AND bucket_start < to_timestamp({to})
+                   AND ($1::text[] IS NULL OR series = ANY($1))
+                   AND ($2::text[] IS NULL OR split_part(series, chr(31), 1) = ANY($2))
+                   AND instance = $3"
+            ),
+        })
+        .collect();
+    let sql = format!(
+        "SELECT series, data FROM ({}) u ORDER BY series",
+        parts.join(" UNION ALL ")
+    );
+    let mut out = Vec::new();
     let read = async {
-        for (table, (from, to)) in ranges {
-            // cluster: the compacted rows plus every instance's rows of what is still queued;
-            // instance: this instance's rows
-            let (sql, instance) = match only {
-                None => (pgcompact::cluster_read_sql(&s, table), None),
-                Some(i) => (
-                    format!(
-                        "SELECT series, data FROM {s}.{table}
-                         WHERE bucket_start >= to_timestamp($1) AND bucket_start < to_timestamp($2)
-                           AND {filters} AND instance = $5"
-                    ),
-                    Some(i),
-                ),
-            };
-            let mut q = sqlx::query_as::<_, (String, Vec<u8>)>(&sql)
-                .bind(ts(from))
-                .bind(ts(to))
-                .bind(series.as_deref())
-                .bind(kinds.as_deref());
-            if let Some(i) = instance {
-                q = q.bind(i);
+        let mut q = sqlx::query_as::<_, (String, Vec<u8>)>(&sql)
+            .bind(series.as_deref())
+            .bind(kinds.as_deref());
+        if scope == Scope::Instance {
+            q = q.bind(instance);
+        }
+        let mut rows = q.fetch(pool);
+        let mut current: Option<(String, Minute<Accum>)> = None;
+        let mut done = |key: String, acc: Minute<Accum>| {
+            if let Some(info) = codec::parse_series_key(&key) {
+                out.push((info, finish(acc)));
             }
-            let mut rows = q.fetch(pool);
-            while let Some((series, data)) = rows.try_next().await? {
-                match codec::decode(&data) {
-                    Ok(m) => merge(by_series.entry(series).or_default(), &m),
-                    Err(e) => {
-                        tracing::warn!(target: "perfmon", series, error = %e, "unreadable aggregate skipped")
+        };
+        while let Some((key, data)) = rows.try_next().await? {
+            let m = match codec::decode(&data) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(target: "perfmon", series = key, error = %e, "unreadable aggregate skipped");
+                    continue;
+                }
+            };
+            match &mut current {
+                Some((k, acc)) if *k == key => accumulate(acc, &m),
+                _ => {
+                    let mut acc = Minute::<Accum>::default();
+                    accumulate(&mut acc, &m);
+                    if let Some((k, acc)) = current.replace((key, acc)) {
+                        done(k, acc);
                     }
                 }
             }
+        }
+        if let Some((k, acc)) = current {
+            done(k, acc);
         }
         Ok::<(), sqlx::Error>(())
     };
@@ -587,10 +605,7 @@ pub(crate) async fn load(
             tier: "PostgreSQL",
             after: TIMEOUT,
         })??;
-    Ok(by_series
-        .into_iter()
-        .filter_map(|(k, m)| Some((codec::parse_series_key(&k)?, m)))
-        .collect())
+    Ok(out)
 }
 
 #[cfg(test)]

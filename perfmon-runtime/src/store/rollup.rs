@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::core::hist::Merged;
+use crate::core::hist::{Accum, Merged};
 use crate::core::window::WINDOW_MINUTES;
 use crate::pipeline::aggregator::{Minute, EVICTION_GRACE_MINUTES};
 use crate::pipeline::state::global;
@@ -20,6 +20,27 @@ pub(crate) type BucketKey = (u64, String);
 pub(crate) fn merge(into: &mut Minute<Merged>, m: &Minute<Merged>) {
     into.add_counters(m);
     into.hist.add(&m.hist);
+}
+
+/// Adds a stored aggregate to a read's merge in progress (cost: the aggregate's own bins).
+pub(crate) fn accumulate(into: &mut Minute<Accum>, m: &Minute<Merged>) {
+    into.add_counters(m);
+    into.hist.add(&m.hist);
+}
+
+/// A read's finished merge of one series.
+pub(crate) fn finish(acc: Minute<Accum>) -> Minute<Merged> {
+    Minute {
+        hist: acc.hist.finish(),
+        outcomes: acc.outcomes,
+        statuses: acc.statuses,
+        slow: acc.slow,
+        events: acc.events,
+        value_sum: acc.value_sum,
+        last_ok_ns: acc.last_ok_ns,
+        last_fail_ns: acc.last_fail_ns,
+        dirty: false,
+    }
 }
 
 /// One bucket size.

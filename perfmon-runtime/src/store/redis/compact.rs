@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use redis::Cmd;
 
-use crate::core::hist::Merged;
+use crate::core::hist::Accum;
 use crate::pipeline::aggregator::Minute;
 use crate::store::codec;
 use crate::store::error::TierError;
@@ -24,6 +24,7 @@ use crate::store::redis::io::{merge_fields, timed, Batch, Conn};
 use crate::store::redis::layout::{
     is_instance_field, parse_queue_member, Keys, CLUSTER, CLUSTER_VERSION, WRITES,
 };
+use crate::store::rollup::finish;
 
 /// How long the lease lasts without renewal.
 const LEASE: Duration = Duration::from_secs(30);
@@ -117,13 +118,14 @@ impl Compactor {
             if version.is_empty() || hash.get(CLUSTER_VERSION) == Some(&version) {
                 continue; // expired, or merged already at this version
             }
-            let mut merged = Minute::<Merged>::default();
+            let mut acc = Minute::<Accum>::default();
             merge_fields(
                 hash.iter()
                     .filter(|(f, _)| is_instance_field(f))
                     .map(|(f, v)| (f.as_str(), v.as_slice())),
-                &mut merged,
+                &mut acc,
             );
+            let merged = finish(acc);
             let Some(blob) = codec::encode_counted(key, &merged) else {
                 continue;
             };

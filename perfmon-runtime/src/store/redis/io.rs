@@ -8,11 +8,11 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::Value;
 
-use crate::core::hist::Merged;
+use crate::core::hist::Accum;
 use crate::pipeline::aggregator::Minute;
 use crate::store::codec;
 use crate::store::error::TierError;
-use crate::store::rollup::merge;
+use crate::store::rollup::accumulate;
 
 /// How long one round trip (a flush's pipeline, a read's chunk) may take.
 pub(crate) const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -236,15 +236,15 @@ pub(crate) async fn timed<T>(
         .map_err(TierError::from)
 }
 
-/// Decodes instance values (field, blob) and merges them into `into`; an undecodable one is
-/// skipped with a warning.
+/// Decodes stored values (field, blob) and adds them to `into`; an undecodable one is skipped
+/// with a warning.
 pub(crate) fn merge_fields<'a>(
     fields: impl Iterator<Item = (&'a str, &'a [u8])>,
-    into: &mut Minute<Merged>,
+    into: &mut Minute<Accum>,
 ) {
     for (field, blob) in fields {
         match codec::decode(blob) {
-            Ok(m) => merge(into, &m),
+            Ok(m) => accumulate(into, &m),
             Err(e) => {
                 tracing::warn!(target: "perfmon", field, error = %e, "unreadable aggregate skipped")
             }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use redis::{from_redis_value, Cmd};
 
-use crate::core::hist::Merged;
+use crate::core::hist::{Accum, Merged};
 use crate::core::window::{Scope, Window};
 use crate::pipeline::aggregator::Minute;
 use crate::pipeline::registry::SeriesInfo;
@@ -20,9 +20,12 @@ use crate::store::redis::layout::{
     field, is_instance_field, plan, reads_cluster_value, sid, window_minutes, Keys, Tier, CLUSTER,
     CLUSTER_VERSION, WRITES,
 };
+use crate::store::rollup::finish;
 
 /// Buckets whose series are listed per round trip.
-const BUCKETS_PER_STEP: usize = 16;
+const BUCKETS_PER_STEP: usize = 64;
+/// Series merged at a time: a read holds this many merges in progress (and the finished ones).
+const SERIES_PER_STEP: usize = 32;
 /// Commands per round trip.
 const CHUNK: usize = 256;
 
@@ -48,7 +51,6 @@ enum Fetch {
 
 struct Target {
     key: String,
-    series: String,
     fetch: Fetch,
 }
 
@@ -67,7 +69,15 @@ pub struct ReadStats {
     pub round_trips: usize,
 }
 
-/// Reads a window.
+/// A series the read wants: its key and the plan's buckets that hold it (by position).
+struct Wanted {
+    key: String,
+    buckets: Vec<u32>,
+}
+
+/// Reads a window: finds the series it wants (named by the filter, or listed by each bucket's
+/// index), then reads them a few at a time, all of a series' buckets together (one slot in a
+/// Redis Cluster), merging each into its series as it arrives.
 pub(crate) async fn load(
     conn: &mut Conn,
     spec: &ReadSpec<'_>,
@@ -96,24 +106,25 @@ pub(crate) async fn load(
         }
         Scope::Cluster => Vec::new(),
     };
-    let exact: Option<Vec<(String, String)>> = spec.filter.exact().map(|infos| {
-        infos
+    let wanted: BTreeMap<String, Wanted> = match spec.filter.exact() {
+        Some(infos) => infos
             .iter()
             .map(|i| {
-                let k = series_key(i);
-                (sid(&k), k)
+                let key = series_key(i);
+                let all = (0..buckets.len() as u32).collect();
+                (sid(&key), Wanted { key, buckets: all })
             })
-            .collect()
-    });
-    let mut acc: BTreeMap<String, Minute<Merged>> = BTreeMap::new();
-    for step in buckets.chunks(BUCKETS_PER_STEP) {
-        let series = match &exact {
-            Some(e) => vec![e.clone(); step.len()],
-            None => indexed_series(conn, spec, step, &mut stats).await?,
-        };
+            .collect(),
+        None => indexed_series(conn, spec, &buckets, &mut stats).await?,
+    };
+    let wanted: Vec<Wanted> = wanted.into_values().collect();
+    let mut rows = Vec::new();
+    for step in wanted.chunks(SERIES_PER_STEP) {
         let mut targets = Vec::new();
-        for (&(tier, bucket), list) in step.iter().zip(series) {
-            for (id, key) in list {
+        for (n, w) in step.iter().enumerate() {
+            let id = sid(&w.key);
+            for &b in &w.buckets {
+                let (tier, bucket) = buckets[b as usize];
                 let fetch = match spec.scope {
                     Scope::Instance => Fetch::Runs,
                     Scope::Cluster
@@ -123,14 +134,12 @@ pub(crate) async fn load(
                     }
                     Scope::Cluster => Fetch::All,
                 };
-                targets.push(Target {
-                    key: spec.keys.data(tier, bucket, &id),
-                    series: key,
-                    fetch,
-                });
+                let key = spec.keys.data(tier, bucket, &id);
+                targets.push((n, Target { key, fetch }));
             }
         }
         stats.hashes += targets.len();
+        let mut acc: Vec<Minute<Accum>> = step.iter().map(|_| Minute::default()).collect();
         for chunk in targets.chunks(CHUNK) {
             let missing = fetch_chunk(conn, chunk, &fields, &mut acc, &mut stats).await?;
             for chunk in missing.chunks(CHUNK) {
@@ -138,42 +147,55 @@ pub(crate) async fn load(
                 debug_assert!(again.is_empty());
             }
         }
+        for (w, m) in step.iter().zip(acc) {
+            let m = finish(m);
+            if m.events == 0 && m.hist.count() == 0 {
+                continue;
+            }
+            if let Some(info) = parse_series_key(&w.key) {
+                rows.push((info, m));
+            }
+        }
     }
-    let rows = acc
-        .into_iter()
-        .filter(|(_, m)| m.events > 0 || m.hist.count() > 0)
-        .filter_map(|(k, m)| Some((parse_series_key(&k)?, m)))
-        .collect();
     Ok((rows, stats))
 }
 
-/// The (sid, series key) pairs each bucket's index lists and the filter wants.
+/// The series the buckets' indexes list and the filter wants, with the buckets holding each.
 async fn indexed_series(
     conn: &mut Conn,
     spec: &ReadSpec<'_>,
-    step: &[(Tier, u64)],
+    buckets: &[(Tier, u64)],
     stats: &mut ReadStats,
-) -> Result<Vec<Vec<(String, String)>>, TierError> {
-    let mut batch = Batch::default();
-    for &(tier, bucket) in step {
-        let index = spec.keys.index(tier, bucket);
-        batch.add(&index, Cmd::hgetall(&index));
+) -> Result<BTreeMap<String, Wanted>, TierError> {
+    let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
+    for (n, step) in buckets.chunks(BUCKETS_PER_STEP).enumerate() {
+        let mut batch = Batch::default();
+        for &(tier, bucket) in step {
+            let index = spec.keys.index(tier, bucket);
+            batch.add(&index, Cmd::hgetall(&index));
+        }
+        let lists = batch.send(conn).await?;
+        stats.round_trips += 1;
+        for (k, list) in lists.iter().enumerate() {
+            let position = (n * BUCKETS_PER_STEP + k) as u32;
+            for (id, key) in from_redis_value::<Vec<(String, String)>>(list)? {
+                match wanted.get_mut(&id) {
+                    Some(w) => w.buckets.push(position),
+                    None if parse_series_key(&key).is_some_and(|i| spec.filter.matches(&i)) => {
+                        wanted.insert(
+                            id,
+                            Wanted {
+                                key,
+                                buckets: vec![position],
+                            },
+                        );
+                    }
+                    None => {}
+                }
+            }
+        }
     }
-    let lists = batch
-        .send(conn)
-        .await?
-        .iter()
-        .map(from_redis_value::<Vec<(String, String)>>)
-        .collect::<Result<Vec<_>, _>>()?;
-    stats.round_trips += 1;
-    Ok(lists
-        .into_iter()
-        .map(|list| {
-            list.into_iter()
-                .filter(|(_, key)| parse_series_key(key).is_some_and(|i| spec.filter.matches(&i)))
-                .collect()
-        })
-        .collect())
+    Ok(wanted)
 }
 
 /// `HMGET key fields…` (always an array answer, even for one field).
@@ -183,17 +205,17 @@ fn hmget(key: &str, fields: impl redis::ToRedisArgs) -> Cmd {
     c
 }
 
-/// Reads one chunk of hashes and merges what it finds; returns the cluster reads that found no
-/// valid cluster value, to be read whole.
+/// Reads one chunk of hashes and merges what it finds into the series' merges in progress;
+/// returns the cluster reads that found no valid cluster value, to be read whole.
 async fn fetch_chunk(
     conn: &mut Conn,
-    chunk: &[Target],
+    chunk: &[(usize, Target)],
     fields: &[String],
-    acc: &mut BTreeMap<String, Minute<Merged>>,
+    acc: &mut [Minute<Accum>],
     stats: &mut ReadStats,
-) -> Result<Vec<Target>, TierError> {
+) -> Result<Vec<(usize, Target)>, TierError> {
     let mut batch = Batch::default();
-    for t in chunk {
+    for (_, t) in chunk {
         let cmd = match t.fetch {
             Fetch::Runs => hmget(&t.key, fields),
             Fetch::Cluster => hmget(&t.key, &[CLUSTER, CLUSTER_VERSION, WRITES][..]),
@@ -204,7 +226,8 @@ async fn fetch_chunk(
     let values = batch.send(conn).await?;
     stats.round_trips += 1;
     let mut missing = Vec::new();
-    for (t, v) in chunk.iter().zip(&values) {
+    for ((n, t), v) in chunk.iter().zip(&values) {
+        let into = &mut acc[*n];
         match t.fetch {
             Fetch::Runs => {
                 let blobs: Vec<Option<Vec<u8>>> = from_redis_value(v)?;
@@ -213,13 +236,8 @@ async fn fetch_chunk(
                     .flatten()
                     .map(|b| (t.key.as_str(), b.as_slice()))
                     .collect();
-                if !present.is_empty() {
-                    stats.instance_values += present.len();
-                    merge_fields(
-                        present.into_iter(),
-                        acc.entry(t.series.clone()).or_default(),
-                    );
-                }
+                stats.instance_values += present.len();
+                merge_fields(present.into_iter(), into);
             }
             Fetch::Cluster => {
                 let [value, merged, writes]: [Option<Vec<u8>>; 3] = from_redis_value::<Vec<_>>(v)?
@@ -228,16 +246,15 @@ async fn fetch_chunk(
                 match (value, writes) {
                     (Some(blob), Some(w)) if merged.as_ref() == Some(&w) => {
                         stats.cluster_values += 1;
-                        merge_fields(
-                            std::iter::once((t.key.as_str(), blob.as_slice())),
-                            acc.entry(t.series.clone()).or_default(),
-                        );
+                        merge_fields(std::iter::once((t.key.as_str(), blob.as_slice())), into);
                     }
-                    (_, Some(_)) => missing.push(Target {
-                        key: t.key.clone(),
-                        series: t.series.clone(),
-                        fetch: Fetch::All,
-                    }),
+                    (_, Some(_)) => missing.push((
+                        *n,
+                        Target {
+                            key: t.key.clone(),
+                            fetch: Fetch::All,
+                        },
+                    )),
                     (_, None) => {} // no such hash
                 }
             }
@@ -248,13 +265,8 @@ async fn fetch_chunk(
                     .filter(|(f, _)| is_instance_field(f))
                     .map(|(f, b)| (f.as_str(), b.as_slice()))
                     .collect();
-                if !present.is_empty() {
-                    stats.instance_values += present.len();
-                    merge_fields(
-                        present.into_iter(),
-                        acc.entry(t.series.clone()).or_default(),
-                    );
-                }
+                stats.instance_values += present.len();
+                merge_fields(present.into_iter(), into);
             }
         }
     }
