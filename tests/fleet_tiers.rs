@@ -320,6 +320,166 @@ async fn drop_keys(url: &str, prefix: &str) {
     }
 }
 
+/// A TCP proxy to Redis that a test can cut (every connection dropped, new ones refused) and
+/// restore: a real outage as the writer sees it.
+struct Proxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    async fn start(target: &'static str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (u, g) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !u.load(Ordering::SeqCst) {
+                    continue; // refused: dropped at once
+                }
+                let (u, g) = (u.clone(), g.clone());
+                let born = g.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    tokio::pin!(copy);
+                    loop {
+                        tokio::select! {
+                            _ = &mut copy => return,
+                            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                                if !u.load(Ordering::SeqCst) || g.load(Ordering::SeqCst) != born {
+                                    return; // cut: both sides dropped
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Redis away for a while under one instance: its flushes fail and keep everything; once Redis
+/// is back, one flush writes it all, and every window reads exactly what was recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_loses_and_double_counts_nothing() {
+    let prefix = unique_prefix("outage");
+    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let url = redis_url();
+    let mut away = RedisTier::connect(&proxy.url(), &prefix, "away", "w1")
+        .await
+        .expect("through the proxy");
+    let mut steady = RedisTier::connect(&url, &prefix, "steady", "s1")
+        .await
+        .expect("redis");
+    let (mut agg_away, mut agg_steady) = (Aggregates::default(), Aggregates::default());
+    let mut truth = Truth::default();
+    let mut rng = Rng::new(3);
+    let end = now_secs() / 60 * 60;
+    let start = end - 3 * 3600;
+    let mut t = start;
+    let mut failed = 0;
+    while t < end {
+        for (instance, agg) in [("away", &mut agg_away), ("steady", &mut agg_steady)] {
+            let values: Vec<Duration> = (0..20)
+                .map(|_| rng.log_uniform(Duration::from_micros(300), Duration::from_secs(2)))
+                .collect();
+            let ns: Vec<u64> = values.iter().map(|d| d.as_nanos() as u64).collect();
+            agg.api(t / 60, "GET", ROUTES[0], 200, &ns);
+            truth
+                .0
+                .entry((instance.to_string(), ROUTES[0]))
+                .or_default()
+                .entry(t / 60)
+                .or_default()
+                .extend(values);
+        }
+        t += 60;
+        if t == end - 2 * 3600 {
+            proxy.cut();
+        }
+        if t == end - 3600 {
+            proxy.restore();
+        }
+        if (t - start) % 300 == 0 {
+            steady.flush(&mut agg_steady, t).await.expect("steady");
+            match away.flush(&mut agg_away, t).await {
+                Ok(_) => {}
+                Err(e) => {
+                    failed += 1;
+                    assert!(away.pending() > 0, "kept while away: {e}");
+                }
+            }
+        }
+    }
+    assert!(
+        failed >= 5,
+        "the writer saw the outage: {failed} failed flushes"
+    );
+    let read_at = end + 600;
+    steady
+        .flush(&mut agg_steady, read_at)
+        .await
+        .expect("steady");
+    let report = away.flush(&mut agg_away, read_at).await.expect("back");
+    assert_eq!(away.pending(), 0, "{report:?}");
+    // flushed twice more: replaced, never added
+    away.flush(&mut agg_away, read_at).await.expect("again");
+    let now_minute = read_at / 60;
+    for window in [Window::Hour1, Window::Hours24, Window::Days7] {
+        let minutes = redis_minutes(window, now_minute);
+        let (cluster, _) = steady
+            .read(window, Scope::Cluster, Some(ROUTES[0]), read_at)
+            .await
+            .expect("cluster");
+        assert_exact(
+            &format!("{window:?} cluster after the outage"),
+            &cluster.api_stats_for(ROUTES[0]),
+            &truth.values(None, ROUTES[0], minutes),
+        );
+        let (mine, _) = away
+            .read(window, Scope::Instance, Some(ROUTES[0]), read_at)
+            .await
+            .expect("instance");
+        assert_exact(
+            &format!("{window:?} the instance that was away"),
+            &mine.api_stats_for(ROUTES[0]),
+            &truth.values(Some("away"), ROUTES[0], minutes),
+        );
+    }
+    drop_keys(&url, &prefix).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_windows_and_scopes_are_exact_from_days_and_edge_hours() {
     let prefix = unique_prefix("pg");

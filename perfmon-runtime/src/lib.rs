@@ -86,48 +86,76 @@
 //! | --- | --- |
 //! | `axum` | `http::PerfmonLayer` (records every request once, with its route template and real status) and `http::router`: `/api/monitoring/metrics`, `/api/monitoring/health`, `/api/monitoring/live`, `/api/monitoring/ready`, `/metrics` (Prometheus), `/api/monitoring/dashboard` |
 //! | `postgres` | `PERFMON_DATABASE_URL`: a sqlx pool opened by [`init`], which applies the embedded migrations; the built-in `database` health check (`SELECT 1`, pool counts; critical); the PostgreSQL tier |
-//! | `redis` | `PERFMON_REDIS_URL`: a reconnecting connection opened by [`init`]; the built-in `redis` health check (`PING`; not critical); the Redis tier |
+//! | `redis` | `PERFMON_REDIS_URL`: a reconnecting connection opened by [`init`] — to one Redis, or to a Redis Cluster named by `redis+cluster://host1:7000,host2:7000` or a comma-separated list of node URLs; the built-in `redis` health check (`PING`; not critical); the Redis tier |
 //!
 //! ## Retention tiers and windows
 //!
 //! A flush worker (every 10 s, [`ConfigBuilder::flush_interval`]) takes what changed from the
-//! aggregator and writes it to every configured tier; [`Collector::query`] reads a window back:
+//! aggregator and writes it to every configured tier; [`Collector::query`] reads a window back.
+//! A read touches only the series it asks for ([`Query::path`] reads one route; each `type=` of
+//! the HTTP API reads its kinds), from the coarsest stored buckets that cover the window
+//! exactly, with finer ones only at its ragged edges:
 //!
-//! | window | `scope=instance` | `scope=cluster` |
+//! | window | read from (either scope) | values per series |
 //! | --- | --- | --- |
-//! | 5 m | memory | Redis 1-minute aggregates |
-//! | 1 h, 24 h | Redis 1-minute aggregates (else PostgreSQL hourly) | the same, every instance |
-//! | 7 d | Redis 5-minute aggregates (else PostgreSQL hourly) | the same, every instance |
-//! | 90 d | PostgreSQL hourly | the same, every instance |
-//! | 1 y | PostgreSQL daily | the same, every instance |
+//! | 5 m | memory (`instance`); Redis minutes or a 5-minute bucket (`cluster`) | ≤ 5 |
+//! | 1 h, 24 h | Redis: hours, 5-minute buckets and minutes at the edges (else PostgreSQL hours) | 24 h: ≤ 54 instead of 1,440 |
+//! | 7 d | Redis: hours, 5-minute buckets at the edges (else PostgreSQL) | ≤ 194 instead of 2,016 |
+//! | 90 d | PostgreSQL: whole days, hours at the edges | ≤ 136 instead of 2,160 |
+//! | 1 y | PostgreSQL: days | ≤ 366 |
+//!
+//! Results are exactly those of merging every minute of the window (histograms bin by bin).
 //!
 //! **Restart- and retry-safe.** Every value is written under the instance's name *and* its
 //! process run (an id per process), and every write replaces a whole value: one series' whole
 //! minute, 5-minute bucket, hour or day as of the flush. A retried flush writes the same or newer
 //! values and never adds twice; a restarted process writes under a new run and leaves the
-//! previous run's values alone; instances never overwrite each other. Reads merge every run and
-//! instance, histogram bin by bin.
+//! previous run's values alone; instances never overwrite each other.
 //!
-//! **Redis keys** (prefix `PERFMON_KEY_PREFIX`, default `perfmon`):
+//! **Cluster values.** A cluster read of a closed bucket reads one value per series, whatever the
+//! number of instances: a compactor (in Redis, the instance holding a lease, `SET NX PX`; in
+//! PostgreSQL, the one holding an advisory lock) merges each closed bucket of each series across
+//! instances once. A write into a merged bucket (a late flush from an instance that was away)
+//! invalidates the merge — in Redis the merge carries the write counter it saw, in PostgreSQL the
+//! writer's transaction re-queues the bucket — so readers never take a stale merge, and the next
+//! pass recomputes it from every instance's values. Open buckets are merged at read time.
+//!
+//! **Stored form.** Each aggregate is encoded once (version 2: counters, exact sum/min/max, the
+//! histogram's non-zero HDR bins as delta varints), about 2 bytes per non-zero bin; decoding
+//! allocates the bins only. Reads merge into paged accumulators, a few series at a time, so a
+//! read's memory does not grow with the window or the number of instances.
+//!
+//! **Redis keys** (prefix `PERFMON_KEY_PREFIX`, default `perfmon`; `{sid}` is 16 hex digits of a
+//! hash of the series' labels, and the key's hash tag, so all of a series' buckets share a
+//! Redis Cluster slot):
 //!
 //! | key | type | holds | TTL |
 //! | --- | --- | --- | --- |
-//! | `{prefix}:m1:{unix minute}` | hash | field `{instance}␞{run}␞{series}` → that series' minute: counters, status codes, exact sum/min/max and an HdrHistogram V2+DEFLATE histogram (the 1-minute aggregates; error counters included) | 24 h after the minute |
-//! | `{prefix}:m5:{unix minute / 5}` | hash | the same per 5-minute bucket (the 5-minute aggregates; per-table statistics included) | 7 days after the bucket |
+//! | `{prefix}:m1:{unix minute}:{{sid}}` | hash | `{instance}␞{run}` → that run's whole minute of the series; `#v` → writes so far; `*` → the compactor's merge of every instance, `*v` → the `#v` it merged | 24 h after the minute |
+//! | `{prefix}:m5:{unix minute / 5}:{{sid}}` | hash | the same per 5-minute bucket | 7 days after the bucket |
+//! | `{prefix}:h1:{unix hour}:{{sid}}` | hash | the same per hour | 7 days after the hour |
+//! | `{prefix}:{m1,m5,h1}:{bucket}:ix` | hash | `{sid}` → the series' labels: the series written in that bucket | as the bucket |
+//! | `{prefix}:runs:{instance}` | sorted set | the instance's process runs, scored by the minute each last flushed | 8 days |
+//! | `{prefix}:compact` | sorted set | `{tier}:{bucket}:{sid}` written and not yet merged, scored by when it may be | — |
+//! | `{prefix}:compact:lease` | string | the instance and run compacting | 30 s, renewed |
 //! | `{prefix}:rt:{instance}:recent` | list | the last 100 API requests, JSON, newest first | 5 min |
 //! | `{prefix}:rt:{instance}:times` | list | the last 100 response times in ms, newest first | 5 min |
 //! | `{prefix}:rt:{instance}:counters` | hash | live counters (`totalRequests`, `errorRequests`, `eventsProcessed`, `updatedAt`) | 5 min |
 //! | `{prefix}:slow` | sorted set | the slowest requests of every instance (score: ms), top 50 | 24 h |
 //! | `{prefix}:alerts:{instance}` | hash | the alerts firing now: `{rule}␞{key}` → notification JSON | 5 min, refreshed on every flush |
 //!
-//! `{series}` joins the series' labels with `␟` (U+001F): kind, method, name, table, tag value,
-//! read/write. Commands per flush grow with the active series, not with the events.
+//! A series' labels are joined with `␟` (U+001F): kind, method, name, table, tag value,
+//! read/write. Commands per flush grow with the active series, not with the events; no command
+//! spans two keys, so a Redis Cluster needs nothing more (a batch goes as one pipeline per slot).
 //!
-//! **PostgreSQL** (schema named after `PERFMON_KEY_PREFIX`, created by the migrations):
-//! `hourly` and `daily` (`bucket_start, instance, run, series` as primary key, `events`, `data` in
-//! the same encoding, upserted whole), `events` (batch failures and health changes), `migrations`.
-//! A retention job deletes hourly rows after 90 days and daily rows and events after a year, in
-//! batches of 10,000 rows, once an hour (`Perfmon::prune` runs it on demand).
+//! **PostgreSQL** (schema named after `PERFMON_KEY_PREFIX`, created and upgraded by the
+//! migrations): `hourly` and `daily` (`bucket_start, instance, run, series` as primary key,
+//! `events`, `data` in the same encoding, upserted whole in bulk: `INSERT … SELECT FROM UNNEST`),
+//! partitioned by month, indexed by `(series, bucket_start)`; `cluster_hourly` and
+//! `cluster_daily` (the compactor's merges) with `compact_queue`; `events` (batch failures and
+//! health changes); `migrations`. A retention job drops month partitions past their retention
+//! whole (hourly 90 days, daily a year), then deletes what is left, in batches of 10,000 rows,
+//! once an hour (`Perfmon::prune` runs it on demand).
 //!
 //! **While a backend is away** recording goes on; its health check fails; Redis aggregates wait
 //! in a bounded buffer (`PENDING_LIMIT`: 100,000 series-minutes and buckets) and PostgreSQL's folded

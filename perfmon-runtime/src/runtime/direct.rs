@@ -123,6 +123,49 @@ impl Flush {
     }
 }
 
+/// The stored form of one route-minute of `durations_ns`: its size, and the mean time to decode
+/// it and to add it to a read's merge, over `rounds` rounds.
+#[derive(Clone, Copy, Debug)]
+pub struct CodecFigures {
+    /// Encoded bytes.
+    pub bytes: usize,
+    /// Non-zero histogram bins.
+    pub bins: usize,
+    /// Mean ns to decode.
+    pub decode_ns: f64,
+    /// Mean ns to add a decoded aggregate to a merge in progress.
+    pub merge_ns: f64,
+}
+
+/// Measures the codec on one route-minute of `durations_ns`.
+pub fn codec_figures(durations_ns: &[u64], rounds: usize) -> CodecFigures {
+    let m = api_minute(200, durations_ns);
+    let blob = crate::store::codec::encode(&m).unwrap_or_default();
+    let rounds = rounds.max(1);
+    let t = std::time::Instant::now();
+    let mut decoded = Vec::with_capacity(rounds.min(1024));
+    for i in 0..rounds {
+        let d = crate::store::codec::decode(std::hint::black_box(&blob)).unwrap_or_default();
+        if i < 1024 {
+            decoded.push(d);
+        }
+    }
+    let decode_ns = t.elapsed().as_nanos() as f64 / rounds as f64;
+    let mut acc = Minute::<crate::core::hist::Accum>::default();
+    let t = std::time::Instant::now();
+    for i in 0..rounds {
+        crate::store::rollup::accumulate(&mut acc, &decoded[i % decoded.len()]);
+    }
+    let merge_ns = t.elapsed().as_nanos() as f64 / rounds as f64;
+    std::hint::black_box(crate::store::rollup::finish(acc));
+    CodecFigures {
+        bytes: blob.len(),
+        bins: m.hist.raw_bins().len(),
+        decode_ns,
+        merge_ns,
+    }
+}
+
 fn filter(path: Option<&str>) -> SeriesFilter {
     match path {
         Some(p) => SeriesFilter {

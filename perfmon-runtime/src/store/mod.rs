@@ -3,28 +3,18 @@
 //! `pipeline`, `read` and `ops` (the alerts shown in Redis); the runtime connects the backends
 //! and starts the worker.
 //!
-//! # Restart- and retry-safety
+//! | module | what |
+//! | --- | --- |
+//! | `codec` | the stored form of one aggregate (version 2: sparse HDR bins; version 1 read) |
+//! | `rollup` | hours and days built from the minutes a flush carries; read-side accumulators |
+//! | `prepared` | what one flush carries to every tier, and what it reports |
+//! | `redis/` | the key layout and read plans, the connection (single or cluster) and batches, the writer, the compactor, the reader |
+//! | `postgres`, `partitions`, `pgcompact` | the PostgreSQL writer and reader, its month partitions, its compactor |
+//! | `flusher` | the flush worker, and the tiers as the read layer's source of long windows |
+//! | `error` | [`TierError`](crate::TierError) |
 //!
-//! Every instance writes under its own name *and* its process run (a random id per `init`), and
-//! every write *replaces* a whole value: one series' whole minute (merged across the aggregator
-//! shards) or whole 5-minute bucket as of the flush. A flush retried after a timeout writes the
-//! same or newer values, never adds twice; a process restarted within the same minute writes
-//! under a new run and leaves the previous run's values as they were. Readers merge every
-//! instance and run.
-//!
-//! # Redis key layout (prefix `PERFMON_KEY_PREFIX`, default `perfmon`)
-//!
-//! | key | type | holds | TTL |
-//! | --- | --- | --- | --- |
-//! | `{prefix}:m1:{unix minute}` | hash | field `{instance}␞{run}␞{series}` → that minute of the series (counters, status codes, exact sum/min/max, HDR V2+DEFLATE histogram; `codec`) — the 1-minute aggregates, error counters included | 24 h after the minute ends |
-//! | `{prefix}:m5:{unix minute / 5}` | hash | the same per 5-minute bucket — the 5-minute aggregates and, for query series, the per-table statistics | 7 days after the bucket ends |
-//! | `{prefix}:rt:{instance}:recent` | list | the last 100 API requests (JSON), newest first | 5 minutes |
-//! | `{prefix}:rt:{instance}:times` | list | the last 100 response times in ms, newest first | 5 minutes |
-//! | `{prefix}:rt:{instance}:counters` | hash | live counters since the process started | 5 minutes |
-//! | `{prefix}:slow` | sorted set | the slowest requests of every instance (score: ms), trimmed to 50 | 24 hours |
-//!
-//! `{series}` is the series' labels joined by `␟` (U+001F): kind, method, name, table, tag
-//! value, write flag.
+//! The key and table layout, the restart- and retry-safety and the cluster values are described
+//! in the crate documentation (`lib.rs`, "Retention tiers and windows").
 
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub(crate) mod codec;

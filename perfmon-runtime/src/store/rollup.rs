@@ -9,6 +9,7 @@ use crate::core::hist::{Accum, Merged};
 use crate::core::window::WINDOW_MINUTES;
 use crate::pipeline::aggregator::{Minute, EVICTION_GRACE_MINUTES};
 use crate::pipeline::state::global;
+use crate::store::codec;
 
 /// A minute is final once it is this many minutes old: past the window and the grace during
 /// which the aggregator still holds (and may still change) it.
@@ -46,8 +47,14 @@ pub(crate) fn finish(acc: Minute<Accum>) -> Minute<Merged> {
 /// One bucket size.
 struct Level {
     minutes_per: u64,
-    folded: BTreeMap<BucketKey, Minute<Merged>>,
+    /// The final minutes of each bucket, merged and kept encoded (about 2 bytes per non-zero
+    /// bin instead of 16: a busy series' day holds thousands of bins).
+    folded: BTreeMap<BucketKey, Vec<u8>>,
     dirty: BTreeSet<BucketKey>,
+}
+
+fn decoded(blob: Option<&Vec<u8>>) -> Minute<Merged> {
+    blob.and_then(|b| codec::decode(b).ok()).unwrap_or_default()
 }
 
 /// Rolls minutes up into buckets of the given sizes.
@@ -88,15 +95,24 @@ impl Rollup {
             .filter(|(m, _)| m + FINAL_AFTER_MINUTES < now_minute)
             .cloned()
             .collect();
+        // each bucket decoded and encoded once per call, whatever the number of its minutes
+        let mut by_level: Vec<BTreeMap<BucketKey, Minute<Merged>>> =
+            self.levels.iter().map(|_| BTreeMap::new()).collect();
         for k in finals {
             if let Some(m) = self.open.remove(&k) {
-                for l in &mut self.levels {
-                    merge(
-                        l.folded
-                            .entry((k.0 / l.minutes_per, k.1.clone()))
-                            .or_default(),
-                        &m,
-                    );
+                for (l, into) in self.levels.iter().zip(by_level.iter_mut()) {
+                    let bucket = (k.0 / l.minutes_per, k.1.clone());
+                    let value = into
+                        .entry(bucket)
+                        .or_insert_with_key(|b| decoded(l.folded.get(b)));
+                    merge(value, &m);
+                }
+            }
+        }
+        for (l, values) in self.levels.iter_mut().zip(by_level) {
+            for (bucket, m) in values {
+                if let Some(blob) = codec::encode_counted(&bucket.1, &m) {
+                    l.folded.insert(bucket, blob);
                 }
             }
         }
@@ -105,11 +121,7 @@ impl Rollup {
     /// The whole value of a bucket of level `level`: its final minutes plus its open ones.
     pub(crate) fn value(&self, level: usize, bucket: u64, key: &str) -> Minute<Merged> {
         let l = &self.levels[level];
-        let mut m = l
-            .folded
-            .get(&(bucket, key.to_string()))
-            .cloned()
-            .unwrap_or_default();
+        let mut m = decoded(l.folded.get(&(bucket, key.to_string())));
         let first = bucket * l.minutes_per;
         for (_, open) in self
             .open
