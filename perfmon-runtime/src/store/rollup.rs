@@ -111,8 +111,13 @@ impl Rollup {
         }
         for (l, values) in self.levels.iter_mut().zip(by_level) {
             for (bucket, m) in values {
-                if let Some(blob) = codec::encode_counted(&bucket.1, &m) {
-                    l.folded.insert(bucket, blob);
+                match codec::encode_plain(&m) {
+                    Ok(blob) => {
+                        l.folded.insert(bucket, blob);
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "perfmon", series = bucket.1, error = %e, "a folded bucket could not be kept")
+                    }
                 }
             }
         }
