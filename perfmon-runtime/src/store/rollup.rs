@@ -111,7 +111,7 @@ impl Rollup {
         }
         for (l, values) in self.levels.iter_mut().zip(by_level) {
             for (bucket, m) in values {
-                match codec::encode_plain(&m) {
+                match codec::encode(&m) {
                     Ok(blob) => {
                         l.folded.insert(bucket, blob);
                     }
