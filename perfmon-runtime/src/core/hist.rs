@@ -15,6 +15,11 @@ const SUB_COUNT_BITS: u32 = SUB_HALF_BITS + 1;
 const PAGE_BITS: u32 = 8;
 const PAGE: usize = 1 << PAGE_BITS;
 
+/// The highest bin index: the bin of `u64::MAX`.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+pub(crate) const MAX_INDEX: u32 =
+    ((64 - SUB_COUNT_BITS) << SUB_HALF_BITS) + ((1 << SUB_COUNT_BITS) - 1);
+
 /// Index of the bin holding `v`.
 #[inline]
 pub(crate) fn index_of(v: u64) -> u32 {
@@ -431,6 +436,12 @@ impl Accum {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_highest_index_is_that_of_the_largest_value() {
+        assert_eq!(MAX_INDEX, index_of(u64::MAX));
+        assert_eq!(highest_of(MAX_INDEX), u64::MAX);
+    }
 
     #[test]
     fn an_accumulation_equals_the_pairwise_merge() {

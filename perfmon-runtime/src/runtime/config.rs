@@ -112,7 +112,7 @@ impl Config {
                 .any(|s| u.trim().starts_with(s))
             };
             let cluster = v.starts_with("redis+cluster://") || v.starts_with("rediss+cluster://");
-            if !(cluster || v.split(',').all(valid)) {
+            if !(cluster || valid(&v) || v.split(',').all(valid)) {
                 return Err(ConfigError::InvalidEnv {
                     var: "PERFMON_REDIS_URL",
                     value: v,
@@ -413,8 +413,13 @@ mod tests {
                     .expect("a cluster");
             assert_eq!(c.redis_url(), Some(cluster));
         }
+        let c = Config::from_lookup(|k| {
+            (k == "PERFMON_REDIS_URL").then(|| "redis://:p,w@h:6379/".to_string())
+        })
+        .expect("a comma in a password");
+        assert_eq!(c.redis_url(), Some("redis://:p,w@h:6379/"));
         let e = Config::from_lookup(|k| {
-            (k == "PERFMON_REDIS_URL").then(|| "redis://a:1,http://b".to_string())
+            (k == "PERFMON_REDIS_URL").then(|| "http://a:1,http://b".to_string())
         })
         .unwrap_err();
         assert!(e.to_string().contains("redis+cluster://"), "{e}");

@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 
 use hdrhistogram::serialization::Deserializer;
 
-use crate::core::hist::{highest_of, index_of, lowest_of, Merged, Summary};
+use crate::core::hist::{highest_of, index_of, lowest_of, Merged, Summary, MAX_INDEX};
 use crate::core::kind::{Kind, METHODS};
 use crate::pipeline::aggregator::Minute;
 use crate::pipeline::registry::SeriesInfo;
@@ -272,6 +272,9 @@ fn decode_v2(r: &mut Reader<'_>) -> Result<Minute<Merged>, CodecError> {
             .checked_add(delta)
             .filter(|_| k == 0 || delta > 0)
             .ok_or("bin indexes out of order")?;
+        if index > MAX_INDEX {
+            return Err("bin index out of range".into());
+        }
         total = total.saturating_add(count);
         bins.push((index, count));
     }
@@ -594,6 +597,13 @@ mod tests {
         let mut huge = vec![MAGIC, VERSION, 0, 0, 0];
         put(&mut huge, u64::MAX >> 1);
         assert!(decode(&huge).is_err());
+        // a bin past the highest index (a corrupt value): an error, not a huge merge
+        let mut far = vec![MAGIC, VERSION, 0, 1, 0, 1];
+        put(&mut far, u64::from(MAX_INDEX + 1) << 2 | 1);
+        assert_eq!(
+            decode(&far).err(),
+            Some(CodecError::from("bin index out of range"))
+        );
         // every truncation of a valid blob is an error, never a panic
         let full = encode(&minute_of(&[1, 2, 3, 1_000, 1_000, 9_999_999])).expect("encodes");
         for n in 0..full.len() {

@@ -98,15 +98,17 @@ impl Partitions {
                     sqlx::query("RELEASE SAVEPOINT partition")
                         .execute(&mut *tx)
                         .await?;
+                    self.known.insert((table, month));
                 }
                 Err(e) => {
+                    // tried again with the next write of that month; meanwhile its rows go to
+                    // the default partition
                     sqlx::query("ROLLBACK TO SAVEPOINT partition")
                         .execute(&mut *tx)
                         .await?;
                     tracing::warn!(target: "perfmon", table, error = %e, "a month's partition could not be created; its rows go to the default partition");
                 }
             }
-            self.known.insert((table, month));
         }
         tx.commit().await?;
         Ok(())
@@ -141,15 +143,40 @@ pub(crate) async fn drop_before(
         if month_bounds(month).1 > cutoff_secs {
             continue;
         }
-        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {s}.\"{name}\""))
-            .fetch_one(pool)
-            .await?;
-        sqlx::query(&format!("DROP TABLE IF EXISTS {s}.\"{name}\""))
-            .execute(pool)
-            .await?;
-        rows += n as u64;
+        match drop_one(pool, s, &name).await {
+            Ok(n) => rows += n,
+            // another instance's prune may be dropping it now: its rows are gone either way
+            Err(e) => {
+                tracing::debug!(target: "perfmon", partition = name, error = %e, "dropping a partition")
+            }
+        }
     }
     Ok(rows)
+}
+
+/// Counts and drops one partition in one transaction; 0 if it is gone already.
+async fn drop_one(pool: &PgPool, s: &str, name: &str) -> Result<u64, TierError> {
+    let mut tx = pool.begin().await?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{s}.\"{name}\""))
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    sqlx::query(&format!(
+        "LOCK TABLE {s}.\"{name}\" IN ACCESS EXCLUSIVE MODE"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {s}.\"{name}\""))
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query(&format!("DROP TABLE {s}.\"{name}\""))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(n as u64)
 }
 
 /// Migration 3: the 0.1 hourly and daily tables become partitioned ones, with a partition for

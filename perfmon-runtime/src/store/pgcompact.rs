@@ -12,7 +12,6 @@
 //! its buckets; the next pass recomputes them from every instance's rows (which PostgreSQL keeps
 //! for the whole retention).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -24,10 +23,12 @@ use crate::store::codec;
 use crate::store::error::TierError;
 use crate::store::rollup::{accumulate, finish, FINAL_AFTER_MINUTES};
 
-/// Queued buckets merged per pass at most.
-const PASS_LIMIT: i64 = 2_000;
-/// How long a pass may take.
-const PASS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queued buckets merged per batch (one short transaction).
+const BATCH: i64 = 100;
+/// How long a pass may go on taking batches.
+const PASS_BUDGET: Duration = Duration::from_secs(3);
+/// How long one batch may take.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The advisory lock writers hold shared and the compactor exclusive.
 pub(crate) fn rw_lock(s: &str) -> String {
@@ -101,99 +102,142 @@ pub(crate) fn cluster_read_sql(s: &str, table: &str, from: u64, to: u64) -> Stri
     )
 }
 
-/// One compaction pass at `now_secs`, unless another instance's pass is running: merges up to
-/// [`PASS_LIMIT`] queued buckets that are closed. Returns how many cluster rows it wrote.
+/// One compaction pass at `now_secs`, unless another instance's pass is running: merges the
+/// queued buckets that are closed, in small batches (each its own short transaction, so writers
+/// wait at most one batch), until none is due or [`PASS_BUDGET`] is spent. Returns how many
+/// cluster rows it wrote.
 pub(crate) async fn pass(pool: &PgPool, s: &str, now_secs: u64) -> Result<usize, TierError> {
-    let run = async {
-        let mut tx = pool.begin().await?;
-        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
-            .bind(format!("{s} compactor"))
-            .fetch_one(&mut *tx)
-            .await?;
-        if !mine {
-            return Ok::<usize, sqlx::Error>(0);
-        }
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(rw_lock(s))
-            .execute(&mut *tx)
-            .await?;
-        let mut written = 0;
+    let started = std::time::Instant::now();
+    let mut written = 0;
+    while started.elapsed() < PASS_BUDGET {
+        let mut any = false;
         for (table, len) in [("hourly", 3600u64), ("daily", 86_400)] {
             // closed: the bucket is over and no instance changes it any more
             let closed_before = now_secs.saturating_sub(len + FINAL_AFTER_MINUTES * 60);
-            let due: Vec<(f64, String)> = sqlx::query_as(&format!(
-                "SELECT extract(epoch FROM bucket_start)::float8, series FROM {s}.compact_queue
-                 WHERE tbl = '{table}' AND bucket_start < to_timestamp($1)
-                 ORDER BY bucket_start LIMIT $2"
-            ))
-            .bind(closed_before as f64)
-            .bind(PASS_LIMIT)
-            .fetch_all(&mut *tx)
-            .await?;
-            if due.is_empty() {
-                continue;
+            let one = batch(pool, s, table, closed_before);
+            let n = match tokio::time::timeout(BATCH_TIMEOUT, one).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(TierError::Timeout {
+                        tier: "PostgreSQL",
+                        after: BATCH_TIMEOUT,
+                    })
+                }
+            };
+            match n {
+                None => return Ok(written), // another instance is compacting
+                Some(n) => {
+                    written += n;
+                    any |= n > 0;
+                }
             }
-            let (starts, series): (Vec<f64>, Vec<String>) = due.into_iter().unzip();
-            let mut merged: BTreeMap<(u64, String), Minute<Accum>> = BTreeMap::new();
-            {
-                let sql = format!(
-                    "SELECT extract(epoch FROM h.bucket_start)::float8, h.series, h.data
-                     FROM UNNEST($1::float8[], $2::text[]) AS t(b, x)
-                     JOIN {s}.{table} h ON h.bucket_start = to_timestamp(t.b) AND h.series = t.x"
-                );
-                let mut rows = sqlx::query_as::<_, (f64, String, Vec<u8>)>(&sql)
-                    .bind(&starts)
-                    .bind(&series)
-                    .fetch(&mut *tx);
-                while let Some((start, key, data)) = rows.try_next().await? {
-                    match codec::decode(&data) {
-                        Ok(m) => accumulate(merged.entry((start as u64, key)).or_default(), &m),
-                        Err(e) => {
-                            tracing::warn!(target: "perfmon", series = key, error = %e, "unreadable aggregate skipped")
-                        }
+        }
+        if !any {
+            break;
+        }
+    }
+    Ok(written)
+}
+
+/// One batch of `table`: `None` when another instance holds the compactor's lock.
+async fn batch(
+    pool: &PgPool,
+    s: &str,
+    table: &str,
+    closed_before: u64,
+) -> Result<Option<usize>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+        .bind(format!("{s} compactor"))
+        .fetch_one(&mut *tx)
+        .await?;
+    if !mine {
+        return Ok(None);
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(rw_lock(s))
+        .execute(&mut *tx)
+        .await?;
+    let due: Vec<(f64, String)> = sqlx::query_as(&format!(
+        "SELECT extract(epoch FROM bucket_start)::float8, series FROM {s}.compact_queue
+         WHERE tbl = '{table}' AND bucket_start < to_timestamp($1)
+         ORDER BY bucket_start, series LIMIT $2"
+    ))
+    .bind(closed_before as f64)
+    .bind(BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    if due.is_empty() {
+        return Ok(Some(0));
+    }
+    let (starts, series): (Vec<f64>, Vec<String>) = due.into_iter().unzip();
+    // every instance's rows of the batch, one (bucket, series) after another: one merge in
+    // progress at a time
+    let (mut b, mut x, mut e, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    {
+        let mut done = |start: f64, key: String, acc: Minute<Accum>| {
+            let m = finish(acc);
+            if let Some(blob) = codec::encode_counted(&key, &m) {
+                b.push(start);
+                x.push(key);
+                e.push(m.events as i64);
+                d.push(blob);
+            }
+        };
+        let sql = format!(
+            "SELECT extract(epoch FROM h.bucket_start)::float8, h.series, h.data
+             FROM UNNEST($1::float8[], $2::text[]) AS t(b, x)
+             JOIN {s}.{table} h ON h.bucket_start = to_timestamp(t.b) AND h.series = t.x
+             ORDER BY h.bucket_start, h.series"
+        );
+        let mut rows = sqlx::query_as::<_, (f64, String, Vec<u8>)>(&sql)
+            .bind(&starts)
+            .bind(&series)
+            .fetch(&mut *tx);
+        let mut current: Option<(f64, String, Minute<Accum>)> = None;
+        while let Some((start, key, data)) = rows.try_next().await? {
+            let m = match codec::decode(&data) {
+                Ok(m) => m,
+                Err(err) => {
+                    tracing::warn!(target: "perfmon", series = key, error = %err, "unreadable aggregate skipped");
+                    continue;
+                }
+            };
+            match &mut current {
+                Some((b0, k0, acc)) if *b0 == start && *k0 == key => accumulate(acc, &m),
+                _ => {
+                    let mut acc = Minute::<Accum>::default();
+                    accumulate(&mut acc, &m);
+                    if let Some((b0, k0, acc)) = current.replace((start, key, acc)) {
+                        done(b0, k0, acc);
                     }
                 }
             }
-            let (mut b, mut x, mut e, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for ((start, key), m) in merged {
-                let m = finish(m);
-                if let Some(blob) = codec::encode_counted(&key, &m) {
-                    b.push(start as f64);
-                    x.push(key);
-                    e.push(m.events as i64);
-                    d.push(blob);
-                }
-            }
-            sqlx::query(&format!(
-                "INSERT INTO {s}.cluster_{table} (bucket_start, series, events, data)
-                 SELECT to_timestamp(b), x, e, d FROM UNNEST($1::float8[], $2::text[], $3::int8[], $4::bytea[]) AS t(b, x, e, d)
-                 ON CONFLICT (bucket_start, series)
-                 DO UPDATE SET events = EXCLUDED.events, data = EXCLUDED.data, updated_at = now()"
-            ))
-            .bind(&b)
-            .bind(&x)
-            .bind(&e)
-            .bind(&d)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(&format!(
-                "DELETE FROM {s}.compact_queue q USING UNNEST($1::float8[], $2::text[]) AS t(b, x)
-                 WHERE q.tbl = '{table}' AND q.bucket_start = to_timestamp(t.b) AND q.series = t.x"
-            ))
-            .bind(&starts)
-            .bind(&series)
-            .execute(&mut *tx)
-            .await?;
-            written += b.len();
         }
-        tx.commit().await?;
-        Ok(written)
-    };
-    match tokio::time::timeout(PASS_TIMEOUT, run).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(TierError::Timeout {
-            tier: "PostgreSQL",
-            after: PASS_TIMEOUT,
-        }),
+        if let Some((b0, k0, acc)) = current {
+            done(b0, k0, acc);
+        }
     }
+    sqlx::query(&format!(
+        "INSERT INTO {s}.cluster_{table} (bucket_start, series, events, data)
+         SELECT to_timestamp(b), x, e, d FROM UNNEST($1::float8[], $2::text[], $3::int8[], $4::bytea[]) AS t(b, x, e, d)
+         ON CONFLICT (bucket_start, series)
+         DO UPDATE SET events = EXCLUDED.events, data = EXCLUDED.data, updated_at = now()"
+    ))
+    .bind(&b)
+    .bind(&x)
+    .bind(&e)
+    .bind(&d)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "DELETE FROM {s}.compact_queue q USING UNNEST($1::float8[], $2::text[]) AS t(b, x)
+         WHERE q.tbl = '{table}' AND q.bucket_start = to_timestamp(t.b) AND q.series = t.x"
+    ))
+    .bind(&starts)
+    .bind(&series)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(b.len()))
 }

@@ -28,10 +28,10 @@ use crate::store::rollup::finish;
 
 /// How long the lease lasts without renewal.
 const LEASE: Duration = Duration::from_secs(30);
-/// Buckets merged per pass at most (the rest wait for the next pass).
-const PASS_LIMIT: isize = 2_000;
-/// Buckets read per round trip.
-const CHUNK: usize = 200;
+/// How long one pass may go on taking batches.
+const PASS_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+/// Buckets merged per batch (one `HGETALL` round trip, one write round trip).
+const CHUNK: usize = 100;
 
 pub(crate) struct Compactor {
     keys: Keys,
@@ -58,32 +58,43 @@ impl Compactor {
         Ok(true)
     }
 
-    /// One pass, if this instance holds the lease: merges the buckets due at `now_secs`.
-    /// Returns how many cluster values it wrote.
+    /// One pass, if this instance holds the lease: merges the buckets due at `now_secs`, batch
+    /// after batch until none is due or [`PASS_BUDGET`] is spent (so the backlog drains however
+    /// many series are written). Returns how many cluster values it wrote.
     pub(crate) async fn pass(&self, conn: &mut Conn, now_secs: u64) -> Result<usize, TierError> {
         if !self.lease(conn).await? {
             return Ok(0);
         }
+        let started = std::time::Instant::now();
         let queue = self.keys.compact_queue();
-        let due: Vec<String> = timed(
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(&queue)
-                .arg("-inf")
-                .arg(now_secs)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(PASS_LIMIT)
-                .query_async(conn),
-        )
-        .await?;
-        if due.is_empty() {
-            return Ok(0);
-        }
-        // out of the queue before the read: a write after it queues the bucket again
-        let _: () = timed(redis::cmd("ZREM").arg(&queue).arg(&due).query_async(conn)).await?;
         let mut written = 0;
-        for chunk in due.chunks(CHUNK) {
-            written += self.merge_chunk(conn, chunk, now_secs).await?;
+        while started.elapsed() < PASS_BUDGET {
+            let due: Vec<String> = timed(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&queue)
+                    .arg("-inf")
+                    .arg(now_secs)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(CHUNK)
+                    .query_async(conn),
+            )
+            .await?;
+            if due.is_empty() {
+                break;
+            }
+            // out of the queue before the read (a write after it queues the bucket again), and
+            // back in if the merge fails, so no bucket is left unmerged
+            let _: () = timed(redis::cmd("ZREM").arg(&queue).arg(&due).query_async(conn)).await?;
+            match self.merge_chunk(conn, &due, now_secs).await {
+                Ok(n) => written += n,
+                Err(e) => {
+                    let again: Vec<(u64, &String)> = due.iter().map(|m| (now_secs, m)).collect();
+                    let queue = Cmd::zadd_multiple(&queue, &again);
+                    let _: Result<(), _> = timed(queue.query_async(conn)).await;
+                    return Err(e);
+                }
+            }
         }
         Ok(written)
     }

@@ -54,6 +54,11 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
+fn is_node_url(u: &str) -> bool {
+    let u = u.trim();
+    u.starts_with("redis://") || u.starts_with("rediss://")
+}
+
 /// The seed nodes of a Redis Cluster that `url` names, if it names one: a comma-separated list
 /// of node URLs (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`), or one URL with the scheme
 /// `redis+cluster://` (`rediss+cluster://` with TLS), whose host list may also be
@@ -62,7 +67,8 @@ pub(crate) fn cluster_nodes(url: &str) -> Option<Vec<String>> {
     let (scheme, rest) = match url.split_once("://") {
         Some(("redis+cluster", rest)) => ("redis", rest),
         Some(("rediss+cluster", rest)) => ("rediss", rest),
-        _ if url.contains(',') => {
+        // a list of node URLs (a comma inside one URL, as in a password, is not a list)
+        _ if url.contains(',') && url.split(',').all(is_node_url) => {
             return Some(url.split(',').map(|u| u.trim().to_string()).collect());
         }
         _ => return None,
@@ -287,6 +293,11 @@ mod tests {
                 "redis://:pw@a:7000".to_string(),
                 "redis://:pw@b:7001".to_string()
             ])
+        );
+        assert_eq!(
+            cluster_nodes("redis://:p,w@h:6379/"),
+            None,
+            "a comma in a password"
         );
         assert_eq!(
             cluster_nodes("rediss+cluster://a:7000"),

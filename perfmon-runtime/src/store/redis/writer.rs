@@ -33,6 +33,8 @@ pub(crate) struct Writer {
     /// Encoded values not yet written, by (tier, bucket, series key): a newer value of the same
     /// key replaces the older one, so the bound is on distinct keys, not on events.
     pending: BTreeMap<(Tier, u64, String), Vec<u8>>,
+    /// Written buckets whose queueing for the compactor failed, queued with the next flush.
+    unqueued: Vec<(u64, String)>,
     compactor: Compactor,
 }
 
@@ -50,6 +52,7 @@ impl Writer {
             run: run.to_string(),
             hours: Rollup::new(&[Tier::H1.minutes()]),
             pending: BTreeMap::new(),
+            unqueued: Vec::new(),
         }
     }
 
@@ -91,8 +94,10 @@ impl Writer {
             batch.add(key, Cmd::expire_at(key, *at as i64));
         }
         let runs = self.keys.runs(&self.instance);
+        let forgotten = (now_secs.saturating_sub(RUNS_TTL.as_secs()) / 60) as i64;
         batch
             .add(&runs, Cmd::zadd(&runs, &self.run, now_secs / 60))
+            .add(&runs, Cmd::zrembyscore(&runs, "-inf", forgotten))
             .add(&runs, Cmd::expire(&runs, RUNS_TTL.as_secs() as i64));
         prep.realtime
             .add_to(&mut batch, &self.keys.prefix, &self.instance, now_secs);
@@ -104,10 +109,14 @@ impl Writer {
         // Queued after the values are written (a second round trip), so that the compactor never
         // takes a queue entry whose write it cannot see yet. Failing here only leaves buckets
         // uncompacted: reads of them merge every instance instead.
+        queued.append(&mut self.unqueued);
         if !queued.is_empty() {
             let queue = Cmd::zadd_multiple(self.keys.compact_queue(), &queued);
             if let Err(e) = timed(queue.query_async::<()>(&mut self.conn)).await {
-                tracing::debug!(target: "perfmon", error = %e, "queueing buckets for the compactor");
+                tracing::debug!(target: "perfmon", error = %e, "queueing buckets for the compactor; kept for the next flush");
+                // bounded like the values themselves
+                queued.truncate(PENDING_LIMIT);
+                self.unqueued = queued;
             }
         }
         match self.compactor.pass(&mut self.conn, now_secs).await {
