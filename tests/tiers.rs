@@ -447,3 +447,57 @@ async fn postgres_hourly_daily_events_and_pruning() {
         .await
         .expect("clean up");
 }
+
+/// `shutdown` then `init` again in the same process: the second runtime's writer continues the
+/// first one's hours and days instead of replacing them with only what it saw itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_again_in_one_process_never_replaces_what_the_first_wrote() {
+    let _turn = TURN.lock().await;
+    let prefix = unique_prefix("reinit");
+    let config = || {
+        Config::builder()
+            .database_url(database_url())
+            .key_prefix(&prefix)
+            .instance("reinit-a")
+            .flush_interval(Duration::from_secs(3600))
+            .build()
+    };
+    let now = SystemTime::now();
+    // a minute earlier than the second runtime's calls (the same hour, unless the hour just
+    // turned, when both land in their own hours and the totals hold either way)
+    let earlier = now - Duration::from_secs(60);
+    let pm = init(config()).await.expect("init");
+    for i in 0..1_000 {
+        record_api_metric(ApiMetric {
+            method: "GET",
+            path: "/reinit",
+            status_code: 200,
+            duration: Duration::from_millis(1 + i % 50),
+            timestamp: earlier,
+        });
+    }
+    pm.flush().await.expect("flush");
+    pm.shutdown().await.expect("shutdown");
+
+    let pm = init(config()).await.expect("init again");
+    for _ in 0..10 {
+        api("/reinit", 7);
+    }
+    pm.flush().await.expect("flush");
+    for window in [Window::Days90, Window::Year1] {
+        let q = collector()
+            .query(window, Scope::Instance)
+            .api_stats_for("/reinit")
+            .await
+            .expect("from PostgreSQL");
+        assert_eq!(q.total_requests, 1_010, "{window:?}");
+    }
+    pm.shutdown().await.expect("shutdown");
+    let pool = sqlx::PgPool::connect(&database_url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("clean up");
+}

@@ -214,8 +214,9 @@
 //! Process-wide values, one per concern: the calibrated clock (`core`), the series registry and
 //! the global collector's state (`pipeline`, installed on first use), the tiers as source of
 //! long windows and the SLA targets (`read`, installed by `init`), the health-check registry and
-//! the alert board (`ops`), the process run id (`store`), and the flag that one runtime is
-//! running (`runtime`). Everything
+//! the alert board (`ops`), the process run id and the writers' rollups, which outlive a
+//! runtime so that `init` again never replaces what an earlier one wrote (`store`), and the flag
+//! that one runtime is running (`runtime`). Everything
 //! `init` starts is owned by the [`Perfmon`] handle. Every background worker follows one
 //! pattern: a thread (drain, alerts) or a tokio task (flush) that runs on a timer and answers
 //! `Flush(reply)` and `Shutdown(reply)` messages, every wait for an answer under a timeout.

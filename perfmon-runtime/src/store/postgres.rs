@@ -147,6 +147,18 @@ fn ts(unix_secs: u64) -> f64 {
     unix_secs as f64
 }
 
+fn owner(prefix: &str, instance: &str, run: &str) -> String {
+    format!("postgres\u{1e}{prefix}\u{1e}{instance}\u{1e}{run}")
+}
+
+/// The hours and days rolled up so far stay in the process for the next writer (`init` again).
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let rollup = std::mem::replace(&mut self.rollup, Rollup::new(&[]));
+        rollup.keep(owner(&self.prefix, &self.instance, &self.run));
+    }
+}
+
 pub(crate) struct Writer {
     pool: PgPool,
     prefix: String,
@@ -170,7 +182,7 @@ impl Writer {
             partitions: Partitions::default(),
             instance: instance.to_string(),
             run: run.to_string(),
-            rollup: Rollup::new(&[60, 1440]),
+            rollup: Rollup::resume(&owner(prefix, instance, run), &[60, 1440]),
             events: BTreeSet::new(),
             last_prune: None,
         }

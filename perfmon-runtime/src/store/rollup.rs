@@ -57,6 +57,10 @@ fn decoded(blob: Option<&Vec<u8>>) -> Minute<Merged> {
     blob.and_then(|b| codec::decode(b).ok()).unwrap_or_default()
 }
 
+/// Rollups that outlive their writer: `init` again after `shutdown` in the same process (the same
+/// run id) must not replace what the earlier writer folded with less.
+static KEPT: std::sync::Mutex<BTreeMap<String, Rollup>> = std::sync::Mutex::new(BTreeMap::new());
+
 /// Rolls minutes up into buckets of the given sizes.
 pub(crate) struct Rollup {
     open: BTreeMap<BucketKey, Minute<Merged>>,
@@ -77,6 +81,22 @@ impl Rollup {
                 })
                 .collect(),
         }
+    }
+
+    /// The rollup an earlier writer of `owner` (tier, prefix, instance and run) left in this
+    /// process, or a new one with buckets of `minutes_per` minutes.
+    pub(crate) fn resume(owner: &str, minutes_per: &[u64]) -> Rollup {
+        KEPT.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(owner)
+            .unwrap_or_else(|| Rollup::new(minutes_per))
+    }
+
+    /// Leaves this rollup for the next writer of `owner` in this process.
+    pub(crate) fn keep(self, owner: String) {
+        KEPT.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(owner, self);
     }
 
     /// Takes the latest whole value of a minute; the buckets holding it are out of date.

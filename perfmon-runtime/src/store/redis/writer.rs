@@ -22,6 +22,18 @@ const DAY: u64 = 86_400;
 /// How long the instance's run list is kept after its last flush.
 const RUNS_TTL: Duration = Duration::from_secs(8 * 86_400);
 
+fn owner(prefix: &str, instance: &str, run: &str) -> String {
+    format!("redis\u{1e}{prefix}\u{1e}{instance}\u{1e}{run}")
+}
+
+/// The hours rolled up so far stay in the process for the next writer (`init` again).
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let hours = std::mem::replace(&mut self.hours, Rollup::new(&[]));
+        hours.keep(owner(&self.keys.prefix, &self.instance, &self.run));
+    }
+}
+
 pub(crate) struct Writer {
     conn: Conn,
     keys: Keys,
@@ -50,7 +62,7 @@ impl Writer {
             instance: instance.to_string(),
             field: field(instance, run),
             run: run.to_string(),
-            hours: Rollup::new(&[Tier::H1.minutes()]),
+            hours: Rollup::resume(&owner(prefix, instance, run), &[Tier::H1.minutes()]),
             pending: BTreeMap::new(),
             unqueued: Vec::new(),
         }
