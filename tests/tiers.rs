@@ -501,3 +501,44 @@ async fn init_again_in_one_process_never_replaces_what_the_first_wrote() {
         .await
         .expect("clean up");
 }
+
+/// A label with a NUL byte (which PostgreSQL text cannot hold) and control characters: kept in
+/// its clean form, so the PostgreSQL tier goes on writing every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_label_does_not_stop_the_postgres_tier() {
+    let _turn = TURN.lock().await;
+    let prefix = unique_prefix("poison");
+    let pm = init(
+        Config::builder()
+            .database_url(database_url())
+            .key_prefix(&prefix)
+            .instance("poison-a")
+            .flush_interval(Duration::from_secs(3600))
+            .build(),
+    )
+    .await
+    .expect("init");
+    api("/poison\0label\n\x1b[31mforged", 3);
+    api("/healthy", 4);
+    let report = pm.flush().await.expect("the flush writes every row");
+    assert!(report.rows >= 4, "{report:?}");
+    let routes = collector()
+        .query(Window::Days90, Scope::Instance)
+        .api_routes()
+        .await
+        .expect("from PostgreSQL");
+    let paths: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+    assert!(paths.contains(&"/healthy"), "{paths:?}");
+    assert!(
+        paths.contains(&"/poison\u{fffd}label\u{fffd}\u{fffd}[31mforged"),
+        "{paths:?}"
+    );
+    pm.shutdown().await.expect("shutdown");
+    let pool = sqlx::PgPool::connect(&database_url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("clean up");
+}

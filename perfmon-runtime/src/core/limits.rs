@@ -1,4 +1,4 @@
-//! Cardinality caps, one per label dimension.
+//! Cardinality caps, one per label dimension, and the longest label kept.
 
 /// Cardinality caps, one per label dimension. A value past its cap is counted under
 /// `__other__`; nothing is dropped and memory stays bounded.
@@ -24,6 +24,10 @@ pub struct Limits {
     pub max_tag_values: usize,
     /// All series together, whatever their dimension. Default 20,000.
     pub max_series: usize,
+    /// The longest label kept (route, table, operation, name, tag key or value), in bytes: a
+    /// longer one is cut at a character boundary and ends with `…`. Control characters in labels
+    /// become U+FFFD. Default 256.
+    pub max_label_bytes: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +43,7 @@ impl Default for Limits {
             max_tag_keys: 20,
             max_tag_values: 200,
             max_series: 20_000,
+            max_label_bytes: 256,
         }
     }
 }

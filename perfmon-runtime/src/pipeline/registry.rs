@@ -98,6 +98,31 @@ fn real_len<V>(map: &HashMap<Box<str>, V>) -> usize {
 }
 
 /// `key` itself if it is known or there is room under `cap`, else [`OTHER`].
+/// What marks a label cut at [`Limits::max_label_bytes`].
+pub(crate) const CUT_MARK: char = '…';
+
+/// A label as the registry keeps it: control characters (NUL, which PostgreSQL text cannot hold;
+/// newlines and escapes, which would forge log lines) replaced by U+FFFD, and at most `max`
+/// bytes, cut at a character boundary and ending with `…`.
+pub(crate) fn clean_label(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max && !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len().min(max));
+    let room = max.saturating_sub(CUT_MARK.len_utf8());
+    for c in s
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+    {
+        if out.len() + c.len_utf8() > room && s.len() > max {
+            out.push(CUT_MARK);
+            return std::borrow::Cow::Owned(out);
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn capped<'a, V>(map: &HashMap<Box<str>, V>, key: &'a str, cap: usize, full: bool) -> &'a str {
     if map.contains_key(key) || (!full && real_len(map) < cap) {
         key
@@ -193,6 +218,7 @@ impl Registry {
     // ---- registration (write lock) ----
 
     pub(crate) fn api(&mut self, method: usize, route: &str, slow_ns: u64) -> u32 {
+        let route = &*clean_label(route, self.settings.limits.max_label_bytes);
         let full = self.full();
         let route = capped(&self.api, route, self.settings.limits.max_routes, full);
         if let Some(id) = self.find_api(method, route) {
@@ -208,6 +234,8 @@ impl Registry {
     }
 
     pub(crate) fn query(&mut self, table: &str, op: &str, write: bool, slow_ns: u64) -> u32 {
+        let max = self.settings.limits.max_label_bytes;
+        let (table, op) = (&*clean_label(table, max), &*clean_label(op, max));
         let full = self.full();
         let table = capped(&self.query, table, self.settings.limits.max_tables, full);
         let ops_cap = self.settings.limits.max_operations_per_table;
@@ -232,6 +260,7 @@ impl Registry {
     }
 
     pub(crate) fn simple(&mut self, kind: Kind, name: &str, slow_ns: u64) -> u32 {
+        let name = &*clean_label(name, self.settings.limits.max_label_bytes);
         let full = self.full();
         let cap = match kind {
             Kind::Batch => self.settings.limits.max_batches,
@@ -253,6 +282,7 @@ impl Registry {
     }
 
     pub(crate) fn business(&mut self, name: &str) -> u32 {
+        let name = &*clean_label(name, self.settings.limits.max_label_bytes);
         let full = self.full();
         let name = capped(
             &self.business,
@@ -275,6 +305,8 @@ impl Registry {
     }
 
     pub(crate) fn business_tag(&mut self, name: &str, key: &str, value: &str) -> u32 {
+        let max = self.settings.limits.max_label_bytes;
+        let (key, value) = (&*clean_label(key, max), &*clean_label(value, max));
         let metric_id = self.business(name);
         let name: Box<str> = self.infos[metric_id as usize].name.clone();
         let full = self.full();
@@ -340,6 +372,49 @@ pub(crate) fn lookup_with_slow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_lose_control_characters_and_long_ones_are_cut_visibly() {
+        assert!(matches!(
+            clean_label("/api/x", 256),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            clean_label("/a\0b\nc\x1b[31m", 256),
+            "/a\u{fffd}b\u{fffd}c\u{fffd}[31m"
+        );
+        let long = "é".repeat(200); // 400 bytes
+        let cut = clean_label(&long, 256);
+        assert!(cut.len() <= 256 && cut.ends_with(CUT_MARK), "{}", cut.len());
+        assert!(cut.starts_with("éé"));
+        assert_eq!(
+            clean_label(&"x".repeat(256), 256).len(),
+            256,
+            "exactly the limit is kept"
+        );
+    }
+
+    #[test]
+    fn a_label_is_registered_under_its_clean_form_once() {
+        let mut r = Registry::new(Limits {
+            max_label_bytes: 16,
+            ..Limits::default()
+        });
+        let a = r.api(1, "/a\0", 1);
+        assert_eq!(r.api(1, "/a\0", 1), a, "the same series every time");
+        assert_eq!(
+            r.api(1, "/a\u{fffd}", 1),
+            a,
+            "the clean form is the same label"
+        );
+        let long = r.api(1, &"/b".repeat(100), 1);
+        assert_eq!(
+            r.api(1, &"/b".repeat(90), 1),
+            long,
+            "cut to the same prefix"
+        );
+        assert!(r.infos[long as usize].name.len() <= 16);
+    }
 
     fn small() -> Registry {
         Registry::new(Limits {
