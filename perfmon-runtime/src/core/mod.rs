@@ -8,6 +8,7 @@ pub(crate) mod hist;
 pub(crate) mod kind;
 pub(crate) mod limits;
 pub(crate) mod process;
+pub(crate) mod secret;
 pub(crate) mod status;
 pub(crate) mod sync;
 pub(crate) mod window;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::core::secret::redact;
 use crate::ops::alerts::{AlertState, Callback, Notification, Severity};
 use crate::pipeline::outbox::LoggedEvent;
 
@@ -18,7 +19,7 @@ pub struct Sinks {
 impl std::fmt::Debug for Sinks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sinks")
-            .field("webhook", &self.webhook)
+            .field("webhook", &self.webhook.as_deref().map(redact))
             .field("callback", &self.callback.is_some())
             .finish()
     }
@@ -45,7 +46,7 @@ pub fn deliver(n: &Notification, sinks: &Sinks) {
         let body = serde_json::to_string(n).unwrap_or_default();
         let spawned = std::thread::Builder::new().name("perfmon-webhook".into()).spawn(move || {
             if let Err(e) = post_json(&url, &body, 3, Duration::from_secs(5)) {
-                tracing::warn!(target: "perfmon::alerts", url, error = %e, "webhook delivery failed");
+                tracing::warn!(target: "perfmon::alerts", url = %redact(&url), error = %e, "webhook delivery failed");
             }
         });
         if let Err(e) = spawned {
@@ -77,7 +78,7 @@ pub(crate) fn post_json(
     use std::io::{Read, Write};
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// webhooks are supported"))?;
+        .ok_or_else(|| format!("{}: only http:// webhooks are supported", redact(url)))?;
     let (hostport, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));

@@ -8,27 +8,14 @@
 #[cfg(any(feature = "postgres", feature = "redis"))]
 use std::time::Duration;
 
+#[cfg(any(feature = "postgres", feature = "redis"))]
+use crate::core::secret::redact;
 use crate::runtime::config::Config;
 use crate::runtime::error::InitError;
 
 /// How long `init` waits for a backend before giving up on it.
 #[cfg(any(feature = "postgres", feature = "redis"))]
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A URL with its password replaced, for messages.
-#[cfg_attr(not(any(feature = "postgres", feature = "redis")), allow(dead_code))]
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
 
 /// The connected backends.
 #[derive(Default)]
@@ -201,19 +188,4 @@ async fn connect_postgres(url: &str, config: &Config) -> Result<sqlx::PgPool, In
     }
     tracing::info!(target: "perfmon", target = %redact(url), "PostgreSQL reachable and migrated: health checks and the PostgreSQL tier");
     Ok(pool)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
-        assert_eq!(redact("redis://:pw@host/0"), "redis://:***@host/0");
-    }
 }

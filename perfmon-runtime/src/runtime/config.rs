@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use crate::core::limits::Limits;
+use crate::core::secret::redact;
 use crate::ops::alerts::{AlertConfig, Notification};
 use crate::ops::notify::Sinks;
 use crate::read::sla::SlaTargets;
 
-/// Everything `init` needs. Build it with [`Config::from_env`] or [`Config::builder`].
-#[derive(Clone, Debug)]
+/// Everything `init` needs. Build it with [`Config::from_env`] or [`Config::builder`]. Its
+/// `Debug` output hides credentials (passwords in URLs, webhook paths).
+#[derive(Clone)]
 pub struct Config {
     pub(crate) redis_url: Option<String>,
     pub(crate) database_url: Option<String>,
@@ -28,6 +30,29 @@ pub struct Config {
     pub(crate) sla: SlaTargets,
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("redis_url", &self.redis_url.as_deref().map(redact))
+            .field("database_url", &self.database_url.as_deref().map(redact))
+            .field("key_prefix", &self.key_prefix)
+            .field("instance", &self.instance)
+            .field("limits", &self.limits)
+            .field("api_slow", &self.api_slow)
+            .field("query_slow", &self.query_slow)
+            .field("cache_key_segments", &self.cache_key_segments)
+            .field("drain_interval", &self.drain_interval)
+            .field("health_cache_ttl", &self.health_cache_ttl)
+            .field("health_check_timeout", &self.health_check_timeout)
+            .field("critical_overrides", &self.critical_overrides)
+            .field("flush_interval", &self.flush_interval)
+            .field("alerts", &self.alerts)
+            .field("alert_sinks", &self.alert_sinks)
+            .field("sla", &self.sla)
+            .finish()
+    }
+}
+
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -36,7 +61,7 @@ pub enum ConfigError {
     InvalidEnv {
         /// The variable.
         var: &'static str,
-        /// Its value.
+        /// Its value (credentials hidden).
         value: String,
         /// What it should hold.
         expected: &'static str,
@@ -115,7 +140,7 @@ impl Config {
             if !(cluster || valid(&v) || v.split(',').all(valid)) {
                 return Err(ConfigError::InvalidEnv {
                     var: "PERFMON_REDIS_URL",
-                    value: v,
+                    value: redact(&v),
                     expected: "a Redis URL such as redis://127.0.0.1:6379/, or a Redis Cluster as redis+cluster://host1:7000,host2:7000 or a comma-separated list of node URLs",
                 });
             }
@@ -125,7 +150,7 @@ impl Config {
             if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
                 return Err(ConfigError::InvalidEnv {
                     var: "PERFMON_DATABASE_URL",
-                    value: v,
+                    value: redact(&v),
                     expected: "a PostgreSQL URL such as postgres://user@127.0.0.1/db",
                 });
             }
