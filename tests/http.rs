@@ -343,3 +343,54 @@ async fn health_liveness_and_readiness() {
     assert_eq!(json(&app, "/api/monitoring/ready").await.0, StatusCode::OK);
     perfmon.shutdown().await.expect("shutdown");
 }
+
+/// The README's layout: the application's routes *and its fallback* inside the layer, the
+/// monitoring routes outside it. Requests to unknown paths are recorded (as `unmatched`, with
+/// their 404); with the layer applied before a fallback exists, axum never runs it for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_are_recorded_with_the_readme_layout() {
+    async fn not_found() -> StatusCode {
+        StatusCode::NOT_FOUND
+    }
+    let local = Collector::local();
+    let readme = Router::new()
+        .route("/api/readme/{id}", get(staff))
+        .fallback(not_found)
+        .layer(PerfmonLayer::new())
+        .merge(router());
+    let before = Router::new()
+        .route("/api/readme/{id}", get(staff))
+        .layer(PerfmonLayer::new())
+        .merge(router());
+    let (readme_count, before_count) = local.scope(|| {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async {
+                for _ in 0..3 {
+                    assert_eq!(
+                        call(&readme, "GET", "/no/such/page").await.0,
+                        StatusCode::NOT_FOUND
+                    );
+                }
+                let n = |c: &Collector| {
+                    c.api_routes()
+                        .into_iter()
+                        .find(|r| r.path == UNMATCHED)
+                        .map_or(0, |r| r.stats.total_requests)
+                };
+                let readme_count = n(&collector());
+                for _ in 0..3 {
+                    assert_eq!(
+                        call(&before, "GET", "/no/such/page").await.0,
+                        StatusCode::NOT_FOUND
+                    );
+                }
+                (readme_count, n(&collector()) - readme_count)
+            })
+        })
+    });
+    assert_eq!(readme_count, 3, "the README's layout records 404s");
+    assert_eq!(
+        before_count, 0,
+        "a layer applied before any fallback does not see them"
+    );
+}
