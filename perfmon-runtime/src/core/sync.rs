@@ -141,8 +141,73 @@ impl<T> Future for Receiver<T> {
 #[error("timed out after {0:?}")]
 pub(crate) struct Elapsed(pub Duration);
 
+/// The process' one timer thread: wakes the tasks whose deadlines have passed. Started on the
+/// first timeout; however many timeouts are pending, there is one thread.
+struct Timer {
+    queue: Mutex<std::collections::BinaryHeap<std::cmp::Reverse<(Instant, u64)>>>,
+    wakers: Mutex<std::collections::HashMap<u64, Arc<Mutex<Option<Waker>>>>>,
+    next_id: std::sync::atomic::AtomicU64,
+    changed: std::sync::Condvar,
+}
+
+static TIMER: std::sync::OnceLock<Option<&'static Timer>> = std::sync::OnceLock::new();
+
+fn timer() -> Option<&'static Timer> {
+    *TIMER.get_or_init(|| {
+        let t: &'static Timer = Box::leak(Box::new(Timer {
+            queue: Mutex::new(std::collections::BinaryHeap::new()),
+            wakers: Mutex::new(std::collections::HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+            changed: std::sync::Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("perfmon-timer".into())
+            .spawn(move || t.run())
+            .ok()
+            .map(|_| t)
+    })
+}
+
+impl Timer {
+    fn add(&self, deadline: Instant, waker: Arc<Mutex<Option<Waker>>>) {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.wakers).insert(id, waker);
+        lock(&self.queue).push(std::cmp::Reverse((deadline, id)));
+        self.changed.notify_one();
+    }
+
+    fn run(&self) {
+        let mut queue = lock(&self.queue);
+        loop {
+            let now = Instant::now();
+            while let Some(std::cmp::Reverse((at, id))) = queue.peek().copied() {
+                if at > now {
+                    break;
+                }
+                queue.pop();
+                if let Some(w) = lock(&self.wakers).remove(&id).and_then(|w| lock(&w).take()) {
+                    w.wake();
+                }
+            }
+            let wait = queue
+                .peek()
+                .map(|std::cmp::Reverse((at, _))| at.saturating_duration_since(now));
+            queue = match wait {
+                Some(d) => self
+                    .changed
+                    .wait_timeout(queue, d)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0),
+                None => self.changed.wait(queue).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+}
+
 /// `inner`, failing with [`Elapsed`] once `timeout` has passed since its first poll. Works
-/// under any executor: a helper thread wakes the task at the deadline.
+/// under any executor: the process' one timer thread wakes the task at the deadline.
 pub(crate) fn with_timeout<F: Future>(timeout: Duration, inner: F) -> Timeout<F> {
     Timeout {
         inner: Box::pin(inner),
@@ -172,18 +237,10 @@ impl<F: Future> Future for Timeout<F> {
             None => {
                 let deadline = Instant::now() + self.timeout;
                 self.deadline = Some(deadline);
-                let waker = self.waker.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("perfmon-timer".into())
-                    .spawn(move || {
-                        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                        if let Some(w) = lock(&waker).take() {
-                            w.wake();
-                        }
-                    });
-                if spawned.is_err() {
+                match timer() {
+                    Some(t) => t.add(deadline, self.waker.clone()),
                     // No thread for the timer: give up at once rather than wait unbounded.
-                    return Poll::Ready(Err(Elapsed(self.timeout)));
+                    None => return Poll::Ready(Err(Elapsed(self.timeout))),
                 }
                 Poll::Pending
             }

@@ -248,6 +248,9 @@ pub(crate) type PoolFn = Arc<dyn Fn() -> PoolStats + Send + Sync>;
 struct Registry {
     checks: RwLock<Vec<HealthCheck>>,
     cache: Mutex<Option<(Instant, SystemHealth)>>,
+    /// The run of the checks in progress, if any: every other caller waits for it (or takes the
+    /// last result) instead of running the checks again.
+    flight: Mutex<Option<Arc<Flight>>>,
     ttl_ms: AtomicU64,
     last: Mutex<Option<HealthStatus>>,
     pool: RwLock<Option<PoolFn>>,
@@ -258,6 +261,7 @@ fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| Registry {
         checks: RwLock::new(Vec::new()),
         cache: Mutex::new(None),
+        flight: Mutex::new(None),
         ttl_ms: AtomicU64::new(1000),
         last: Mutex::new(None),
         pool: RwLock::new(None),
@@ -340,18 +344,122 @@ impl Future for JoinAll {
     }
 }
 
+/// One run of the checks that several callers share.
+#[derive(Default)]
+struct Flight {
+    state: Mutex<FlightState>,
+}
+
+#[derive(Default)]
+struct FlightState {
+    result: Option<SystemHealth>,
+    /// The caller running the checks went away before finishing.
+    abandoned: bool,
+    waiting: Vec<std::task::Waker>,
+}
+
+impl Flight {
+    fn finish(&self, result: Option<SystemHealth>) {
+        let mut st = lock(&self.state);
+        st.abandoned = result.is_none();
+        st.result = result;
+        for w in st.waiting.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// Waits for a flight: its result, or `None` if its runner went away.
+struct Landing(Arc<Flight>);
+
+impl Future for Landing {
+    type Output = Option<SystemHealth>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = lock(&self.0.state);
+        if let Some(h) = &st.result {
+            return Poll::Ready(Some(h.clone()));
+        }
+        if st.abandoned {
+            return Poll::Ready(None);
+        }
+        st.waiting.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Ends a flight when its runner is dropped midway (a cancelled request): the waiting callers
+/// then run the checks themselves.
+struct Runner<'a> {
+    reg: &'a Registry,
+    flight: Arc<Flight>,
+    done: bool,
+}
+
+impl Drop for Runner<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.flight.finish(None);
+            let mut current = lock(&self.reg.flight);
+            if current
+                .as_ref()
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                *current = None;
+            }
+        }
+    }
+}
+
 /// Runs the health checks — the recorder's own and every registered one, concurrently, each
 /// under its timeout — or returns the result of the last run if it is younger than the cache
-/// TTL (1 s by default). Status: `unhealthy` if a critical check fails, `degraded` if another
-/// fails, else `healthy`.
+/// TTL (1 s by default). One run at a time, however many callers: while the checks run, the
+/// others get the last result (or, before the first one exists, wait for the run). Status:
+/// `unhealthy` if a critical check fails, `degraded` if another fails, else `healthy`.
 pub async fn system_health() -> SystemHealth {
     let reg = registry();
     let ttl = Duration::from_millis(reg.ttl_ms.load(Ordering::Relaxed));
-    if let Some((at, h)) = &*lock(&reg.cache) {
-        if at.elapsed() < ttl {
-            return h.clone();
+    loop {
+        let cached = lock(&reg.cache).clone();
+        if let Some((at, h)) = &cached {
+            if at.elapsed() < ttl {
+                return h.clone();
+            }
         }
+        // decided under the lock, acted on without it
+        let (flight, lead) = {
+            let mut current = lock(&reg.flight);
+            match (current.clone(), cached) {
+                (Some(_), Some((_, last))) => return last,
+                (Some(f), None) => (f, false),
+                (None, _) => {
+                    let f = Arc::new(Flight::default());
+                    *current = Some(f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if !lead {
+            if let Some(h) = Landing(flight).await {
+                return h;
+            }
+            continue;
+        }
+        let mut runner = Runner {
+            reg,
+            flight,
+            done: false,
+        };
+        let health = run_checks(reg).await;
+        *lock(&reg.flight) = None;
+        runner.flight.finish(Some(health.clone()));
+        runner.done = true;
+        return health;
     }
+}
+
+/// One run of every check; caches and returns the result.
+async fn run_checks(reg: &Registry) -> SystemHealth {
     let registered: Vec<HealthCheck> = reg.checks.read().unwrap_or_else(|e| e.into_inner()).clone();
     let now = Instant::now();
     let join = JoinAll {
