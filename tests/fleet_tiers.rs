@@ -736,3 +736,96 @@ async fn postgres_windows_and_scopes_are_exact_from_days_and_edge_hours() {
             .expect("clean up");
     }
 }
+
+/// A TCP proxy to PostgreSQL that adds 1 ms to every round trip (each chunk the client sends
+/// waits 1 ms) and counts the chunks.
+async fn slow_proxy(target: &'static str) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                return;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+        }
+    });
+    (port, sent)
+}
+
+/// 20,000 series flushed to PostgreSQL through a link that adds 1 ms a round trip: the rows go
+/// in bulk (a few statements per table), so the flush takes a few dozen round trips, well
+/// inside the writer's 10 s limit. (Written one statement per row, as before, it was 40,008
+/// statements and timed out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_series_flush_in_a_few_round_trips() {
+    let prefix = unique_prefix("bulk");
+    let direct = database_url();
+    let (port, sent) = slow_proxy("127.0.0.1:5432").await;
+    let slow = direct.replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+    assert_ne!(
+        slow, direct,
+        "the test database URL points at 127.0.0.1:5432: {direct}"
+    );
+    // migrated directly, then written through the slow link
+    drop(
+        PgTier::connect(&direct, &prefix, "bulk", "b1")
+            .await
+            .expect("migrate"),
+    );
+    let mut tier = PgTier::connect(&slow, &prefix, "bulk", "b1")
+        .await
+        .expect("through the proxy");
+    let mut agg = Aggregates::default();
+    let minute = now_secs() / 60;
+    for r in 0..20_000 {
+        agg.api(minute, "GET", &format!("/bulk/{r}"), 200, &[1_000_000 + r]);
+    }
+    let before = sent.load(std::sync::atomic::Ordering::Relaxed);
+    let rows = tier
+        .flush(&mut agg, minute * 60 + 30)
+        .await
+        .expect("within the writer's limit");
+    let round_trips = sent.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert_eq!(rows, 40_000, "an hourly and a daily row per series");
+    assert!(
+        round_trips < 200,
+        "{round_trips} chunks sent for 40,000 rows"
+    );
+    let all = tier
+        .read(Window::Days90, Scope::Instance, None, minute * 60 + 30)
+        .await
+        .expect("read back");
+    assert_eq!(all.api_routes().len(), 20_000);
+    let pool = sqlx::PgPool::connect(&direct).await.expect("connect");
+    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("clean up");
+}

@@ -23,8 +23,8 @@ use crate::store::rollup::merge;
 /// and whole 5-minute buckets of the series it recorded.
 #[derive(Default)]
 pub struct Aggregates {
-    /// Minutes of buckets that may still change.
-    minutes: BTreeMap<(u64, String), Minute<Merged>>,
+    /// Minutes of buckets that may still change, by (series key, minute).
+    minutes: BTreeMap<(String, u64), Minute<Merged>>,
     changed: BTreeSet<(u64, String)>,
 }
 
@@ -62,7 +62,7 @@ impl Aggregates {
         };
         let key = series_key(&info);
         merge(
-            self.minutes.entry((minute, key.clone())).or_default(),
+            self.minutes.entry((key.clone(), minute)).or_default(),
             &api_minute(status, durations_ns),
         );
         self.changed.insert((minute, key));
@@ -79,7 +79,7 @@ impl Aggregates {
         let mut prep = Prepared::default();
         let mut buckets = BTreeSet::new();
         for (minute, key) in std::mem::take(&mut self.changed) {
-            if let Some(m) = self.minutes.get(&(minute, key.clone())) {
+            if let Some(m) = self.minutes.get(&(key.clone(), minute)) {
                 prep.minutes.push((minute, key.clone(), m.clone()));
             }
             buckets.insert((minute / BUCKET_MINUTES, key));
@@ -87,17 +87,16 @@ impl Aggregates {
         for (bucket, key) in buckets {
             let mut whole = Minute::<Merged>::default();
             let first = bucket * BUCKET_MINUTES;
-            for ((_, _), m) in self
+            for (_, m) in self
                 .minutes
-                .range((first, key.clone())..(first + BUCKET_MINUTES, String::new()))
-                .filter(|((_, k), _)| *k == key)
+                .range((key.clone(), first)..(key.clone(), first + BUCKET_MINUTES))
             {
                 merge(&mut whole, m);
             }
             prep.buckets.push((bucket, key, whole));
         }
         let keep_from = (now_minute / BUCKET_MINUTES).saturating_sub(1) * BUCKET_MINUTES;
-        self.minutes.retain(|(m, _), _| *m >= keep_from);
+        self.minutes.retain(|(_, m), _| *m >= keep_from);
         prep
     }
 }

@@ -63,7 +63,8 @@ static KEPT: std::sync::Mutex<BTreeMap<String, Rollup>> = std::sync::Mutex::new(
 
 /// Rolls minutes up into buckets of the given sizes.
 pub(crate) struct Rollup {
-    open: BTreeMap<BucketKey, Minute<Merged>>,
+    /// By (series key, minute): a bucket's open minutes are one range of its series.
+    open: BTreeMap<(String, u64), Minute<Merged>>,
     levels: Vec<Level>,
 }
 
@@ -101,7 +102,7 @@ impl Rollup {
 
     /// Takes the latest whole value of a minute; the buckets holding it are out of date.
     pub(crate) fn add_minute(&mut self, minute: u64, key: &str, m: &Minute<Merged>) {
-        self.open.insert((minute, key.to_string()), m.clone());
+        self.open.insert((key.to_string(), minute), m.clone());
         for l in &mut self.levels {
             l.dirty.insert((minute / l.minutes_per, key.to_string()));
         }
@@ -109,10 +110,10 @@ impl Rollup {
 
     /// Folds the minutes that can no longer change (as of `now_minute`) into their buckets.
     pub(crate) fn finalize(&mut self, now_minute: u64) {
-        let finals: Vec<BucketKey> = self
+        let finals: Vec<(String, u64)> = self
             .open
             .keys()
-            .filter(|(m, _)| m + FINAL_AFTER_MINUTES < now_minute)
+            .filter(|(_, m)| m + FINAL_AFTER_MINUTES < now_minute)
             .cloned()
             .collect();
         // each bucket decoded and encoded once per call, whatever the number of its minutes
@@ -121,7 +122,7 @@ impl Rollup {
         for k in finals {
             if let Some(m) = self.open.remove(&k) {
                 for (l, into) in self.levels.iter().zip(by_level.iter_mut()) {
-                    let bucket = (k.0 / l.minutes_per, k.1.clone());
+                    let bucket = (k.1 / l.minutes_per, k.0.clone());
                     let value = into
                         .entry(bucket)
                         .or_insert_with_key(|b| decoded(l.folded.get(b)));
@@ -150,8 +151,7 @@ impl Rollup {
         let first = bucket * l.minutes_per;
         for (_, open) in self
             .open
-            .range((first, key.to_string())..(first + l.minutes_per, String::new()))
-            .filter(|((_, k), _)| k == key)
+            .range((key.to_string(), first)..(key.to_string(), first + l.minutes_per))
         {
             merge(&mut m, open);
         }
