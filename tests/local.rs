@@ -154,3 +154,23 @@ fn threads_spawned_inside_a_scope_record_where_they_record() {
         1
     );
 }
+
+/// Labels are memory too: 500 routes of 200-byte labels recorded into a local collector (so the
+/// global collector's histograms do not change) raise the global memory figure by at least the
+/// labels' bytes, since the series registry is the process'.
+#[test]
+fn label_bytes_count_in_the_memory_figure() {
+    let before = collector().recorder_stats().memory_bytes;
+    let local = Collector::local();
+    local.scope(|| {
+        for i in 0..500 {
+            by_hand(&format!("/label-bytes/{i:03}/{}", "x".repeat(186)), 200);
+        }
+    });
+    assert_eq!(local.api_stats().total_requests, 500);
+    let after = collector().recorder_stats().memory_bytes;
+    assert!(
+        after >= before + 500 * 200,
+        "memory figure {before} → {after} for 100 KB of labels"
+    );
+}

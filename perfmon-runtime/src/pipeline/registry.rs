@@ -88,6 +88,9 @@ pub(crate) struct Registry {
     cache: HashMap<Box<str>, u32>,
     measure: HashMap<Box<str>, u32>,
     business: HashMap<Box<str>, Business>,
+    /// Bytes of the labels held (each series' labels and the maps' keys, estimated as twice
+    /// the labels): counted in the recorder's memory figure.
+    label_bytes: usize,
 }
 
 const NONE: u32 = u32::MAX;
@@ -139,6 +142,7 @@ impl Registry {
                 ..Settings::default()
             },
             infos: Vec::new(),
+            label_bytes: 0,
             api: HashMap::new(),
             query: HashMap::new(),
             batch: HashMap::new(),
@@ -152,6 +156,11 @@ impl Registry {
         self.infos.get(id as usize)
     }
 
+    /// Bytes held by the series' labels (estimate).
+    pub(crate) fn label_bytes(&self) -> usize {
+        self.label_bytes
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.infos.len()
     }
@@ -162,6 +171,8 @@ impl Registry {
 
     fn push(&mut self, info: SeriesInfo) -> u32 {
         let id = self.infos.len() as u32;
+        self.label_bytes += 2 * (info.name.len() + info.table.len() + info.tag_value.len())
+            + std::mem::size_of::<SeriesInfo>();
         self.infos.push(Arc::new(info));
         id
     }

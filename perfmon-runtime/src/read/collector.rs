@@ -172,13 +172,17 @@ impl Collector {
 /// The recorder's counters from one drained view (the tier counters are the process').
 pub(crate) fn recorder_stats(d: &crate::pipeline::state::Drained<'_>) -> RecorderStats {
     let tiers = &state::global().outbox.tiers;
+    let (series, label_bytes) = {
+        let r = crate::pipeline::registry::read();
+        (r.len() as u64, r.label_bytes() as u64)
+    };
     RecorderStats {
         events_processed: d.processed(),
         late_events: d.late(),
         inline_drains: d.inline_drains(),
-        series: crate::pipeline::registry::read().len() as u64,
+        series,
         threads: d.rings() as u64,
-        memory_bytes: d.heap_bytes() as u64,
+        memory_bytes: d.heap_bytes() as u64 + label_bytes,
         tier_flushes: tiers.flushes.load(Ordering::Relaxed),
         tier_failures: tiers.failures.load(Ordering::Relaxed),
         tier_pending: tiers.pending.load(Ordering::Relaxed),

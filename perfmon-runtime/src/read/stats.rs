@@ -394,7 +394,7 @@ pub struct RecorderStats {
     pub series: u64,
     /// Threads with a ring.
     pub threads: u64,
-    /// Bytes held by histograms and lists (estimate).
+    /// Bytes held by histograms, lists and the series' labels (estimate).
     pub memory_bytes: u64,
     /// Successful flushes to the Redis tier.
     pub tier_flushes: u64,
