@@ -542,3 +542,74 @@ async fn a_poison_label_does_not_stop_the_postgres_tier() {
         .await
         .expect("clean up");
 }
+
+/// PostgreSQL away (its connections cut, new ones refused) while Redis is healthy: PostgreSQL's
+/// writes fail and back off, and Redis goes on writing at every flush meanwhile — one tier never
+/// holds back another. (Before, one backoff held both: Redis wrote once per PostgreSQL attempt,
+/// down to once a minute.) Once PostgreSQL is back, its rows are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_that_is_away_never_holds_back_the_other() {
+    let _turn = TURN.lock().await;
+    let prefix = unique_prefix("isolation");
+    let proxy = perfmon_tests::Proxy::start("127.0.0.1:5432").await;
+    let direct = database_url();
+    let through = direct.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
+    assert_ne!(
+        through, direct,
+        "the test database URL points at 127.0.0.1:5432"
+    );
+    let pm = init(
+        Config::builder()
+            .redis_url(redis_url())
+            .database_url(&through)
+            .key_prefix(&prefix)
+            .instance("iso-a")
+            .flush_interval(Duration::from_millis(100))
+            .no_alerts()
+            .build(),
+    )
+    .await
+    .expect("init");
+    api("/isolation", 3);
+    proxy.cut();
+    let base = collector().recorder_stats();
+    // a bounded wait for a state (six failed PostgreSQL writes), not a timing assertion
+    let started = std::time::Instant::now();
+    let now = loop {
+        let r = collector().recorder_stats();
+        if r.tier_failures - base.tier_failures >= 6 || started.elapsed() > Duration::from_secs(60)
+        {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (pg_failures, redis_writes) = (
+        now.tier_failures - base.tier_failures,
+        now.tier_redis_writes - base.tier_redis_writes,
+    );
+    assert!(pg_failures >= 6, "PostgreSQL failed: {pg_failures}");
+    assert!(
+        redis_writes >= 2 * pg_failures,
+        "Redis wrote {redis_writes} times while PostgreSQL failed {pg_failures} times"
+    );
+    assert_eq!(
+        now.tier_postgres_writes, base.tier_postgres_writes,
+        "nothing reached PostgreSQL while it was away"
+    );
+    proxy.restore();
+    pm.flush()
+        .await
+        .expect("both tiers write once PostgreSQL is back");
+    let q = collector()
+        .query(Window::Days90, Scope::Instance)
+        .api_stats_for("/isolation")
+        .await
+        .expect("from PostgreSQL");
+    assert_eq!(q.total_requests, 1);
+    pm.shutdown().await.expect("shutdown");
+    let pool = sqlx::PgPool::connect(&direct).await.expect("connect");
+    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("clean up");
+}

@@ -161,7 +161,10 @@
 //! in a bounded buffer (`PENDING_LIMIT`: 100,000 series-minutes and buckets) and PostgreSQL's folded
 //! hours and days in another; past the bound the oldest are dropped and counted
 //! ([`RecorderStats::tier_dropped`], logged once). Everything waiting is written when the backend
-//! returns; [`Perfmon::shutdown`] flushes once more and reports a failure.
+//! returns; [`Perfmon::shutdown`] flushes once more and reports a failure. **Tiers fail alone:**
+//! each tier writes in its own task and backs off on its own (doubling up to a minute), so a
+//! tier that is slow or away never delays another, which goes on at every flush
+//! ([`RecorderStats::tier_redis_writes`], [`RecorderStats::tier_postgres_writes`]).
 //!
 //! ## Alerts and SLA
 //!

@@ -339,14 +339,26 @@ fn recorder_families(r: &crate::read::stats::RecorderStats, out: &mut Vec<Family
         one(
             "perfmon_tier_flushes_total",
             Counter,
-            "Successful flushes to the retention tiers.",
+            "Successful writes to the retention tiers.",
             r.tier_flushes,
         ),
         one(
             "perfmon_tier_flush_failures_total",
             Counter,
-            "Failed flushes to the retention tiers.",
+            "Failed writes to the retention tiers.",
             r.tier_failures,
+        ),
+        one(
+            "perfmon_tier_redis_writes_total",
+            Counter,
+            "Successful writes to the Redis tier.",
+            r.tier_redis_writes,
+        ),
+        one(
+            "perfmon_tier_postgres_writes_total",
+            Counter,
+            "Successful writes to the PostgreSQL tier.",
+            r.tier_postgres_writes,
         ),
         one(
             "perfmon_tier_pending",

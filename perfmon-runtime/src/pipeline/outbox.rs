@@ -36,6 +36,9 @@ pub(crate) struct TierCounters {
     pub dropped: AtomicU64,
     /// Encode failures (an aggregate that could not be serialized; never expected).
     pub encode_failures: AtomicU64,
+    /// Successful writes to each tier.
+    pub redis_writes: AtomicU64,
+    pub postgres_writes: AtomicU64,
 }
 
 impl TierCounters {

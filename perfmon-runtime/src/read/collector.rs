@@ -185,6 +185,8 @@ pub(crate) fn recorder_stats(d: &crate::pipeline::state::Drained<'_>) -> Recorde
         memory_bytes: d.heap_bytes() as u64 + label_bytes,
         tier_flushes: tiers.flushes.load(Ordering::Relaxed),
         tier_failures: tiers.failures.load(Ordering::Relaxed),
+        tier_redis_writes: tiers.redis_writes.load(Ordering::Relaxed),
+        tier_postgres_writes: tiers.postgres_writes.load(Ordering::Relaxed),
         tier_pending: tiers.pending.load(Ordering::Relaxed),
         tier_dropped: tiers.dropped.load(Ordering::Relaxed),
         tier_encode_failures: tiers.encode_failures.load(Ordering::Relaxed),

@@ -396,11 +396,15 @@ pub struct RecorderStats {
     pub threads: u64,
     /// Bytes held by histograms, lists and the series' labels (estimate).
     pub memory_bytes: u64,
-    /// Successful flushes to the Redis tier.
+    /// Successful writes to the retention tiers (each tier counts its own writes).
     pub tier_flushes: u64,
-    /// Failed flushes (Redis away or slow); what they held stays pending.
+    /// Failed writes (a tier away or slow); what they held stays pending.
     pub tier_failures: u64,
-    /// Series-minutes and buckets waiting for Redis.
+    /// Successful writes to the Redis tier (each tier writes, and backs off, on its own).
+    pub tier_redis_writes: u64,
+    /// Successful writes to the PostgreSQL tier.
+    pub tier_postgres_writes: u64,
+    /// Values waiting to be written, over every tier.
     pub tier_pending: u64,
     /// Values dropped because a tier stayed away past its pending limit (series-minutes and
     /// buckets for Redis, folded hours and days for PostgreSQL, queued event-log entries).

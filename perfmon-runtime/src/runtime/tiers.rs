@@ -28,6 +28,7 @@ pub(crate) fn start(config: &Config, backends: &Backends) -> Option<Tiers> {
     let (prefix, instance) = (&config.key_prefix, &config.instance);
     let flusher = Flusher::new(
         instance,
+        config.flush_interval,
         #[cfg(feature = "redis")]
         backends
             .redis

@@ -102,28 +102,246 @@ pub(crate) fn run_id() -> String {
     .clone()
 }
 
-/// Writes to every configured tier from one snapshot per flush.
+/// When a tier is tried again: at every flush while it succeeds; after a failure at doubling
+/// intervals (up to a minute), so that a tier that is away is retried without holding back the
+/// others, which go on at every flush.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+struct Backoff {
+    tier: &'static str,
+    next: Option<std::time::Instant>,
+    wait: Duration,
+}
+
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+impl Backoff {
+    fn new(tier: &'static str) -> Backoff {
+        Backoff {
+            tier,
+            next: None,
+            wait: Duration::ZERO,
+        }
+    }
+
+    fn due(&self, force: bool) -> bool {
+        force || self.next.is_none_or(|t| std::time::Instant::now() >= t)
+    }
+
+    fn succeeded(&mut self) {
+        if self.next.is_some() {
+            tracing::info!(target: "perfmon", tier = self.tier, "writes to the tier resumed");
+        }
+        self.next = None;
+        self.wait = Duration::ZERO;
+    }
+
+    fn failed(&mut self, e: &TierError, interval: Duration) {
+        if self.next.is_none() {
+            tracing::warn!(target: "perfmon", tier = self.tier, error = %e, "a write to the tier failed; retrying with backoff, aggregates kept, the other tiers go on");
+        }
+        self.wait = (self.wait * 2).clamp(interval, Duration::from_secs(60));
+        self.next = Some(std::time::Instant::now() + self.wait);
+    }
+}
+
+/// What the flusher needs of a tier's writer: take a flush (cheap), and write what is pending
+/// (moved into its own task while it writes).
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+trait TierWriter: Send + Sized + 'static {
+    type Report: Send + 'static;
+    fn absorb(&mut self, prep: &Prepared, now_secs: u64);
+    fn pending(&self) -> usize;
+    fn send(self, now_secs: u64) -> SendFuture<Self>;
+    /// Counts one successful write in the tier's own counter.
+    fn succeeded(counters: &crate::pipeline::outbox::TierCounters);
+}
+
+/// What a tier's write gives back: its writer, and how the write went.
+type Sent<W> = (W, Result<<W as TierWriter>::Report, TierError>);
+
+type SendFuture<W> = std::pin::Pin<Box<dyn std::future::Future<Output = Sent<W>> + Send>>;
+
+#[cfg(feature = "redis")]
+impl TierWriter for crate::store::redis::writer::Writer {
+    type Report = FlushReport;
+
+    fn absorb(&mut self, prep: &Prepared, now_secs: u64) {
+        crate::store::redis::writer::Writer::absorb(self, prep, now_secs);
+    }
+
+    fn pending(&self) -> usize {
+        crate::store::redis::writer::Writer::pending(self)
+    }
+
+    fn send(mut self, now_secs: u64) -> SendFuture<Self> {
+        Box::pin(async move {
+            let r = crate::store::redis::writer::Writer::send(&mut self, now_secs).await;
+            (self, r)
+        })
+    }
+
+    fn succeeded(counters: &crate::pipeline::outbox::TierCounters) {
+        counters.redis_writes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl TierWriter for crate::store::postgres::Writer {
+    type Report = usize;
+
+    fn absorb(&mut self, prep: &Prepared, now_secs: u64) {
+        crate::store::postgres::Writer::absorb(self, prep, now_secs);
+    }
+
+    fn pending(&self) -> usize {
+        crate::store::postgres::Writer::pending(self)
+    }
+
+    fn send(mut self, now_secs: u64) -> SendFuture<Self> {
+        Box::pin(async move {
+            let r = crate::store::postgres::Writer::send(&mut self, now_secs).await;
+            (self, r)
+        })
+    }
+
+    fn succeeded(counters: &crate::pipeline::outbox::TierCounters) {
+        counters.postgres_writes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One tier: its writer (or the task writing with it), the flushes it has not taken yet, and
+/// its backoff.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+struct Slot<W: TierWriter> {
+    writer: Option<W>,
+    writing: Option<tokio::task::JoinHandle<Sent<W>>>,
+    backlog: Vec<Arc<Prepared>>,
+    backoff: Backoff,
+    pending: usize,
+}
+
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+impl<W: TierWriter> Slot<W> {
+    fn new(writer: W, tier: &'static str) -> Slot<W> {
+        Slot {
+            writer: Some(writer),
+            writing: None,
+            backlog: Vec::new(),
+            backoff: Backoff::new(tier),
+            pending: 0,
+        }
+    }
+
+    fn record(&mut self, r: &Result<W::Report, TierError>, interval: Duration) {
+        let counters = &global().outbox.tiers;
+        match r {
+            Ok(_) => {
+                self.backoff.succeeded();
+                counters.flushes.fetch_add(1, Ordering::Relaxed);
+                W::succeeded(counters);
+            }
+            Err(e) => {
+                self.backoff.failed(e, interval);
+                counters.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes the writer back from its task once the write has ended (waiting for it if
+    /// `wait`); returns that write's result.
+    async fn land(
+        &mut self,
+        wait: bool,
+        interval: Duration,
+    ) -> Option<Result<W::Report, TierError>> {
+        if !wait && !self.writing.as_ref()?.is_finished() {
+            return None;
+        }
+        let r = match self.writing.take()?.await {
+            Ok((w, r)) => {
+                self.pending = w.pending();
+                self.writer = Some(w);
+                r
+            }
+            // the writer is lost with its task: the tier stops here, loudly
+            Err(e) => {
+                tracing::error!(target: "perfmon", tier = self.backoff.tier, error = %e, "the tier's writer panicked; the tier is stopped");
+                Err(TierError::Worker(WorkerError::Gone { worker: "flush" }))
+            }
+        };
+        self.record(&r, interval);
+        Some(r)
+    }
+
+    /// Gives the writer every flush it has not taken yet.
+    fn absorb(&mut self, now_secs: u64) {
+        if let Some(w) = &mut self.writer {
+            for prep in self.backlog.drain(..) {
+                w.absorb(&prep, now_secs);
+            }
+            self.pending = w.pending();
+        }
+    }
+
+    /// A tick: takes the flush; starts a write in its own task if the tier is due and not
+    /// writing already. Never waits for the tier.
+    async fn tick(&mut self, prep: Arc<Prepared>, now_secs: u64, interval: Duration) {
+        self.land(false, interval).await;
+        self.backlog.push(prep);
+        self.absorb(now_secs);
+        if self.writer.is_some() && self.backoff.due(false) {
+            if let Some(w) = self.writer.take() {
+                self.writing = Some(tokio::spawn(w.send(now_secs)));
+            }
+        }
+    }
+
+    /// A requested flush: waits for a write in progress, then writes everything, now.
+    async fn flush(
+        &mut self,
+        prep: Arc<Prepared>,
+        now_secs: u64,
+        interval: Duration,
+    ) -> Result<W::Report, TierError> {
+        self.land(true, interval).await;
+        self.backlog.push(prep);
+        self.absorb(now_secs);
+        let Some(w) = self.writer.take() else {
+            return Err(TierError::Worker(WorkerError::Gone { worker: "flush" }));
+        };
+        let (w, r) = w.send(now_secs).await;
+        self.pending = w.pending();
+        self.writer = Some(w);
+        self.record(&r, interval);
+        r
+    }
+}
+
+/// Writes to every configured tier from one snapshot per flush. Each tier writes in its own
+/// task and backs off on its own: a tier that is slow or away never delays another.
 pub(crate) struct Flusher {
     instance: String,
+    interval: Duration,
     #[cfg(feature = "redis")]
-    redis: Option<crate::store::redis::writer::Writer>,
+    redis: Option<Slot<crate::store::redis::writer::Writer>>,
     #[cfg(feature = "postgres")]
-    pg: Option<crate::store::postgres::Writer>,
+    pg: Option<Slot<crate::store::postgres::Writer>>,
 }
 
 impl Flusher {
-    /// A flusher for the tiers given; `None` without any.
+    /// A flusher for the tiers given, flushing every `interval`; `None` without any.
     pub(crate) fn new(
         instance: &str,
+        interval: Duration,
         #[cfg(feature = "redis")] redis: Option<crate::store::redis::writer::Writer>,
         #[cfg(feature = "postgres")] pg: Option<crate::store::postgres::Writer>,
     ) -> Option<Flusher> {
         let f = Flusher {
             instance: instance.to_string(),
+            interval,
             #[cfg(feature = "redis")]
-            redis,
+            redis: redis.map(|w| Slot::new(w, "Redis")),
             #[cfg(feature = "postgres")]
-            pg,
+            pg: pg.map(|w| Slot::new(w, "PostgreSQL")),
         };
         f.has_tier().then_some(f)
     }
@@ -140,53 +358,84 @@ impl Flusher {
         false
     }
 
-    /// One flush: one snapshot, then every tier. Each tier keeps what it could not write.
-    pub(crate) async fn flush(&mut self) -> Result<FlushReport, TierError> {
-        let prep = prepare(&self.instance);
-        #[allow(unused_variables)]
-        let now_secs = unix_secs();
-        #[allow(unused_mut)]
-        let mut report = FlushReport::default();
-        #[allow(unused_mut)]
-        let mut errors: Vec<TierError> = Vec::new();
+    fn publish_pending(&self) {
         #[allow(unused_mut)]
         let mut pending = 0;
         #[cfg(feature = "redis")]
-        if let Some(r) = &mut self.redis {
-            match r.write(&prep, now_secs).await {
-                Ok(rep) => {
-                    report = FlushReport {
-                        rows: report.rows,
-                        ..rep
-                    }
-                }
-                Err(e) => errors.push(e),
-            }
-            pending += r.pending();
+        if let Some(s) = &self.redis {
+            pending += s.pending;
         }
         #[cfg(feature = "postgres")]
-        if let Some(p) = &mut self.pg {
-            match p.write(&prep, now_secs).await {
-                Ok(rows) => report.rows = rows,
-                Err(e) => errors.push(e),
-            }
-            pending += p.pending();
+        if let Some(s) = &self.pg {
+            pending += s.pending;
         }
-        let tiers = &global().outbox.tiers;
-        tiers.pending.store(pending as u64, Ordering::Relaxed);
+        global()
+            .outbox
+            .tiers
+            .pending
+            .store(pending as u64, Ordering::Relaxed);
+    }
+
+    /// A timed flush: one snapshot, taken by every tier; each tier that is due and idle starts
+    /// writing in its own task. Waits for no tier.
+    pub(crate) async fn tick(&mut self) {
+        let prep = Arc::new(prepare(&self.instance));
+        #[allow(unused_variables)]
+        let (now_secs, interval) = (unix_secs(), self.interval);
+        #[cfg(feature = "redis")]
+        if let Some(s) = &mut self.redis {
+            s.tick(prep.clone(), now_secs, interval).await;
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(s) = &mut self.pg {
+            s.tick(prep.clone(), now_secs, interval).await;
+        }
+        drop(prep);
+        self.publish_pending();
+    }
+
+    /// A requested flush: one snapshot; every tier writes everything now (concurrently), and
+    /// the result says what each did.
+    pub(crate) async fn flush(&mut self) -> Result<FlushReport, TierError> {
+        let prep = Arc::new(prepare(&self.instance));
+        #[allow(unused_variables)]
+        let (now_secs, interval) = (unix_secs(), self.interval);
+        #[cfg(feature = "redis")]
+        let redis = async {
+            match &mut self.redis {
+                Some(s) => Some(s.flush(prep.clone(), now_secs, interval).await),
+                None => None,
+            }
+        };
+        #[cfg(not(feature = "redis"))]
+        let redis = async { None::<FlushResult> };
+        #[cfg(feature = "postgres")]
+        let pg = async {
+            match &mut self.pg {
+                Some(s) => Some(s.flush(prep.clone(), now_secs, interval).await),
+                None => None,
+            }
+        };
+        #[cfg(not(feature = "postgres"))]
+        let pg = async { None::<Result<usize, TierError>> };
+        let (redis, pg) = tokio::join!(redis, pg);
+        self.publish_pending();
+        let mut report = FlushReport::default();
+        let mut errors: Vec<TierError> = Vec::new();
+        match redis {
+            Some(Ok(rep)) => report = rep,
+            Some(Err(e)) => errors.push(e),
+            None => {}
+        }
+        match pg {
+            Some(Ok(rows)) => report.rows = rows,
+            Some(Err(e)) => errors.push(e),
+            None => {}
+        }
         match errors.len() {
-            0 => {
-                tiers.flushes.fetch_add(1, Ordering::Relaxed);
-                Ok(report)
-            }
-            n => {
-                tiers.failures.fetch_add(1, Ordering::Relaxed);
-                Err(if n == 1 {
-                    errors.remove(0)
-                } else {
-                    TierError::Several(errors)
-                })
-            }
+            0 => Ok(report),
+            1 => Err(errors.remove(0)),
+            _ => Err(TierError::Several(errors)),
         }
     }
 }
@@ -197,8 +446,8 @@ pub(crate) const FLUSH_WAIT: Duration = Duration::from_secs(20);
 
 type FlushResult = Result<FlushReport, TierError>;
 
-/// The flush worker: a tokio task that owns the [`Flusher`], flushes every `interval` (backing
-/// off while a tier fails) and answers [`Msg::Flush`] and [`Msg::Shutdown`].
+/// The flush worker: a tokio task that owns the [`Flusher`], flushes every `interval` (each
+/// tier backing off on its own while it fails) and answers [`Msg::Flush`] and [`Msg::Shutdown`].
 pub(crate) struct FlushWorker {
     handle: FlushHandle,
 }
@@ -212,11 +461,9 @@ impl FlushWorker {
     pub(crate) fn start(mut flusher: Flusher, interval: Duration) -> FlushWorker {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Msg<FlushResult>>();
         tokio::spawn(async move {
-            let mut wait = interval;
-            let mut failing = false;
             loop {
                 let msg = tokio::select! {
-                    _ = tokio::time::sleep(wait) => None,
+                    _ = tokio::time::sleep(interval) => None,
                     msg = rx.recv() => match msg {
                         Some(msg) => Some(msg),
                         // every handle is gone: a last flush, then stop
@@ -234,22 +481,8 @@ impl FlushWorker {
                         reply.send(flusher.flush().await);
                         return;
                     }
-                    None => match flusher.flush().await {
-                        Ok(_) => {
-                            if failing {
-                                tracing::info!(target: "perfmon", "flushes to the retention tiers resumed");
-                            }
-                            failing = false;
-                            wait = interval;
-                        }
-                        Err(e) => {
-                            if !failing {
-                                tracing::warn!(target: "perfmon", error = %e, "flush failed; retrying with backoff, aggregates kept");
-                            }
-                            failing = true;
-                            wait = (wait * 2).min(Duration::from_secs(60));
-                        }
-                    },
+                    // failures are logged by each tier's backoff
+                    None => flusher.tick().await,
                 }
             }
         });

@@ -195,6 +195,12 @@ impl Writer {
         prep: &Prepared,
         now_secs: u64,
     ) -> Result<usize, TierError> {
+        self.absorb(prep, now_secs);
+        self.send(now_secs).await
+    }
+
+    /// Takes what a flush carries into what is pending (cheap; no I/O).
+    pub(crate) fn absorb(&mut self, prep: &Prepared, now_secs: u64) {
         for (minute, key, m) in &prep.minutes {
             self.rollup.add_minute(*minute, key, m);
             if key.starts_with("batch\u{1f}") && m.last_fail_ns > 0 {
@@ -214,6 +220,12 @@ impl Writer {
         self.rollup.finalize(now_minute);
         // bounded while PostgreSQL is away: the oldest folded buckets go first, counted
         self.rollup.bound(PG_PENDING_LIMIT, "PostgreSQL");
+    }
+
+    /// Writes what is pending, then runs a compaction pass and, once an hour, the retention
+    /// job. On failure everything stays pending.
+    pub(crate) async fn send(&mut self, now_secs: u64) -> Result<usize, TierError> {
+        let now_minute = now_secs / 60;
         let rows = self.upsert().await?;
         // folded buckets that are over and written are no longer needed in memory
         self.rollup.trim(now_minute);

@@ -38,7 +38,7 @@ pub(crate) struct Prepared {
 }
 
 /// The realtime tier's values (replaced whole on every flush; Redis only).
-#[derive(Default)]
+#[derive(Clone, Default)]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct Realtime {
     pub recent: Vec<String>,

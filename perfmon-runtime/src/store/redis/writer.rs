@@ -47,6 +47,8 @@ pub(crate) struct Writer {
     pending: BTreeMap<(Tier, u64, String), Vec<u8>>,
     /// Written buckets whose queueing for the compactor failed, queued with the next flush.
     unqueued: Vec<(u64, String)>,
+    /// The latest realtime values (replaced whole by each flush).
+    realtime: Option<Realtime>,
     compactor: Compactor,
 }
 
@@ -65,6 +67,7 @@ impl Writer {
             hours: Rollup::resume(&owner(prefix, instance, run), &[Tier::H1.minutes()]),
             pending: BTreeMap::new(),
             unqueued: Vec::new(),
+            realtime: None,
         }
     }
 
@@ -76,7 +79,20 @@ impl Writer {
         prep: &Prepared,
         now_secs: u64,
     ) -> Result<FlushReport, TierError> {
+        self.absorb(prep, now_secs);
+        self.send(now_secs).await
+    }
+
+    /// Takes what a flush carries into what is pending (cheap; no I/O).
+    pub(crate) fn absorb(&mut self, prep: &Prepared, now_secs: u64) {
         self.take(prep, now_secs / 60);
+        self.realtime = Some(prep.realtime.clone());
+    }
+
+    /// Writes what is pending (and the latest realtime values) in one batch, then queues the
+    /// written buckets for the compactor and runs a compaction pass if this instance holds the
+    /// lease. On failure everything stays pending.
+    pub(crate) async fn send(&mut self, now_secs: u64) -> Result<FlushReport, TierError> {
         let mut batch = Batch::default();
         let mut report = FlushReport::default();
         let mut indexes: BTreeMap<String, u64> = BTreeMap::new();
@@ -111,8 +127,9 @@ impl Writer {
             .add(&runs, Cmd::zadd(&runs, &self.run, now_secs / 60))
             .add(&runs, Cmd::zrembyscore(&runs, "-inf", forgotten))
             .add(&runs, Cmd::expire(&runs, RUNS_TTL.as_secs() as i64));
-        prep.realtime
-            .add_to(&mut batch, &self.keys.prefix, &self.instance, now_secs);
+        if let Some(realtime) = &self.realtime {
+            realtime.add_to(&mut batch, &self.keys.prefix, &self.instance, now_secs);
+        }
         report.commands = batch.len();
         if let Err(e) = batch.send(&mut self.conn).await {
             return Err(TierError::kept("Redis", self.pending(), e));
