@@ -198,6 +198,16 @@ fn the_dashboard_shows_what_the_json_endpoint_says() {
     }
     assert!(dom.contains("<polyline"), "the trend chart has a line");
 
+    // a refresh past what the browser's timer holds is clamped to an hour: the page loads once
+    // in the 8 s of virtual time (it used to overflow the timer and reload without pause)
+    let huge = format!("http://{addr}/api/monitoring/dashboard?refresh=99999999999");
+    let dom = chromium(&["--dump-dom", &huge]);
+    assert_eq!(by_id(&dom, "refresh"), "3600");
+    assert!(
+        dom.contains("data-loaded=\"1\""),
+        "loaded once, not in a loop"
+    );
+
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     chromium(&[
