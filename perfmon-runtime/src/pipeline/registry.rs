@@ -190,32 +190,64 @@ impl Registry {
     }
 
     // ---- lookups (read lock) ----
+    //
+    // Each lookup tries the labels as given, then — only on a miss, and only if one of them is
+    // not in its clean form — their clean forms (see [`clean_label`]), so a series whose labels
+    // needed cleaning is found under the read lock too, not registered again under the write
+    // lock on every call.
+
+    /// The clean forms of `labels`, if any differs from the label as given.
+    fn cleaned<const N: usize>(&self, labels: [&str; N]) -> Option<[String; N]> {
+        let max = self.settings.limits.max_label_bytes;
+        let clean = labels.map(|l| clean_label(l, max));
+        clean
+            .iter()
+            .any(|c| matches!(c, std::borrow::Cow::Owned(_)))
+            .then(|| clean.map(std::borrow::Cow::into_owned))
+    }
 
     pub(crate) fn find_api(&self, method: usize, route: &str) -> Option<u32> {
-        self.api
-            .get(route)
-            .map(|m| m[method])
-            .filter(|id| *id != NONE)
+        let find = |route: &str| {
+            self.api
+                .get(route)
+                .map(|m| m[method])
+                .filter(|id| *id != NONE)
+        };
+        find(route).or_else(|| find(&self.cleaned([route])?[0]))
     }
 
     pub(crate) fn find_query(&self, table: &str, op: &str, write: bool) -> Option<u32> {
-        self.query
-            .get(table)?
-            .get(op)
-            .map(|m| m[usize::from(write)])
-            .filter(|id| *id != NONE)
+        let find = |table: &str, op: &str| {
+            self.query
+                .get(table)?
+                .get(op)
+                .map(|m| m[usize::from(write)])
+                .filter(|id| *id != NONE)
+        };
+        find(table, op).or_else(|| {
+            let [table, op] = self.cleaned([table, op])?;
+            find(&table, &op)
+        })
     }
 
     pub(crate) fn find_simple(&self, kind: Kind, name: &str) -> Option<u32> {
-        self.simple_map(kind).get(name).copied()
+        let find = |name: &str| self.simple_map(kind).get(name).copied();
+        find(name).or_else(|| find(&self.cleaned([name])?[0]))
     }
 
     pub(crate) fn find_business(&self, name: &str) -> Option<u32> {
-        self.business.get(name).map(|b| b.id)
+        let find = |name: &str| self.business.get(name).map(|b| b.id);
+        find(name).or_else(|| find(&self.cleaned([name])?[0]))
     }
 
     pub(crate) fn find_business_tag(&self, name: &str, key: &str, value: &str) -> Option<u32> {
-        self.business.get(name)?.tags.get(key)?.get(value).copied()
+        let find = |name: &str, key: &str, value: &str| {
+            self.business.get(name)?.tags.get(key)?.get(value).copied()
+        };
+        find(name, key, value).or_else(|| {
+            let [name, key, value] = self.cleaned([name, key, value])?;
+            find(&name, &key, &value)
+        })
     }
 
     fn simple_map(&self, kind: Kind) -> &HashMap<Box<str>, u32> {
