@@ -24,7 +24,7 @@ use crate::store::error::TierError;
 use crate::store::partitions::{self, month_of, Partitions};
 use crate::store::pgcompact;
 use crate::store::prepared::Prepared;
-use crate::store::rollup::{accumulate, finish, Rollup};
+use crate::store::rollup::{accumulate, finish, KeptRollup, Rollup};
 
 /// How long hourly rows are kept.
 pub const HOURLY_RETENTION: Duration = Duration::from_secs(90 * 86_400);
@@ -147,18 +147,6 @@ fn ts(unix_secs: u64) -> f64 {
     unix_secs as f64
 }
 
-fn owner(prefix: &str, instance: &str, run: &str) -> String {
-    format!("postgres\u{1e}{prefix}\u{1e}{instance}\u{1e}{run}")
-}
-
-/// The hours and days rolled up so far stay in the process for the next writer (`init` again).
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let rollup = std::mem::replace(&mut self.rollup, Rollup::new(&[]));
-        rollup.keep(owner(&self.prefix, &self.instance, &self.run));
-    }
-}
-
 pub(crate) struct Writer {
     pool: PgPool,
     prefix: String,
@@ -167,7 +155,7 @@ pub(crate) struct Writer {
     instance: String,
     run: String,
     /// Hours (level 0) and days (level 1) of this process's series.
-    rollup: Rollup,
+    rollup: KeptRollup,
     /// Events not yet in the event log.
     events: BTreeSet<LoggedEvent>,
     last_prune: Option<SystemTime>,
@@ -182,7 +170,7 @@ impl Writer {
             partitions: Partitions::default(),
             instance: instance.to_string(),
             run: run.to_string(),
-            rollup: Rollup::resume(&owner(prefix, instance, run), &[60, 1440]),
+            rollup: Rollup::kept("postgres", prefix, instance, run, &[60, 1440]),
             events: BTreeSet::new(),
             last_prune: None,
         }

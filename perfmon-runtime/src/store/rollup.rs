@@ -61,6 +61,36 @@ fn decoded(blob: Option<&Vec<u8>>) -> Minute<Merged> {
 /// run id) must not replace what the earlier writer folded with less.
 static KEPT: std::sync::Mutex<BTreeMap<String, Rollup>> = std::sync::Mutex::new(BTreeMap::new());
 
+/// A writer's rollup, left in the process for the next writer of the same owner when dropped
+/// (`init` again in one process continues where the earlier runtime stopped).
+pub(crate) struct KeptRollup {
+    owner: String,
+    rollup: Rollup,
+}
+
+impl std::ops::Deref for KeptRollup {
+    type Target = Rollup;
+
+    fn deref(&self) -> &Rollup {
+        &self.rollup
+    }
+}
+
+impl std::ops::DerefMut for KeptRollup {
+    fn deref_mut(&mut self) -> &mut Rollup {
+        &mut self.rollup
+    }
+}
+
+impl Drop for KeptRollup {
+    fn drop(&mut self) {
+        let rollup = std::mem::replace(&mut self.rollup, Rollup::new(&[]));
+        KEPT.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(std::mem::take(&mut self.owner), rollup);
+    }
+}
+
 /// Rolls minutes up into buckets of the given sizes.
 pub(crate) struct Rollup {
     /// By (series key, minute): a bucket's open minutes are one range of its series.
@@ -84,20 +114,23 @@ impl Rollup {
         }
     }
 
-    /// The rollup an earlier writer of `owner` (tier, prefix, instance and run) left in this
-    /// process, or a new one with buckets of `minutes_per` minutes.
-    pub(crate) fn resume(owner: &str, minutes_per: &[u64]) -> Rollup {
-        KEPT.lock()
+    /// The rollup an earlier writer of the same tier, prefix, instance and process run left in
+    /// this process, or a new one with buckets of `minutes_per` minutes; it is left again for
+    /// the next writer when dropped.
+    pub(crate) fn kept(
+        tier: &str,
+        prefix: &str,
+        instance: &str,
+        run: &str,
+        minutes_per: &[u64],
+    ) -> KeptRollup {
+        let owner = format!("{tier}\u{1e}{prefix}\u{1e}{instance}\u{1e}{run}");
+        let rollup = KEPT
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(owner)
-            .unwrap_or_else(|| Rollup::new(minutes_per))
-    }
-
-    /// Leaves this rollup for the next writer of `owner` in this process.
-    pub(crate) fn keep(self, owner: String) {
-        KEPT.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(owner, self);
+            .remove(&owner)
+            .unwrap_or_else(|| Rollup::new(minutes_per));
+        KeptRollup { owner, rollup }
     }
 
     /// Takes the latest whole value of a minute; the buckets holding it are out of date.

@@ -14,25 +14,13 @@ use crate::store::prepared::{FlushReport, Prepared, Realtime};
 use crate::store::redis::compact::Compactor;
 use crate::store::redis::io::{timed, Batch, Conn};
 use crate::store::redis::layout::{field, queue_member, sid, Keys, Tier, WRITES};
-use crate::store::rollup::Rollup;
+use crate::store::rollup::{KeptRollup, Rollup};
 
 /// Whole values kept while Redis is away, at most (the oldest go first, counted).
 pub const PENDING_LIMIT: usize = 100_000;
 const DAY: u64 = 86_400;
 /// How long the instance's run list is kept after its last flush.
 const RUNS_TTL: Duration = Duration::from_secs(8 * 86_400);
-
-fn owner(prefix: &str, instance: &str, run: &str) -> String {
-    format!("redis\u{1e}{prefix}\u{1e}{instance}\u{1e}{run}")
-}
-
-/// The hours rolled up so far stay in the process for the next writer (`init` again).
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let hours = std::mem::replace(&mut self.hours, Rollup::new(&[]));
-        hours.keep(owner(&self.keys.prefix, &self.instance, &self.run));
-    }
-}
 
 pub(crate) struct Writer {
     conn: Conn,
@@ -41,7 +29,7 @@ pub(crate) struct Writer {
     field: String,
     run: String,
     /// The hours of this process's series, rolled up from its minutes.
-    hours: Rollup,
+    hours: KeptRollup,
     /// Encoded values not yet written, by (tier, bucket, series key): a newer value of the same
     /// key replaces the older one, so the bound is on distinct keys, not on events.
     pending: BTreeMap<(Tier, u64, String), Vec<u8>>,
@@ -64,7 +52,7 @@ impl Writer {
             instance: instance.to_string(),
             field: field(instance, run),
             run: run.to_string(),
-            hours: Rollup::resume(&owner(prefix, instance, run), &[Tier::H1.minutes()]),
+            hours: Rollup::kept("redis", prefix, instance, run, &[Tier::H1.minutes()]),
             pending: BTreeMap::new(),
             unqueued: Vec::new(),
             realtime: None,
