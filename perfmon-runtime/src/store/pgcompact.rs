@@ -17,11 +17,11 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use sqlx::PgPool;
 
-use crate::core::hist::Accum;
+use crate::core::hist::Merged;
 use crate::pipeline::aggregator::Minute;
 use crate::store::codec;
 use crate::store::error::TierError;
-use crate::store::rollup::{accumulate, finish, FINAL_AFTER_MINUTES};
+use crate::store::rollup::{MergeRuns, FINAL_AFTER_MINUTES};
 
 /// Queued buckets merged per batch (one short transaction).
 const BATCH: i64 = 100;
@@ -175,8 +175,7 @@ async fn batch(
     // progress at a time
     let (mut b, mut x, mut e, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     {
-        let mut done = |start: f64, key: String, acc: Minute<Accum>| {
-            let m = finish(acc);
+        let mut done = |((start, key), m): ((f64, String), Minute<Merged>)| {
             if let Some(blob) = codec::encode_counted(&key, &m) {
                 b.push(start);
                 x.push(key);
@@ -194,28 +193,14 @@ async fn batch(
             .bind(&starts)
             .bind(&series)
             .fetch(&mut *tx);
-        let mut current: Option<(f64, String, Minute<Accum>)> = None;
+        let mut runs = MergeRuns::new();
         while let Some((start, key, data)) = rows.try_next().await? {
-            let m = match codec::decode(&data) {
-                Ok(m) => m,
-                Err(err) => {
-                    tracing::warn!(target: "perfmon", series = key, error = %err, "unreadable aggregate skipped");
-                    continue;
-                }
-            };
-            match &mut current {
-                Some((b0, k0, acc)) if *b0 == start && *k0 == key => accumulate(acc, &m),
-                _ => {
-                    let mut acc = Minute::<Accum>::default();
-                    accumulate(&mut acc, &m);
-                    if let Some((b0, k0, acc)) = current.replace((start, key, acc)) {
-                        done(b0, k0, acc);
-                    }
-                }
+            if let Some(finished) = runs.push((start, key), &data, |(_, k)| k.as_str()) {
+                done(finished);
             }
         }
-        if let Some((b0, k0, acc)) = current {
-            done(b0, k0, acc);
+        if let Some(finished) = runs.end() {
+            done(finished);
         }
     }
     sqlx::query(&format!(

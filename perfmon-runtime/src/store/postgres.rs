@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::TryStreamExt;
 use sqlx::PgPool;
 
-use crate::core::hist::{Accum, Merged};
+use crate::core::hist::Merged;
 use crate::core::window::{Scope, Window};
 use crate::pipeline::aggregator::Minute;
 use crate::pipeline::outbox::LoggedEvent;
@@ -24,7 +24,7 @@ use crate::store::error::TierError;
 use crate::store::partitions::{self, month_of, Partitions};
 use crate::store::pgcompact;
 use crate::store::prepared::Prepared;
-use crate::store::rollup::{accumulate, finish, KeptRollup, Rollup};
+use crate::store::rollup::{KeptRollup, MergeRuns, Rollup};
 
 /// How long hourly rows are kept.
 pub const HOURLY_RETENTION: Duration = Duration::from_secs(90 * 86_400);
@@ -581,33 +581,19 @@ pub(crate) async fn load(
             q = q.bind(instance);
         }
         let mut rows = q.fetch(pool);
-        let mut current: Option<(String, Minute<Accum>)> = None;
-        let mut done = |key: String, acc: Minute<Accum>| {
+        let mut runs = MergeRuns::new();
+        let mut done = |(key, m): (String, Minute<Merged>)| {
             if let Some(info) = codec::parse_series_key(&key) {
-                out.push((info, finish(acc)));
+                out.push((info, m));
             }
         };
         while let Some((key, data)) = rows.try_next().await? {
-            let m = match codec::decode(&data) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(target: "perfmon", series = key, error = %e, "unreadable aggregate skipped");
-                    continue;
-                }
-            };
-            match &mut current {
-                Some((k, acc)) if *k == key => accumulate(acc, &m),
-                _ => {
-                    let mut acc = Minute::<Accum>::default();
-                    accumulate(&mut acc, &m);
-                    if let Some((k, acc)) = current.replace((key, acc)) {
-                        done(k, acc);
-                    }
-                }
+            if let Some(finished) = runs.push(key, &data, |k| k.as_str()) {
+                done(finished);
             }
         }
-        if let Some((k, acc)) = current {
-            done(k, acc);
+        if let Some(finished) = runs.end() {
+            done(finished);
         }
         Ok::<(), sqlx::Error>(())
     };

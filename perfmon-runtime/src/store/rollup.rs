@@ -29,6 +29,54 @@ pub(crate) fn accumulate(into: &mut Minute<Accum>, m: &Minute<Merged>) {
     into.hist.add(&m.hist);
 }
 
+/// Merges stored aggregates that arrive sorted by key (a PostgreSQL stream `ORDER BY` it), one
+/// key at a time: a read holds one merge in progress, whatever the number of keys. An
+/// undecodable value is skipped with a warning.
+#[cfg(feature = "postgres")]
+pub(crate) struct MergeRuns<K> {
+    current: Option<(K, Minute<Accum>)>,
+}
+
+#[cfg(feature = "postgres")]
+impl<K: PartialEq> MergeRuns<K> {
+    pub(crate) fn new() -> MergeRuns<K> {
+        MergeRuns { current: None }
+    }
+
+    /// Adds the value stored under `key` (`series` names its series in a warning); returns the
+    /// finished merge of the previous key when `key` starts a new run.
+    pub(crate) fn push(
+        &mut self,
+        key: K,
+        blob: &[u8],
+        series: impl Fn(&K) -> &str,
+    ) -> Option<(K, Minute<Merged>)> {
+        let m = match codec::decode(blob) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(target: "perfmon", series = series(&key), error = %e, "unreadable aggregate skipped");
+                return None;
+            }
+        };
+        if let Some((k, acc)) = &mut self.current {
+            if *k == key {
+                accumulate(acc, &m);
+                return None;
+            }
+        }
+        let mut acc = Minute::<Accum>::default();
+        accumulate(&mut acc, &m);
+        self.current
+            .replace((key, acc))
+            .map(|(k, acc)| (k, finish(acc)))
+    }
+
+    /// The merge of the last key.
+    pub(crate) fn end(self) -> Option<(K, Minute<Merged>)> {
+        self.current.map(|(k, acc)| (k, finish(acc)))
+    }
+}
+
 /// A read's finished merge of one series.
 pub(crate) fn finish(acc: Minute<Accum>) -> Minute<Merged> {
     Minute {
