@@ -122,8 +122,8 @@ impl Backoff {
         }
     }
 
-    fn due(&self, force: bool) -> bool {
-        force || self.next.is_none_or(|t| std::time::Instant::now() >= t)
+    fn due(&self) -> bool {
+        self.next.is_none_or(|t| std::time::Instant::now() >= t)
     }
 
     fn succeeded(&mut self) {
@@ -288,7 +288,7 @@ impl<W: TierWriter> Slot<W> {
         self.land(false, interval).await;
         self.backlog.push(prep);
         self.absorb(now_secs);
-        if self.writer.is_some() && self.backoff.due(false) {
+        if self.writer.is_some() && self.backoff.due() {
             if let Some(w) = self.writer.take() {
                 self.writing = Some(tokio::spawn(w.send(now_secs)));
             }
@@ -314,6 +314,17 @@ impl<W: TierWriter> Slot<W> {
         self.record(&r, interval);
         r
     }
+}
+
+/// A requested flush of a tier, if it is configured.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+async fn flush_slot<W: TierWriter>(
+    slot: Option<&mut Slot<W>>,
+    prep: Arc<Prepared>,
+    now_secs: u64,
+    interval: Duration,
+) -> Option<Result<W::Report, TierError>> {
+    Some(slot?.flush(prep, now_secs, interval).await)
 }
 
 /// Writes to every configured tier from one snapshot per flush. Each tier writes in its own
@@ -390,7 +401,6 @@ impl Flusher {
         if let Some(s) = &mut self.pg {
             s.tick(prep.clone(), now_secs, interval).await;
         }
-        drop(prep);
         self.publish_pending();
     }
 
@@ -401,21 +411,11 @@ impl Flusher {
         #[allow(unused_variables)]
         let (now_secs, interval) = (unix_secs(), self.interval);
         #[cfg(feature = "redis")]
-        let redis = async {
-            match &mut self.redis {
-                Some(s) => Some(s.flush(prep.clone(), now_secs, interval).await),
-                None => None,
-            }
-        };
+        let redis = flush_slot(self.redis.as_mut(), prep.clone(), now_secs, interval);
         #[cfg(not(feature = "redis"))]
         let redis = async { None::<FlushResult> };
         #[cfg(feature = "postgres")]
-        let pg = async {
-            match &mut self.pg {
-                Some(s) => Some(s.flush(prep.clone(), now_secs, interval).await),
-                None => None,
-            }
-        };
+        let pg = flush_slot(self.pg.as_mut(), prep.clone(), now_secs, interval);
         #[cfg(not(feature = "postgres"))]
         let pg = async { None::<Result<usize, TierError>> };
         let (redis, pg) = tokio::join!(redis, pg);
