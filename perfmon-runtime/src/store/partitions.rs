@@ -188,16 +188,9 @@ pub(crate) fn migration(s: &str) -> String {
             "ALTER TABLE {s}.{table} RENAME TO {table}_unpartitioned;
              ALTER TABLE {s}.{table}_unpartitioned RENAME CONSTRAINT {table}_pkey TO {table}_unpartitioned_pkey;
              ALTER INDEX {s}.{table}_series_bucket RENAME TO {table}_unpartitioned_series_bucket;
-             CREATE TABLE {s}.{table} (
-                 bucket_start timestamptz NOT NULL,
-                 instance text NOT NULL,
-                 run text NOT NULL,
-                 series text NOT NULL,
-                 events bigint NOT NULL,
-                 data bytea NOT NULL,
-                 updated_at timestamptz NOT NULL DEFAULT now(),
-                 PRIMARY KEY (bucket_start, instance, run, series)
-             ) PARTITION BY RANGE (bucket_start);
+             CREATE TABLE {s}.{table} (LIKE {s}.{table}_unpartitioned INCLUDING DEFAULTS)
+                 PARTITION BY RANGE (bucket_start);
+             ALTER TABLE {s}.{table} ADD PRIMARY KEY (bucket_start, instance, run, series);
              CREATE INDEX {table}_series_bucket ON {s}.{table} (series, bucket_start);
              CREATE TABLE {s}.{table}_default PARTITION OF {s}.{table} DEFAULT;
              DO $migrate$
