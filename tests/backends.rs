@@ -2,20 +2,12 @@
 //! `redis-server` that this test starts, kills and restarts.
 
 use perfmon_runtime::*;
+use perfmon_tests::{database_url, redis_url};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 /// `init` is once per process at a time: the tests here take turns.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn database_url() -> String {
-    std::env::var("PERFMON_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn redis_url() -> String {
-    std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reachable_backends_are_health_checked() {

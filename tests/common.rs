@@ -2,6 +2,42 @@
 
 use std::time::Duration;
 
+/// The Redis the tests use (`PERFMON_TEST_REDIS_URL`; `.ci/test` sets it).
+pub fn redis_url() -> String {
+    std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// The local Redis Cluster `.ci/test` starts (`PERFMON_TEST_REDIS_CLUSTER_URL`).
+pub fn redis_cluster_url() -> String {
+    std::env::var("PERFMON_TEST_REDIS_CLUSTER_URL")
+        .unwrap_or_else(|_| "redis+cluster://127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381".into())
+}
+
+/// The PostgreSQL database the tests use (`PERFMON_TEST_DATABASE_URL`).
+pub fn database_url() -> String {
+    std::env::var("PERFMON_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A key prefix (and PostgreSQL schema) no other test, run or process uses.
+pub fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("perfmon-test:{name}:{}:{nanos}", std::process::id())
+}
+
+/// Drops the schema a test wrote under `prefix`.
+pub async fn drop_schema(prefix: &str) {
+    let pool = sqlx::PgPool::connect(&database_url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("clean up");
+}
+
 /// A small deterministic generator (xorshift64*), so every run sees the same inputs.
 pub struct Rng(u64);
 

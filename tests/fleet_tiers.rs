@@ -9,28 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use perfmon_runtime::__tiers::{Aggregates, PgTier, RedisTier};
 use perfmon_runtime::{ApiStats, Scope, Window};
-use perfmon_tests::{assert_within_hdr, exact_quantile, Proxy, Rng};
-
-fn redis_url() -> String {
-    std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-fn redis_cluster_url() -> String {
-    std::env::var("PERFMON_TEST_REDIS_CLUSTER_URL")
-        .unwrap_or_else(|_| "redis+cluster://127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381".into())
-}
-
-fn database_url() -> String {
-    std::env::var("PERFMON_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn unique_prefix(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("perfmon-fleet:{name}:{}:{nanos}", std::process::id())
-}
+use perfmon_tests::{
+    assert_within_hdr, database_url, drop_schema, exact_quantile, redis_cluster_url, redis_url,
+    unique_prefix, Proxy, Rng,
+};
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -754,9 +736,5 @@ async fn twenty_thousand_series_flush_in_a_few_round_trips() {
         .await
         .expect("read back");
     assert_eq!(all.api_routes().len(), 20_000);
-    let pool = sqlx::PgPool::connect(&direct).await.expect("connect");
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
-        .execute(&pool)
-        .await
-        .expect("clean up");
+    drop_schema(&prefix).await;
 }

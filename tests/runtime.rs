@@ -4,29 +4,13 @@
 
 use perfmon_runtime::alerts::{AlertConfig, Condition, Reading, Rule, Severity};
 use perfmon_runtime::*;
+use perfmon_tests::{database_url, redis_url, unique_prefix};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// One `init` at a time in this process.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn redis_url() -> String {
-    std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-fn database_url() -> String {
-    std::env::var("PERFMON_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn unique_prefix(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock")
-        .as_nanos();
-    format!("perfmon-test-{name}-{nanos}")
-}
 
 fn api(path: &str) {
     record_api_metric(ApiMetric {

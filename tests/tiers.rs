@@ -2,23 +2,14 @@
 //! double count, windows read back exactly, and two more processes merged in the cluster scope.
 
 use perfmon_runtime::*;
-use perfmon_tests::{assert_within_hdr, exact_quantile, Rng};
+use perfmon_tests::{
+    assert_within_hdr, database_url, drop_schema, exact_quantile, redis_cluster_url, redis_url,
+    unique_prefix, Rng,
+};
 use redis::AsyncCommands;
 use std::time::{Duration, SystemTime};
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn redis_url() -> String {
-    std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-/// A key prefix no other test (or run) uses.
-fn unique_prefix(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("perfmon-test:{name}:{}:{nanos}", std::process::id())
-}
 
 async fn client() -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis_url())
@@ -196,9 +187,7 @@ async fn two_more_instances_merge_exactly_in_the_cluster_scope() {
 /// The same end to end — `init`, flushes by other processes, queries — on a Redis Cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_more_instances_merge_exactly_on_a_redis_cluster() {
-    let url = std::env::var("PERFMON_TEST_REDIS_CLUSTER_URL")
-        .unwrap_or_else(|_| "redis+cluster://127.0.0.1:7379,127.0.0.1:7380,127.0.0.1:7381".into());
-    two_more_instances(url, "redis-cluster").await;
+    two_more_instances(redis_cluster_url(), "redis-cluster").await;
 }
 
 async fn two_more_instances(redis_url: String, name: &str) {
@@ -263,11 +252,6 @@ async fn two_more_instances(redis_url: String, name: &str) {
         .expect("5m cluster");
     assert_eq!(five.total_requests, 8_000);
     pm.shutdown().await.expect("shutdown");
-}
-
-fn database_url() -> String {
-    std::env::var("PERFMON_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
@@ -493,13 +477,7 @@ async fn init_again_in_one_process_never_replaces_what_the_first_wrote() {
         assert_eq!(q.total_requests, 1_010, "{window:?}");
     }
     pm.shutdown().await.expect("shutdown");
-    let pool = sqlx::PgPool::connect(&database_url())
-        .await
-        .expect("connect");
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
-        .execute(&pool)
-        .await
-        .expect("clean up");
+    drop_schema(&prefix).await;
 }
 
 /// A label with a NUL byte (which PostgreSQL text cannot hold) and control characters: kept in
@@ -534,13 +512,7 @@ async fn a_poison_label_does_not_stop_the_postgres_tier() {
         "{paths:?}"
     );
     pm.shutdown().await.expect("shutdown");
-    let pool = sqlx::PgPool::connect(&database_url())
-        .await
-        .expect("connect");
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
-        .execute(&pool)
-        .await
-        .expect("clean up");
+    drop_schema(&prefix).await;
 }
 
 /// PostgreSQL away (its connections cut, new ones refused) while Redis is healthy: PostgreSQL's
@@ -607,9 +579,5 @@ async fn a_tier_that_is_away_never_holds_back_the_other() {
         .expect("from PostgreSQL");
     assert_eq!(q.total_requests, 1);
     pm.shutdown().await.expect("shutdown");
-    let pool = sqlx::PgPool::connect(&direct).await.expect("connect");
-    sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}\" CASCADE"))
-        .execute(&pool)
-        .await
-        .expect("clean up");
+    drop_schema(&prefix).await;
 }
