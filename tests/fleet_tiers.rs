@@ -27,6 +27,41 @@ const ROUTES: [&str; 2] = ["/fleet/a", "/fleet/b"];
 struct Truth(BTreeMap<(String, &'static str), BTreeMap<u64, Vec<Duration>>>);
 
 impl Truth {
+    /// Records `values` as `instance`'s calls of `route` in `minute`, into `agg` and here.
+    fn add(
+        &mut self,
+        agg: &mut Aggregates,
+        instance: &str,
+        route: &'static str,
+        minute: u64,
+        values: Vec<Duration>,
+    ) {
+        let ns: Vec<u64> = values.iter().map(|d| d.as_nanos() as u64).collect();
+        agg.api(minute, "GET", route, 200, &ns);
+        self.0
+            .entry((instance.to_string(), route))
+            .or_default()
+            .entry(minute)
+            .or_default()
+            .extend(values);
+    }
+
+    /// Records `n` random calls (300 µs to 2 s) the same way.
+    fn record(
+        &mut self,
+        rng: &mut Rng,
+        agg: &mut Aggregates,
+        instance: &str,
+        route: &'static str,
+        minute: u64,
+        n: usize,
+    ) {
+        let values = (0..n)
+            .map(|_| rng.log_uniform(Duration::from_micros(300), Duration::from_secs(2)))
+            .collect();
+        self.add(agg, instance, route, minute, values);
+    }
+
     fn values(&self, instance: Option<&str>, route: &str, minutes: (u64, u64)) -> Vec<Duration> {
         let mut all: Vec<Duration> = self
             .0
@@ -121,26 +156,13 @@ async fn redis_fleet(url: &str, prefix: String) {
             }
             for (instance, n) in [("a", 3), ("b", 5), ("c", 2)] {
                 for route in ROUTES {
-                    let values: Vec<Duration> = (0..n)
-                        .map(|_| {
-                            rng.log_uniform(Duration::from_micros(300), Duration::from_secs(2))
-                        })
-                        .collect();
-                    let ns: Vec<u64> = values.iter().map(|d| d.as_nanos() as u64).collect();
                     let agg = match instance {
                         "a" if minute * 60 < restart => &mut agg_a1,
                         "a" => &mut agg_a2,
                         "b" => &mut agg_b,
                         _ => &mut agg_c,
                     };
-                    agg.api(minute, "GET", route, 200, &ns);
-                    truth
-                        .0
-                        .entry((instance.to_string(), route))
-                        .or_default()
-                        .entry(minute)
-                        .or_default()
-                        .extend(values);
+                    truth.record(&mut rng, agg, instance, route, minute, n);
                 }
             }
         }
@@ -230,24 +252,13 @@ async fn redis_fleet(url: &str, prefix: String) {
     // A late flush into a compacted bucket: counted at once (the stale merge is rejected), and
     // compacted again by the next pass.
     let old_minute = (end - 20 * 3600) / 60 / 7 * 7;
-    let late = [Duration::from_millis(1_500); 40];
     let mut agg_late = Aggregates::default();
-    agg_late.api(
-        old_minute,
-        "GET",
-        ROUTES[0],
-        200,
-        &late.map(|d| d.as_nanos() as u64),
-    );
+    let late = vec![Duration::from_millis(1_500); 40];
+    truth.add(&mut agg_late, "d", ROUTES[0], old_minute, late);
     let mut d = RedisTier::connect(&url, &prefix, "d", "d1")
         .await
         .expect("redis");
     d.flush(&mut agg_late, read_at).await.expect("late flush");
-    truth
-        .0
-        .entry(("d".to_string(), ROUTES[0]))
-        .or_default()
-        .insert(old_minute, late.to_vec());
     let minutes = redis_minutes(Window::Hours24, now_minute);
     let expect = truth.values(None, ROUTES[0], minutes);
     let (cluster, stats) = b
@@ -324,18 +335,7 @@ async fn a_redis_outage_loses_and_double_counts_nothing() {
     let mut failed = 0;
     while t < end {
         for (instance, agg) in [("away", &mut agg_away), ("steady", &mut agg_steady)] {
-            let values: Vec<Duration> = (0..20)
-                .map(|_| rng.log_uniform(Duration::from_micros(300), Duration::from_secs(2)))
-                .collect();
-            let ns: Vec<u64> = values.iter().map(|d| d.as_nanos() as u64).collect();
-            agg.api(t / 60, "GET", ROUTES[0], 200, &ns);
-            truth
-                .0
-                .entry((instance.to_string(), ROUTES[0]))
-                .or_default()
-                .entry(t / 60)
-                .or_default()
-                .extend(values);
+            truth.record(&mut rng, agg, instance, ROUTES[0], t / 60, 20);
         }
         t += 60;
         if t == end - 2 * 3600 {
@@ -413,26 +413,7 @@ async fn postgres_windows_and_scopes_are_exact_from_days_and_edge_hours() {
     while minute < end / 60 {
         for (instance, agg, n) in [("a", &mut agg_a, 4), ("b", &mut agg_b, 6)] {
             for route in ROUTES {
-                let values: Vec<Duration> = (0..n)
-                    .map(|_| rng.log_uniform(Duration::from_micros(300), Duration::from_secs(2)))
-                    .collect();
-                agg.api(
-                    minute,
-                    "GET",
-                    route,
-                    200,
-                    &values
-                        .iter()
-                        .map(|d| d.as_nanos() as u64)
-                        .collect::<Vec<_>>(),
-                );
-                truth
-                    .0
-                    .entry((instance.to_string(), route))
-                    .or_default()
-                    .entry(minute)
-                    .or_default()
-                    .extend(values);
+                truth.record(&mut rng, agg, instance, route, minute, n);
             }
         }
         let next = minute + 37;
@@ -505,24 +486,13 @@ async fn postgres_windows_and_scopes_are_exact_from_days_and_edge_hours() {
     // A late flush into a compacted hour (an instance that was away): counted at once and
     // merged again.
     let late_minute = (end - 2 * 86_400) / 60;
-    let late: Vec<Duration> = vec![Duration::from_millis(1_700); 25];
     let mut agg_late = Aggregates::default();
-    agg_late.api(
-        late_minute,
-        "GET",
-        ROUTES[0],
-        200,
-        &late.iter().map(|d| d.as_nanos() as u64).collect::<Vec<_>>(),
-    );
+    let late = vec![Duration::from_millis(1_700); 25];
+    truth.add(&mut agg_late, "c", ROUTES[0], late_minute, late);
     let mut c = PgTier::connect(&url, &prefix, "c", "c1")
         .await
         .expect("postgres");
     c.flush(&mut agg_late, read_at).await.expect("late flush");
-    truth
-        .0
-        .entry(("c".to_string(), ROUTES[0]))
-        .or_default()
-        .insert(late_minute, late);
     for window in [Window::Days7, Window::Days90, Window::Year1] {
         let unit = if window == Window::Year1 {
             86_400
