@@ -367,14 +367,7 @@ async fn run() {
     let reader_pg = &fleet.pg[0];
     let route = fleet.routes[routes / 2].clone();
     let at = now + 900;
-    for window in [
-        Window::Minutes5,
-        Window::Hour1,
-        Window::Hours24,
-        Window::Days7,
-        Window::Days90,
-        Window::Year1,
-    ] {
+    for window in Window::ALL {
         for scope in [Scope::Instance, Scope::Cluster] {
             let mut row = Vec::new();
             let mut peak = 0;

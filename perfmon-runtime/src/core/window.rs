@@ -44,18 +44,19 @@ impl Window {
         }
     }
 
+    /// Every window, shortest first.
+    pub const ALL: [Window; 6] = [
+        Window::Minutes5,
+        Window::Hour1,
+        Window::Hours24,
+        Window::Days7,
+        Window::Days90,
+        Window::Year1,
+    ];
+
     /// Parses the HTTP parameter value.
     pub fn parse(s: &str) -> Option<Window> {
-        [
-            Window::Minutes5,
-            Window::Hour1,
-            Window::Hours24,
-            Window::Days7,
-            Window::Days90,
-            Window::Year1,
-        ]
-        .into_iter()
-        .find(|w| w.as_str() == s)
+        Window::ALL.into_iter().find(|w| w.as_str() == s)
     }
 
     /// Its length.
