@@ -420,17 +420,16 @@ pub async fn system_health() -> SystemHealth {
     let reg = registry();
     let ttl = Duration::from_millis(reg.ttl_ms.load(Ordering::Relaxed));
     loop {
-        let cached = lock(&reg.cache).clone();
-        if let Some((at, h)) = &cached {
-            if at.elapsed() < ttl {
-                return h.clone();
-            }
-        }
+        // one clone of the last result: returned if fresh, kept for the callers of a flight
+        let last = match &*lock(&reg.cache) {
+            Some((at, h)) if at.elapsed() < ttl => return h.clone(),
+            cached => cached.as_ref().map(|(_, h)| h.clone()),
+        };
         // decided under the lock, acted on without it
         let (flight, lead) = {
             let mut current = lock(&reg.flight);
-            match (current.clone(), cached) {
-                (Some(_), Some((_, last))) => return last,
+            match (current.clone(), last) {
+                (Some(_), Some(last)) => return last,
                 (Some(f), None) => (f, false),
                 (None, _) => {
                     let f = Arc::new(Flight::default());
