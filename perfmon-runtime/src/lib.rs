@@ -214,7 +214,8 @@
 //! | `http/` | axum adapters only: `PerfmonLayer`, the router, the dashboard | the above |
 //! | `runtime/` | configuration, errors, backends, worker jobs, `init`/`shutdown` and the [`Perfmon`] handle: the only place that wires sources and sinks together | everything |
 //!
-//! Process-wide values, one per concern: the calibrated clock (`core`), the series registry and
+//! Process-wide values, one per concern: the calibrated clock and the one timer thread that wakes
+//! every timeout (`core`), the series registry and
 //! the global collector's state (`pipeline`, installed on first use), the tiers as source of
 //! long windows and the SLA targets (`read`, installed by `init`), the health-check registry and
 //! the alert board (`ops`), the process run id and the writers' rollups, which outlive a

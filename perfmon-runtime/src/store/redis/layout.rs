@@ -4,7 +4,7 @@
 //! that series' keys only; a hash per (tier, bucket) indexes the series written in it, for reads
 //! of every series. See the table in [`crate::store`].
 
-use crate::core::window::{Scope, Window, BUCKET_MINUTES};
+use crate::core::window::{Window, BUCKET_MINUTES};
 use crate::store::rollup::FINAL_AFTER_MINUTES;
 
 const DAY_SECS: u64 = 86_400;
@@ -173,12 +173,6 @@ pub(crate) fn plan(first: u64, last: u64) -> Vec<(Tier, u64)> {
         x += tier.minutes();
     }
     out
-}
-
-/// Whether a read of `scope` at `now_secs` may take a bucket's cluster value: cluster scope and
-/// a bucket no instance changes any more.
-pub(crate) fn reads_cluster_value(scope: Scope, tier: Tier, bucket: u64, now_secs: u64) -> bool {
-    scope == Scope::Cluster && tier.final_at(bucket) <= now_secs
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use crate::store::codec::{self, parse_series_key, series_key};
 use crate::store::error::TierError;
 use crate::store::redis::io::{merge_fields, timed, Batch, Conn};
 use crate::store::redis::layout::{
-    field, is_instance_field, plan, reads_cluster_value, sid, window_minutes, Keys, Tier, CLUSTER,
-    CLUSTER_VERSION, WRITES,
+    field, is_instance_field, plan, sid, window_minutes, Keys, Tier, CLUSTER, CLUSTER_VERSION,
+    WRITES,
 };
 use crate::store::rollup::finish;
 
@@ -127,11 +127,8 @@ pub(crate) async fn load(
                 let (tier, bucket) = buckets[b as usize];
                 let fetch = match spec.scope {
                     Scope::Instance => Fetch::Runs,
-                    Scope::Cluster
-                        if reads_cluster_value(spec.scope, tier, bucket, spec.now_secs) =>
-                    {
-                        Fetch::Cluster
-                    }
+                    // a bucket no instance changes any more has (or will have) a cluster value
+                    Scope::Cluster if tier.final_at(bucket) <= spec.now_secs => Fetch::Cluster,
                     Scope::Cluster => Fetch::All,
                 };
                 let key = spec.keys.data(tier, bucket, &id);
