@@ -81,12 +81,36 @@ pub fn assert_within_hdr(what: &str, reported: Duration, exact: Duration) {
 }
 
 /// A TCP proxy (to Redis or PostgreSQL) that a test can cut (every connection dropped, new ones refused) and
-/// restore: a real outage as the writer sees it.
+/// restore: a real outage as the writer sees it; or freeze (bytes held, connections kept) and
+/// thaw: a backend that stops answering.
 pub struct Proxy {
     /// The local port.
     pub port: u16,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Copies one direction of a proxied connection, holding the bytes while the proxy is frozen.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -99,22 +123,30 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (u, g) = (up.clone(), generation.clone());
+        let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (u, g, f) = (up.clone(), generation.clone(), frozen.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
                 if !u.load(Ordering::SeqCst) {
                     continue; // refused: dropped at once
                 }
-                let (u, g) = (u.clone(), g.clone());
+                let (u, g, f) = (u.clone(), g.clone(), f.clone());
                 let born = g.load(Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
-                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let copy = async {
+                        tokio::select! {
+                            _ = pump(cr, sw, f.clone()) => {}
+                            _ = pump(sr, cw, f.clone()) => {}
+                        }
+                    };
                     tokio::pin!(copy);
                     loop {
                         tokio::select! {
@@ -133,6 +165,7 @@ impl Proxy {
             port,
             up,
             generation,
+            frozen,
         }
     }
 
@@ -146,6 +179,18 @@ impl Proxy {
         use std::sync::atomic::Ordering;
         self.up.store(false, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Holds every byte in both directions, keeping the connections: the backend stops
+    /// answering.
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forwards the held bytes and what follows.
+    pub fn thaw(&self) {
+        self.frozen
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Accepts connections again.

@@ -10,15 +10,18 @@
 //! ```
 //!
 //! Environment: `PERFMON_EXAMPLE_SECONDS` (traffic duration, default 5; 0 for none),
-//! `PERFMON_EXAMPLE_ADDR` (default 127.0.0.1:3000; port 0 picks a free one), and perfmon's own
-//! `PERFMON_*` variables. Flags: `--serve` keeps serving after the report (until Ctrl-C),
+//! `PERFMON_EXAMPLE_ADDR` (default 127.0.0.1:3000; port 0 picks a free one),
+//! `PERFMON_EXAMPLE_MONITORING_ADDR` (when set, the monitoring routes are served there and not on
+//! the application's port: keep them on an address only operators reach), and perfmon's own
+//! `PERFMON_*` variables (`PERFMON_MONITORING_TOKEN` locks the monitoring routes). Flags: `--serve` keeps serving after the report (until Ctrl-C),
 //! `--no-layer` serves without `PerfmonLayer` (for the load benchmark's baseline),
 //! `--alert-demo` evaluates alerts every second over 10 s and takes the database away for 4 s
 //! one second in: the critical error-rate alert fires, then resolves (18 s of traffic by default).
 //!
 //! The parts: `service` (the instrumented scheduler), `routes` (its HTTP handlers and router),
 //! `load` (the traffic generator), `report` (what is printed at the end), `alerts` (the alert
-//! demo), `rng` (the seeded generator behind latencies and traffic). This file starts, wires and
+//! demo), `rng` (the seeded generator behind latencies and traffic), `server` (hyper with a
+//! header-read timeout). This file starts, wires and
 //! stops them.
 
 mod alerts;
@@ -26,9 +29,9 @@ mod load;
 mod report;
 mod rng;
 mod routes;
+mod server;
 mod service;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +46,7 @@ struct Options {
     alert_demo: bool,
     seconds: u64,
     addr: String,
+    monitoring_addr: Option<String>,
 }
 
 impl Options {
@@ -62,6 +66,9 @@ impl Options {
                     5
                 }),
             addr: std::env::var("PERFMON_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into()),
+            monitoring_addr: std::env::var("PERFMON_EXAMPLE_MONITORING_ADDR")
+                .ok()
+                .filter(|a| !a.is_empty()),
         }
     }
 }
@@ -93,9 +100,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
-    println!("listening on http://{local} (dashboard: http://{local}/api/monitoring/dashboard)");
     let router = routes::router(app.clone(), options.with_layer);
-    let server = tokio::spawn(axum::serve(listener, router).into_future());
+    let server = match &options.monitoring_addr {
+        None => {
+            println!(
+                "listening on http://{local} (dashboard: http://{local}/api/monitoring/dashboard)"
+            );
+            tokio::spawn(server::serve(
+                listener,
+                router.merge(perfmon_runtime::http::router()),
+            ))
+        }
+        Some(addr) => {
+            let monitoring = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let at = monitoring.local_addr()?;
+            println!("listening on http://{local} (monitoring and dashboard: http://{at}/api/monitoring/dashboard)");
+            tokio::spawn(server::serve(monitoring, perfmon_runtime::http::router()));
+            tokio::spawn(server::serve(listener, router))
+        }
+    };
     if options.alert_demo {
         alerts::spawn_outage(app);
     }

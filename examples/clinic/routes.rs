@@ -96,8 +96,8 @@ async fn ping() -> &'static str {
 }
 
 /// The service's routes under `PerfmonLayer` (unless `with_layer` is false: the load benchmark's
-/// baseline), then the monitoring routes outside it, so that polling the metrics or the
-/// dashboard does not count as the service's traffic.
+/// baseline). `main` merges the monitoring routes outside the layer (so that polling the metrics
+/// or the dashboard does not count as the service's traffic) or serves them on their own port.
 pub(crate) fn router(app: Arc<App>, with_layer: bool) -> Router {
     let routes = Router::new()
         .route("/api/staff", get(staff_handler))
@@ -107,10 +107,9 @@ pub(crate) fn router(app: Arc<App>, with_layer: bool) -> Router {
         .route("/api/auth/login", post(login_handler))
         .route("/api/ping", get(ping))
         .with_state(app);
-    let routes = if with_layer {
+    if with_layer {
         routes.layer(PerfmonLayer::new())
     } else {
         routes
-    };
-    routes.merge(perfmon_runtime::http::router())
+    }
 }

@@ -226,10 +226,22 @@ fn the_dashboard_shows_what_the_json_endpoint_says() {
 /// Starts the example with `args` and `seconds` of traffic; returns it and its address once the
 /// traffic phase is over.
 fn start_example(args: &[&str], seconds: &str) -> (Example, String) {
+    let (example, addr, _) = start_example_with(args, seconds, &[]);
+    (example, addr)
+}
+
+/// [`start_example`] with more environment variables; also returns the monitoring address the
+/// first line names, when it is not the application's.
+fn start_example_with(
+    args: &[&str],
+    seconds: &str,
+    env: &[(&str, &str)],
+) -> (Example, String, Option<String>) {
     let mut child = Command::new(example_binary())
         .args(args)
         .env("PERFMON_EXAMPLE_SECONDS", seconds)
         .env("PERFMON_EXAMPLE_ADDR", "127.0.0.1:0")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -243,12 +255,108 @@ fn start_example(args: &[&str], seconds: &str) -> (Example, String) {
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected first line: {first}"))
         .to_string();
+    let monitoring = first
+        .split_once("(monitoring and dashboard: http://")
+        .and_then(|(_, r)| r.split('/').next())
+        .map(str::to_string);
     for line in lines.by_ref() {
         if line.expect("utf-8").starts_with("serving on") {
             break;
         }
     }
-    (guard, addr)
+    (guard, addr, monitoring)
+}
+
+/// One raw request; the status code and the body.
+fn request(addr: &str, path: &str, auth: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the example");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
+    (
+        head[9..12].parse().expect("a status code"),
+        body.to_string(),
+    )
+}
+
+const TOKEN: &str = "example-token-3f9e0b6c1d2a4e58";
+
+#[test]
+fn the_monitoring_routes_on_their_own_port_behind_a_token_and_the_dashboard_in_a_browser() {
+    let (_example, app, monitoring) = start_example_with(
+        &["--serve"],
+        "2",
+        &[
+            ("PERFMON_EXAMPLE_MONITORING_ADDR", "127.0.0.1:0"),
+            ("PERFMON_MONITORING_TOKEN", TOKEN),
+        ],
+    );
+    let monitoring = monitoring.expect("the first line names the monitoring address");
+    assert_ne!(app, monitoring);
+    let bearer = format!("Bearer {TOKEN}");
+    // not on the application's port, with or without the token
+    assert_eq!(request(&app, "/metrics", Some(&bearer)).0, 404);
+    assert_eq!(request(&app, "/api/monitoring/metrics", None).0, 404);
+    // locked on the monitoring port
+    let (status, body) = request(&monitoring, "/api/monitoring/metrics", None);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = request(&monitoring, "/api/monitoring/metrics", Some(&bearer));
+    assert_eq!(status, 200, "{body}");
+    let json: Value = serde_json::from_str(&body).expect("JSON");
+    let d = &json["data"];
+    assert!(d["api"]["totalRequests"].as_u64() > Some(10), "{d}");
+    assert_eq!(request(&monitoring, "/api/monitoring/health", None).0, 200);
+
+    // a browser asked for the password shows the figures; without it, nothing
+    let page = "/api/monitoring/dashboard?refresh=3600";
+    let dom = chromium(&["--dump-dom", &format!("http://{monitoring}{page}")]);
+    assert!(
+        !dom.contains("data-loaded="),
+        "no figures without the token"
+    );
+    let dom = chromium(&[
+        "--dump-dom",
+        &format!("http://operator:{TOKEN}@{monitoring}{page}"),
+    ]);
+    assert!(
+        dom.contains("data-loaded=\"1\""),
+        "the page loaded its data with the token: {}",
+        &dom[..dom.len().min(400)]
+    );
+    assert_eq!(
+        by_id(&dom, "api-total"),
+        d["api"]["totalRequests"].to_string()
+    );
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let (_example, addr) = start_example(&["--serve"], "0");
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    // headers without the blank line that ends them, then silence (slowloris)
+    s.write_all(b"GET /api/ping HTTP/1.1\r\nHost: example\r\n")
+        .expect("send");
+    // far longer than the example's header-read timeout; a server without one never answers
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the connection was still open after 60 s: {e}"),
+    }
+    assert!(
+        !String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"),
+        "an unfinished request was not served"
+    );
 }
 
 #[test]

@@ -7,6 +7,10 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
+use axum::http::HeaderMap;
+
+use super::access::{access, locked, Access, Challenge};
+use super::heavy::{self, Answer};
 use crate::core::process::proc_stats;
 use crate::core::window::{Scope, Window};
 use crate::export::json::metrics_data;
@@ -38,6 +42,16 @@ pub const PARAMS: [&str; 4] = ["type", "path", "window", "scope"];
 ///
 /// A bad parameter is answered 400 with `{"success": false, "error": "..."}` naming what is
 /// allowed.
+///
+/// With a monitoring token set (`PERFMON_MONITORING_TOKEN` or `ConfigBuilder::monitoring_token`)
+/// every route needs `Authorization: Bearer <token>` (401 with `{"success": false, "error":
+/// "..."}` without it), except `live`, `ready` and `health`, which answer their status and code to
+/// anyone and their details (checks' messages, resources, the failing checks) only with the
+/// token. The dashboard accepts the token as the password of HTTP Basic authentication, which a
+/// browser asks for.
+///
+/// To keep the monitoring routes off the application's port, serve this router on a listener
+/// of its own (`axum::serve(monitoring_listener, perfmon_runtime::http::router())`).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/api/monitoring/metrics", get(metrics))
@@ -136,24 +150,48 @@ pub(crate) fn parse(query: Option<&str>) -> Result<Params, String> {
     Ok(p)
 }
 
-async fn metrics(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
+async fn metrics(
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    if let Some(denied) = locked(&headers, Challenge::Bearer) {
+        return denied;
+    }
     let p = match parse(query.as_deref()) {
         Ok(p) => p,
         Err(e) => return bad_request(e),
     };
+    if p.window == "5m" && p.scope == "instance" {
+        // from memory: cheap
+        return load(p).await.into_response();
+    }
+    let key = format!(
+        "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+        p.kind,
+        p.window,
+        p.scope,
+        p.path.as_deref().unwrap_or("")
+    );
+    heavy::answer(key, move || load(p)).await.into_response()
+}
+
+/// The answer of the metrics endpoint to valid parameters, as JSON bytes.
+async fn load(p: Params) -> Answer {
     let window = Window::parse(p.window).unwrap_or(Window::Minutes5);
     let scope = Scope::parse(p.scope).unwrap_or(Scope::Instance);
     match metrics_data(p.kind, p.path.as_deref(), window, scope).await {
-        Ok(data) => axum::Json(
-            json!({ "success": true, "window": p.window, "scope": p.scope, "data": data }),
-        )
-        .into_response(),
-        Err(e @ QueryError::TierUnavailable { .. }) => bad_request(e.to_string()),
-        Err(e) => (
+        Ok(data) => Answer::json(
+            StatusCode::OK,
+            &json!({ "success": true, "window": p.window, "scope": p.scope, "data": data }),
+        ),
+        Err(e @ QueryError::TierUnavailable { .. }) => Answer::json(
+            StatusCode::BAD_REQUEST,
+            &json!({ "success": false, "error": e.to_string() }),
+        ),
+        Err(e) => Answer::json(
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "success": false, "error": e.to_string() })),
-        )
-            .into_response(),
+            &json!({ "success": false, "error": e.to_string() }),
+        ),
     }
 }
 
@@ -164,12 +202,19 @@ fn health_code(status: HealthStatus) -> StatusCode {
     }
 }
 
-async fn health() -> Response {
+async fn health(headers: HeaderMap) -> Response {
     let h = system_health().await;
-    (health_code(h.status), axum::Json(h)).into_response()
+    let code = health_code(h.status);
+    match access(&headers) {
+        Access::Full => (code, axum::Json(h)).into_response(),
+        Access::Public => (code, axum::Json(json!({ "status": h.status }))).into_response(),
+    }
 }
 
-async fn alerts() -> Response {
+async fn alerts(headers: HeaderMap) -> Response {
+    if let Some(denied) = locked(&headers, Challenge::Bearer) {
+        return denied;
+    }
     let board = alert_board();
     axum::Json(
         json!({ "success": true, "data": { "active": board.active, "history": board.history } }),
@@ -182,7 +227,7 @@ async fn live() -> Response {
         .into_response()
 }
 
-async fn ready() -> Response {
+async fn ready(headers: HeaderMap) -> Response {
     let h = system_health().await;
     let failing: Vec<&String> = h
         .checks
@@ -190,11 +235,22 @@ async fn ready() -> Response {
         .filter(|(_, c)| !c.ok && c.critical)
         .map(|(n, _)| n)
         .collect();
-    let body = json!({ "status": if failing.is_empty() { "ready" } else { "not ready" }, "failing": failing });
+    let status = if failing.is_empty() {
+        "ready"
+    } else {
+        "not ready"
+    };
+    let body = match access(&headers) {
+        Access::Full => json!({ "status": status, "failing": failing }),
+        Access::Public => json!({ "status": status }),
+    };
     (health_code(h.status), axum::Json(body)).into_response()
 }
 
-async fn prometheus() -> Response {
+async fn prometheus(headers: HeaderMap) -> Response {
+    if let Some(denied) = locked(&headers, Challenge::Bearer) {
+        return denied;
+    }
     (
         [(
             header::CONTENT_TYPE,

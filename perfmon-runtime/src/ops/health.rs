@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::core::flight::Flight;
 use crate::core::process::proc_stats;
 use crate::core::sync::{lock, with_timeout, Timeout};
 use crate::pipeline::outbox::LoggedEvent;
@@ -250,7 +251,7 @@ struct Registry {
     cache: Mutex<Option<(Instant, SystemHealth)>>,
     /// The run of the checks in progress, if any: every other caller waits for it (or takes the
     /// last result) instead of running the checks again.
-    flight: Mutex<Option<Arc<Flight>>>,
+    flight: Mutex<Option<Arc<Flight<SystemHealth>>>>,
     ttl_ms: AtomicU64,
     last: Mutex<Option<HealthStatus>>,
     pool: RwLock<Option<PoolFn>>,
@@ -344,55 +345,11 @@ impl Future for JoinAll {
     }
 }
 
-/// One run of the checks that several callers share.
-#[derive(Default)]
-struct Flight {
-    state: Mutex<FlightState>,
-}
-
-#[derive(Default)]
-struct FlightState {
-    result: Option<SystemHealth>,
-    /// The caller running the checks went away before finishing.
-    abandoned: bool,
-    waiting: Vec<std::task::Waker>,
-}
-
-impl Flight {
-    fn finish(&self, result: Option<SystemHealth>) {
-        let mut st = lock(&self.state);
-        st.abandoned = result.is_none();
-        st.result = result;
-        for w in st.waiting.drain(..) {
-            w.wake();
-        }
-    }
-}
-
-/// Waits for a flight: its result, or `None` if its runner went away.
-struct Landing(Arc<Flight>);
-
-impl Future for Landing {
-    type Output = Option<SystemHealth>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut st = lock(&self.0.state);
-        if let Some(h) = &st.result {
-            return Poll::Ready(Some(h.clone()));
-        }
-        if st.abandoned {
-            return Poll::Ready(None);
-        }
-        st.waiting.push(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
 /// Ends a flight when its runner is dropped midway (a cancelled request): the waiting callers
 /// then run the checks themselves.
 struct Runner<'a> {
     reg: &'a Registry,
-    flight: Arc<Flight>,
+    flight: Arc<Flight<SystemHealth>>,
     done: bool,
 }
 
@@ -432,14 +389,14 @@ pub async fn system_health() -> SystemHealth {
                 (Some(_), Some(last)) => return last,
                 (Some(f), None) => (f, false),
                 (None, _) => {
-                    let f = Arc::new(Flight::default());
+                    let f = Flight::start();
                     *current = Some(f.clone());
                     (f, true)
                 }
             }
         };
         if !lead {
-            if let Some(h) = Landing(flight).await {
+            if let Some(h) = flight.landing().await {
                 return h;
             }
             continue;

@@ -178,7 +178,9 @@ impl Query {
 
     /// One snapshot of the window: from memory for the last 5 minutes of this instance (with
     /// the slow list, last requests and timeline), else one load from the tier that covers it,
-    /// of the series this query names ([`Query::path`]).
+    /// of the series this query names ([`Query::path`]). A load from a tier runs on perfmon's
+    /// read pool (threads of its own, at the lowest CPU priority), not on the caller's async
+    /// workers; the caller only waits for it.
     pub async fn snapshot(&self) -> Result<Snapshot, QueryError> {
         if self.in_memory() {
             let mut snap = self.collector.snapshot();
@@ -197,8 +199,24 @@ impl Query {
                 },
             ));
         };
-        let views = source.load(self.window, self.scope, &self.filter).await?;
-        Ok(Snapshot::from_views(self.window, self.scope, views))
+        let (window, scope, filter) = (self.window, self.scope, self.filter.clone());
+        let load = async move {
+            let views = source.load(window, scope, &filter).await?;
+            Ok(Snapshot::from_views(window, scope, views))
+        };
+        // decoding and merging stored histograms costs CPU in proportion to the series read:
+        // on the read pool, never on the caller's async workers
+        #[cfg(any(feature = "redis", feature = "postgres"))]
+        return crate::core::pool::off_workers(load)
+            .await
+            .unwrap_or_else(|| {
+                Err(QueryError::Backend {
+                    tier: "Redis or PostgreSQL",
+                    message: "the read panicked; see the log".into(),
+                })
+            });
+        #[cfg(not(any(feature = "redis", feature = "postgres")))]
+        load.await
     }
 
     /// API statistics over every route.

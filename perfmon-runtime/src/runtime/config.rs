@@ -28,6 +28,10 @@ pub struct Config {
     pub(crate) alerts: Option<AlertConfig>,
     pub(crate) alert_sinks: Sinks,
     pub(crate) sla: SlaTargets,
+    pub(crate) monitoring_token: Option<String>,
+    pub(crate) max_heavy_reads: usize,
+    pub(crate) heavy_read_cache_ttl: Duration,
+    pub(crate) read_threads: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -49,6 +53,13 @@ impl std::fmt::Debug for Config {
             .field("alerts", &self.alerts)
             .field("alert_sinks", &self.alert_sinks)
             .field("sla", &self.sla)
+            .field(
+                "monitoring_token",
+                &self.monitoring_token.as_ref().map(|_| "<hidden>"),
+            )
+            .field("max_heavy_reads", &self.max_heavy_reads)
+            .field("heavy_read_cache_ttl", &self.heavy_read_cache_ttl)
+            .field("read_threads", &self.read_threads)
             .finish()
     }
 }
@@ -105,6 +116,10 @@ impl Default for Config {
             alerts: Some(AlertConfig::default()),
             alert_sinks: Sinks::default(),
             sla: SlaTargets::default(),
+            monitoring_token: None,
+            max_heavy_reads: 2,
+            heavy_read_cache_ttl: Duration::from_secs(2),
+            read_threads: 1,
         }
     }
 }
@@ -175,6 +190,16 @@ impl Config {
                 });
             }
             b = b.alert_webhook(v);
+        }
+        if let Some(v) = get("PERFMON_MONITORING_TOKEN") {
+            if !valid_token(&v) {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_MONITORING_TOKEN",
+                    value: "<hidden>".into(),
+                    expected: TOKEN_RULE,
+                });
+            }
+            b = b.monitoring_token(v);
         }
         if let Some(v) = get("PERFMON_INSTANCE") {
             if !valid_label(&v) {
@@ -273,8 +298,42 @@ impl Config {
                 message: "must be greater than zero".into(),
             });
         }
+        if self.max_heavy_reads == 0 {
+            return Err(ConfigError::Invalid {
+                what: "max_heavy_reads",
+                message: "must be at least 1".into(),
+            });
+        }
+        if !(1..=64).contains(&self.read_threads) {
+            return Err(ConfigError::Invalid {
+                what: "read_threads",
+                message: format!("{} is not allowed; 1 to 64 threads", self.read_threads),
+            });
+        }
+        if let Some(t) = &self.monitoring_token {
+            if !valid_token(t) {
+                return Err(ConfigError::Invalid {
+                    what: "monitoring_token",
+                    message: TOKEN_RULE.into(),
+                });
+            }
+        }
         Ok(())
     }
+
+    /// The monitoring token, if one is set.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn monitoring_token(&self) -> Option<&str> {
+        self.monitoring_token.as_deref()
+    }
+}
+
+/// What a monitoring token must be.
+const TOKEN_RULE: &str =
+    "a monitoring token must be 16 to 256 printable ASCII characters without spaces";
+
+fn valid_token(t: &str) -> bool {
+    (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn valid_label(s: &str) -> bool {
@@ -388,6 +447,34 @@ impl ConfigBuilder {
     /// The SLA targets (default: the seed's).
     pub fn sla(mut self, targets: SlaTargets) -> Self {
         self.config.sla = targets;
+        self
+    }
+    /// `PERFMON_MONITORING_TOKEN`: lock the monitoring routes (see
+    /// `http::router`, feature `axum`): every route but liveness, readiness and health's
+    /// status needs `Authorization: Bearer <token>`. 16 to 256 printable ASCII characters; a long
+    /// random value, such as `openssl rand -hex 32` prints.
+    pub fn monitoring_token(mut self, token: impl Into<String>) -> Self {
+        self.config.monitoring_token = Some(token.into());
+        self
+    }
+    /// How many long-window reads of `GET /api/monitoring/metrics` (every window but `5m` of
+    /// this instance) may load at once (default 2); a request that would start one more is
+    /// answered 429. Identical requests share one load and do not count twice.
+    pub fn max_heavy_reads(mut self, n: usize) -> Self {
+        self.config.max_heavy_reads = n;
+        self
+    }
+    /// How long the answer of a long-window read of `GET /api/monitoring/metrics` is reused for
+    /// the same request (default 2 s; zero keeps none).
+    pub fn heavy_read_cache_ttl(mut self, d: Duration) -> Self {
+        self.config.heavy_read_cache_ttl = d;
+        self
+    }
+    /// Threads of the pool long-window reads of the monitoring endpoint run on, at the lowest
+    /// CPU priority, off the application's async workers (default 1; 1 to 64). Read when the
+    /// pool starts, at the first such read.
+    pub fn read_threads(mut self, n: usize) -> Self {
+        self.config.read_threads = n;
         self
     }
     /// The configuration; `init` validates it.

@@ -127,6 +127,15 @@ fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
         cache_key_segments: config.cache_key_segments,
     });
     set_cache_ttl(config.health_cache_ttl);
+    #[cfg(feature = "axum")]
+    crate::http::access::install_token(config.monitoring_token());
+    #[cfg(feature = "axum")]
+    crate::http::heavy::configure(crate::http::heavy::Settings {
+        max_loads: config.max_heavy_reads,
+        cache_ttl: config.heavy_read_cache_ttl,
+    });
+    #[cfg(any(feature = "axum", feature = "redis", feature = "postgres"))]
+    crate::core::pool::set_threads(config.read_threads);
     set_targets(config.sla);
     let drain = ThreadWorker::spawn("drain", config.drain_interval, Drain).map_err(|source| {
         InitError::Worker {

@@ -52,6 +52,10 @@ pub(crate) fn start(config: &Config, backends: &Backends) -> Option<Tiers> {
         flush: flush.clone(),
         #[cfg(feature = "redis")]
         redis: backends.redis.clone(),
+        #[cfg(feature = "redis")]
+        redis_url: config.redis_url.clone(),
+        #[cfg(feature = "redis")]
+        read_redis: tokio::sync::OnceCell::new(),
         #[cfg(feature = "postgres")]
         pg: backends.pg.clone(),
     })));

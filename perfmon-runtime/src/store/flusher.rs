@@ -530,6 +530,13 @@ pub(crate) struct TierSource {
     pub flush: FlushHandle,
     #[cfg(feature = "redis")]
     pub redis: Option<crate::store::redis::io::Conn>,
+    /// The Redis URL, to open the reads' own connection.
+    #[cfg(feature = "redis")]
+    pub redis_url: Option<String>,
+    /// The reads' own Redis connection, opened by the first read (on the read pool, so that
+    /// the parsing of what Redis answers runs there too, not on the application's workers).
+    #[cfg(feature = "redis")]
+    pub read_redis: tokio::sync::OnceCell<Option<crate::store::redis::io::Conn>>,
     #[cfg(feature = "postgres")]
     pub pg: Option<sqlx::PgPool>,
 }
@@ -556,6 +563,26 @@ fn views(
 }
 
 impl TierSource {
+    /// The connection reads use: their own, else (if it cannot be opened) the writers'.
+    #[cfg(feature = "redis")]
+    async fn read_conn(&self) -> Option<crate::store::redis::io::Conn> {
+        let shared = self.redis.as_ref()?;
+        let own = self
+            .read_redis
+            .get_or_init(|| async {
+                let url = self.redis_url.as_deref()?;
+                let timeout = crate::store::redis::io::ROUND_TRIP_TIMEOUT;
+                crate::store::redis::io::connect(url, timeout, timeout)
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(target: "perfmon", error = %e, "could not open the reads' own Redis connection; reads share the writers'");
+                    })
+                    .ok()
+            })
+            .await;
+        Some(own.as_ref().unwrap_or(shared).clone())
+    }
+
     async fn load_views(
         &self,
         window: Window,
@@ -574,7 +601,7 @@ impl TierSource {
         let long = matches!(window, Window::Days90 | Window::Year1);
         #[cfg(feature = "redis")]
         if !long {
-            if let Some(conn) = &self.redis {
+            if let Some(mut conn) = self.read_conn().await {
                 let keys = crate::store::redis::layout::Keys {
                     prefix: self.prefix.clone(),
                 };
@@ -586,7 +613,7 @@ impl TierSource {
                     filter,
                     now_secs: unix_secs(),
                 };
-                let rows = crate::store::redis::reader::load(&mut conn.clone(), &spec).await;
+                let rows = crate::store::redis::reader::load(&mut conn, &spec).await;
                 return views("Redis", rows.map(|(rows, _)| rows));
             }
         }

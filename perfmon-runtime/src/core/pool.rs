@@ -1,0 +1,87 @@
+//! The read pool: a small multi-threaded Tokio runtime of perfmon's own (`perfmon-read`, one
+//! thread by default, at the lowest CPU priority on Linux) on which the heavy reads run —
+//! loading windows from the retention tiers, decoding and merging their histograms, building
+//! the monitoring endpoint's JSON — so that they never occupy the application's async workers.
+//!
+//! Started on first use and kept for the life of the process, like the timer thread:
+//! connections opened on it stay usable.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// Threads of the pool, read when it starts.
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// Sets the pool's size; it applies if the pool has not started yet.
+pub(crate) fn set_threads(n: usize) {
+    THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// The pool, or `None` if its threads could not be started (then heavy reads run where they
+/// are called).
+fn pool() -> Option<&'static tokio::runtime::Runtime> {
+    static POOL: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = THREADS.load(Ordering::Relaxed).max(1);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .max_blocking_threads(threads)
+            .thread_name("perfmon-read")
+            .on_thread_start(lowest_priority)
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                tracing::warn!(target: "perfmon", error = %e, "could not start the perfmon-read threads; heavy reads run on the caller's runtime");
+            })
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Lowers the calling thread's CPU priority to the lowest (nice 19): the application's own
+/// threads go first when the cores are busy.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority only reads its integer arguments; on Linux, PRIO_PROCESS with
+        // who = 0 applies to the calling thread alone.
+        let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    }
+}
+
+/// Whether the calling thread is one of the pool's.
+fn on_pool() -> bool {
+    std::thread::current().name() == Some("perfmon-read")
+}
+
+/// Starts `task` on the pool (true), or on the caller's runtime if the pool is not available
+/// (false).
+pub(crate) fn spawn<F>(task: F) -> bool
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match pool() {
+        Some(rt) => {
+            rt.spawn(task);
+            true
+        }
+        None => {
+            tokio::spawn(task);
+            false
+        }
+    }
+}
+
+/// Runs `work` on the pool and waits for it (in place when already on the pool, or when the
+/// pool is not available). `None` if it panicked.
+pub(crate) async fn off_workers<F>(work: F) -> Option<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match pool() {
+        Some(rt) if !on_pool() => rt.spawn(work).await.ok(),
+        _ => Some(work.await),
+    }
+}
