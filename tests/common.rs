@@ -87,6 +87,8 @@ pub struct Proxy {
     pub port: u16,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Connections being forwarded now.
+    live: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Proxy {
@@ -99,7 +101,8 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (u, g) = (up.clone(), generation.clone());
+        let live = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (u, g, l) = (up.clone(), generation.clone(), live.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -108,9 +111,17 @@ impl Proxy {
                 if !u.load(Ordering::SeqCst) {
                     continue; // refused: dropped at once
                 }
-                let (u, g) = (u.clone(), g.clone());
+                let (u, g, l) = (u.clone(), g.clone(), l.clone());
                 let born = g.load(Ordering::SeqCst);
+                l.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    struct Live(std::sync::Arc<std::sync::atomic::AtomicU64>);
+                    impl Drop for Live {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                    let _live = Live(l);
                     let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
@@ -133,6 +144,7 @@ impl Proxy {
             port,
             up,
             generation,
+            live,
         }
     }
 
@@ -146,6 +158,20 @@ impl Proxy {
         use std::sync::atomic::Ordering;
         self.up.store(false, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Cuts, and returns once every connection it forwarded is dropped (a bounded wait for
+    /// that state: each connection notices the cut within 20 ms).
+    pub async fn cut_and_wait(&self) {
+        self.cut();
+        let started = std::time::Instant::now();
+        while self.live.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the proxy's connections did not close"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Accepts connections again.
