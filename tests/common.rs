@@ -88,6 +88,8 @@ pub struct Proxy {
     pub port: u16,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Connections being forwarded now.
+    live: std::sync::Arc<std::sync::atomic::AtomicU64>,
     frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -123,8 +125,9 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let live = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (u, g, f) = (up.clone(), generation.clone(), frozen.clone());
+        let (u, g, l, f) = (up.clone(), generation.clone(), live.clone(), frozen.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -133,9 +136,17 @@ impl Proxy {
                 if !u.load(Ordering::SeqCst) {
                     continue; // refused: dropped at once
                 }
-                let (u, g, f) = (u.clone(), g.clone(), f.clone());
+                let (u, g, l, f) = (u.clone(), g.clone(), l.clone(), f.clone());
                 let born = g.load(Ordering::SeqCst);
+                l.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    struct Live(std::sync::Arc<std::sync::atomic::AtomicU64>);
+                    impl Drop for Live {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    }
+                    let _live = Live(l);
                     let Ok(server) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
@@ -165,8 +176,21 @@ impl Proxy {
             port,
             up,
             generation,
+            live,
             frozen,
         }
+    }
+
+    /// Holds every byte in both directions, keeping the connections: the backend stops
+    /// answering.
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forwards the held bytes and what follows.
+    pub fn thaw(&self) {
+        self.frozen
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// `redis://127.0.0.1:{port}/`.
@@ -181,16 +205,18 @@ impl Proxy {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Holds every byte in both directions, keeping the connections: the backend stops
-    /// answering.
-    pub fn freeze(&self) {
-        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Forwards the held bytes and what follows.
-    pub fn thaw(&self) {
-        self.frozen
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+    /// Cuts, and returns once every connection it forwarded is dropped (a bounded wait for
+    /// that state: each connection notices the cut within 20 ms).
+    pub async fn cut_and_wait(&self) {
+        self.cut();
+        let started = std::time::Instant::now();
+        while self.live.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the proxy's connections did not close"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Accepts connections again.

@@ -708,3 +708,197 @@ async fn twenty_thousand_series_flush_in_a_few_round_trips() {
     assert_eq!(all.api_routes().len(), 20_000);
     drop_schema(&prefix).await;
 }
+
+/// Rows of `table` (in the schema `prefix`) as (series, events), sorted.
+async fn stored(pool: &sqlx::PgPool, prefix: &str, table: &str) -> Vec<(String, i64)> {
+    sqlx::query_as(&format!(
+        "SELECT series, events FROM \"{prefix}\".{table} ORDER BY series"
+    ))
+    .fetch_all(pool)
+    .await
+    .expect("rows")
+}
+
+/// Asserts that `hourly` and `daily` hold `n` rows each, none of the poison series, each with
+/// its exact count of events.
+async fn check_stored(pool: &sqlx::PgPool, prefix: &str, truth: &Truth, n: usize, when: &str) {
+    for table in ["hourly", "daily"] {
+        let rows = stored(pool, prefix, table).await;
+        assert_eq!(rows.len(), n, "{when}: {table}");
+        for (series, events) in rows {
+            assert!(!series.contains("poison"), "{when}: {table} {series}");
+            let route = series.split('\u{1f}').nth(2).expect("name");
+            let recorded = truth.values(Some("rej"), route, (0, u64::MAX)).len() as i64;
+            assert_eq!(events, recorded, "{when}: {table} {route}");
+        }
+    }
+}
+
+/// A row PostgreSQL rejects for what it holds — here a CHECK constraint on `hourly` and a
+/// trigger on `daily` that a DBA added, each refusing one series — is isolated (savepoints,
+/// halves) and set aside: the flush succeeds, every other row is written with its exact value,
+/// the rejected rows are counted once and never retried. Errors that say nothing about a row
+/// (a lock the trigger cannot take, the connection cut) still fail the flush and keep every
+/// row. (Before, the one rejected row failed every flush: nothing was ever written again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_postgres_rejects_is_set_aside_and_every_other_row_is_written() {
+    const GOOD: usize = 300;
+    let prefix = unique_prefix("reject");
+    let s = format!("\"{prefix}\"");
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let direct = database_url();
+    let through = direct.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
+    assert_ne!(
+        through, direct,
+        "the test database URL points at 127.0.0.1:5432"
+    );
+    let mut tier = PgTier::connect(&through, &prefix, "rej", "r1")
+        .await
+        .expect("through the proxy");
+    let pool = sqlx::PgPool::connect(&direct).await.expect("connect");
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE {s}.hourly ADD CONSTRAINT no_poison CHECK (series NOT LIKE '%/poison%');
+         CREATE FUNCTION {s}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.series LIKE '%/poison%' THEN
+                 RAISE EXCEPTION 'series % refused', NEW.series;
+             END IF;
+             IF NEW.series LIKE '%/reject/locked%' THEN
+                 RAISE EXCEPTION 'busy' USING ERRCODE = 'lock_not_available';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON {s}.daily FOR EACH ROW EXECUTE FUNCTION {s}.refuse();"
+    ))
+    .execute(&pool)
+    .await
+    .expect("a DBA's constraint and trigger");
+    let set_aside = || perfmon_runtime::collector().recorder_stats().tier_set_aside;
+    let before = set_aside();
+
+    // the poison series sorts in the middle of the good ones, so the halves have work to do
+    let route = |i: usize| format!("/reject/ok/{i:04}");
+    let poison = format!("{}/poison", route(GOOD / 2));
+    let routes: Vec<&'static str> = (0..GOOD)
+        .map(|i| &*Box::leak(route(i).into_boxed_str()))
+        .collect();
+    let hour = now_secs() / 3600 * 3600 - 3 * 3600;
+    let minute = hour / 60 + 7;
+    let mut truth = Truth::default();
+    let mut agg = Aggregates::default();
+    let mut rng = Rng::new(17);
+    for (i, r) in routes.iter().enumerate() {
+        truth.record(&mut rng, &mut agg, "rej", r, minute, 1 + i % 5);
+        if i == GOOD / 2 {
+            agg.api(minute, "GET", &poison, 200, &[7_000_000]);
+        }
+    }
+    let t = minute * 60 + 30;
+    let rows = tier
+        .flush(&mut agg, t)
+        .await
+        .expect("the rejected row does not fail the flush");
+    assert_eq!(rows, 2 * GOOD, "an hourly and a daily row per good series");
+    assert_eq!(
+        set_aside() - before,
+        2,
+        "the poison's hourly and daily rows"
+    );
+    assert_eq!(tier.pending(), 0, "set aside, not pending");
+    check_stored(&pool, &prefix, &truth, GOOD, "after the first flush").await;
+    for window in [Window::Days90, Window::Year1] {
+        let all = tier
+            .read(window, Scope::Instance, None, t)
+            .await
+            .expect("read back");
+        assert_eq!(all.api_routes().len(), GOOD, "{window:?}: no poison");
+        for r in &routes {
+            assert_exact(
+                &format!("{window:?} {r}"),
+                &all.api_stats_for(r),
+                &truth.values(Some("rej"), r, (0, u64::MAX)),
+            );
+        }
+    }
+    // flushed again: the rows set aside are not tried again
+    assert_eq!(tier.flush(&mut agg, t + 1).await.expect("again"), 0);
+    assert_eq!(set_aside() - before, 2, "counted once");
+
+    // An error that says nothing about the rows (the trigger cannot take a lock): the flush
+    // fails and keeps every row, none written, none set aside.
+    let later = minute + 1;
+    for r in &routes[..10] {
+        truth.record(&mut rng, &mut agg, "rej", r, later, 2);
+    }
+    truth.add(
+        &mut agg,
+        "rej",
+        "/reject/locked",
+        later,
+        vec![Duration::from_millis(1)],
+    );
+    let tables = || async {
+        (
+            stored(&pool, &prefix, "hourly").await,
+            stored(&pool, &prefix, "daily").await,
+        )
+    };
+    let before_lock = tables().await;
+    let e = tier
+        .flush(&mut agg, later * 60 + 30)
+        .await
+        .expect_err("a lock error fails the flush");
+    assert!(e.to_string().contains("busy"), "{e}");
+    assert_eq!(tier.pending(), 2 * 11, "every row kept: {e}");
+    assert_eq!(tables().await, before_lock, "nothing written");
+    assert_eq!(set_aside() - before, 2, "nothing set aside");
+    sqlx::raw_sql(&format!("DROP TRIGGER refuse ON {s}.daily"))
+        .execute(&pool)
+        .await
+        .expect("the DBA drops the trigger");
+    assert_eq!(
+        tier.flush(&mut agg, later * 60 + 31)
+            .await
+            .expect("written"),
+        2 * 11
+    );
+    assert_eq!(tier.pending(), 0);
+
+    // The connection cut: the flush fails and keeps every row.
+    let last = minute + 2;
+    for r in &routes[10..20] {
+        truth.record(&mut rng, &mut agg, "rej", r, last, 3);
+    }
+    proxy.cut_and_wait().await;
+    let e = tier
+        .flush(&mut agg, last * 60 + 30)
+        .await
+        .expect_err("PostgreSQL is away");
+    assert_eq!(tier.pending(), 2 * 10, "every row kept: {e}");
+    proxy.restore();
+    assert_eq!(
+        tier.flush(&mut agg, last * 60 + 31).await.expect("back"),
+        2 * 10
+    );
+    assert_eq!(tier.pending(), 0);
+    assert_eq!(set_aside() - before, 2, "nothing more set aside");
+    // every good series exact, and the locked one (its trigger gone); no poison
+    check_stored(&pool, &prefix, &truth, GOOD + 1, "at the end").await;
+
+    // A flush whose every row is rejected says nothing about its rows (a constraint no row
+    // meets): it fails and keeps them, as on any other error.
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE {s}.daily ADD CONSTRAINT no_poison CHECK (series NOT LIKE '%/poison%')"
+    ))
+    .execute(&pool)
+    .await
+    .expect("the same constraint on daily");
+    agg.api(last, "GET", &poison, 200, &[1_000_000]);
+    let e = tier
+        .flush(&mut agg, last * 60 + 32)
+        .await
+        .expect_err("every row rejected");
+    assert_eq!(tier.pending(), 2, "kept: {e}");
+    assert_eq!(set_aside() - before, 2, "nothing more set aside");
+    drop_schema(&prefix).await;
+}

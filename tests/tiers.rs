@@ -515,6 +515,80 @@ async fn a_poison_label_does_not_stop_the_postgres_tier() {
     drop_schema(&prefix).await;
 }
 
+/// An event the event log rejects (a CHECK constraint a DBA added to `events`) is set aside and
+/// counted — in `recorder_stats()`, the health response's recorder counters and the database
+/// check's message — while the other event and every hourly and daily row are written; it is
+/// not tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_postgres_rejects_is_set_aside_and_counted() {
+    let _turn = TURN.lock().await;
+    let prefix = unique_prefix("reject-event");
+    let schema = format!("\"{prefix}\"");
+    let pm = init(
+        Config::builder()
+            .database_url(database_url())
+            .key_prefix(&prefix)
+            .instance("reject-a")
+            .flush_interval(Duration::from_secs(3600))
+            .health_cache_ttl(Duration::ZERO)
+            .no_alerts()
+            .build(),
+    )
+    .await
+    .expect("init");
+    let pool = sqlx::PgPool::connect(&database_url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE {schema}.events ADD CONSTRAINT no_poison CHECK (name <> 'reject-poison')"
+    ))
+    .execute(&pool)
+    .await
+    .expect("a DBA's constraint");
+    let before = collector().recorder_stats().tier_set_aside;
+    for name in ["reject-ok", "reject-poison"] {
+        record_batch_metric(BatchMetric {
+            name,
+            duration: Duration::from_secs(1),
+            success: false,
+            timestamp: SystemTime::now(),
+        });
+    }
+    let report = pm
+        .flush()
+        .await
+        .expect("the rejected event does not fail the flush");
+    assert_eq!(collector().recorder_stats().tier_set_aside - before, 1);
+    let events = format!("SELECT count(*) FROM {schema}.events WHERE kind = 'batch_failure'");
+    assert_eq!(
+        count(&pool, &format!("{events} AND name = 'reject-ok'")).await,
+        1
+    );
+    assert_eq!(
+        count(&pool, &format!("{events} AND name = 'reject-poison'")).await,
+        0
+    );
+    // both batches' hourly and daily rows, and the one event
+    assert_eq!(report.rows, 5, "{report:?}");
+    let q = collector()
+        .query(Window::Days90, Scope::Instance)
+        .batch_stats()
+        .await
+        .expect("from PostgreSQL");
+    assert_eq!(q.batches["reject-poison"].failures, 1);
+    let again = pm.flush().await.expect("again");
+    assert_eq!(again.rows, 0, "nothing is tried again");
+    assert_eq!(collector().recorder_stats().tier_set_aside - before, 1);
+    let health = system_health().await;
+    let json = serde_json::to_value(&health).expect("json");
+    assert_eq!(json["recorder"]["tierSetAside"], before + 1);
+    let db = &health.checks["database"];
+    assert!(db.ok, "{db:?}");
+    assert!(db.message.contains("set aside"), "{}", db.message);
+    pm.shutdown().await.expect("shutdown");
+    drop_schema(&prefix).await;
+}
+
 /// PostgreSQL away (its connections cut, new ones refused) while Redis is healthy: PostgreSQL's
 /// writes fail and back off, and Redis goes on writing at every flush meanwhile — one tier never
 /// holds back another. (Before, one backoff held both: Redis wrote once per PostgreSQL attempt,

@@ -164,7 +164,11 @@
 //! returns; [`Perfmon::shutdown`] flushes once more and reports a failure. **Tiers fail alone:**
 //! each tier writes in its own task and backs off on its own (doubling up to a minute), so a
 //! tier that is slow or away never delays another, which goes on at every flush
-//! ([`RecorderStats::tier_redis_writes`], [`RecorderStats::tier_postgres_writes`]).
+//! ([`RecorderStats::tier_redis_writes`], [`RecorderStats::tier_postgres_writes`]). A row that
+//! PostgreSQL rejects for what it holds does not stop the tier either: a flush that fails that
+//! way is written again with each chunk under a savepoint, a rejected chunk split in halves down
+//! to the rows it rejects, which are set aside (not retried, counted in
+//! [`RecorderStats::tier_set_aside`], logged once each), while every other row is written.
 //!
 //! ## Alerts and SLA
 //!
@@ -192,6 +196,7 @@
 //! | an alert rule or callback that reads the collector | nothing: rules run with no perfmon lock held | |
 //! | hand-recorded event older than the window | counted in [`RecorderStats::late_events`], kept in the Prometheus totals | health turns `degraded` |
 //! | a label past its cap | counted under [`OTHER`] (`__other__`) | memory stays bounded |
+//! | a row PostgreSQL rejects for what it holds (a `CHECK` or trigger added by a DBA, a value out of range, text it cannot store: SQLSTATE class 22 or 23, `54000`, `P0001`) | nothing: the flush succeeds | the row is isolated (savepoints, halves) and set aside, counted in [`RecorderStats::tier_set_aside`] and logged once; every other row is written; a flush whose every row is rejected, and any other error, keeps everything pending |
 //! | a bad query parameter | 400 `{"success": false, "error": ...}` naming the allowed values | |
 //!
 //! ## Layout: layers that import one way

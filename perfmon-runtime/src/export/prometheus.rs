@@ -379,6 +379,12 @@ fn recorder_families(r: &crate::read::stats::RecorderStats, out: &mut Vec<Family
             r.tier_encode_failures,
         ),
         one(
+            "perfmon_tier_set_aside_total",
+            Counter,
+            "Rows PostgreSQL rejected for what they hold, set aside instead of retried.",
+            r.tier_set_aside,
+        ),
+        one(
             "perfmon_recorder_memory_bytes",
             Gauge,
             "Bytes held by perfmon's histograms and lists.",

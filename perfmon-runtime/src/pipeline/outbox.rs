@@ -36,6 +36,9 @@ pub(crate) struct TierCounters {
     pub dropped: AtomicU64,
     /// Encode failures (an aggregate that could not be serialized; never expected).
     pub encode_failures: AtomicU64,
+    /// Rows a tier's server rejected for what they hold (a constraint, a trigger, a value out
+    /// of range), each isolated from the rest of its flush and set aside: not retried.
+    pub set_aside: AtomicU64,
     /// Successful writes to each tier.
     pub redis_writes: AtomicU64,
     pub postgres_writes: AtomicU64,

@@ -190,6 +190,7 @@ pub(crate) fn recorder_stats(d: &crate::pipeline::state::Drained<'_>) -> Recorde
         tier_pending: tiers.pending.load(Ordering::Relaxed),
         tier_dropped: tiers.dropped.load(Ordering::Relaxed),
         tier_encode_failures: tiers.encode_failures.load(Ordering::Relaxed),
+        tier_set_aside: tiers.set_aside.load(Ordering::Relaxed),
     }
 }
 

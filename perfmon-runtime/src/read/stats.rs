@@ -411,6 +411,10 @@ pub struct RecorderStats {
     pub tier_dropped: u64,
     /// Aggregates that could not be encoded for a tier (never expected; counted, not written).
     pub tier_encode_failures: u64,
+    /// Rows PostgreSQL rejected for what they hold (a constraint or trigger, a value out of
+    /// range, text it cannot store): each isolated from the rest of its flush, whose other rows
+    /// are written, then set aside — not retried — and logged once.
+    pub tier_set_aside: u64,
 }
 
 /// One minute of the window, for trend charts (`collector().timeline()`).

@@ -119,11 +119,22 @@ impl Backends {
                     crate::store::postgres::select_one(&pool)
                         .await
                         .map_err(|e| e.to_string())?;
-                    Ok(format!(
+                    let mut message = format!(
                         "SELECT 1 ok; pool {} open, {} idle",
                         pool.size(),
                         pool.num_idle()
-                    ))
+                    );
+                    let set_aside = crate::pipeline::state::global()
+                        .outbox
+                        .tiers
+                        .set_aside
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    if set_aside > 0 {
+                        message.push_str(&format!(
+                            "; {set_aside} rows rejected by PostgreSQL set aside (recorder.tierSetAside)"
+                        ));
+                    }
+                    Ok(message)
                 }
             })
             .critical(config.critical("database", true))

@@ -286,6 +286,11 @@ impl PgTier {
         self.writer.write(&prep, now_secs).await
     }
 
+    /// Rows this writer still holds for a later flush.
+    pub fn pending(&self) -> usize {
+        self.writer.pending()
+    }
+
     /// Runs the retention job as of `now_secs`.
     pub async fn prune(
         &self,

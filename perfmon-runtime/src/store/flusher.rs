@@ -138,10 +138,14 @@ impl Backoff {
         if self.next.is_none() {
             tracing::warn!(target: "perfmon", tier = self.tier, error = %e, "a write to the tier failed; retrying with backoff, aggregates kept, the other tiers go on");
         }
-        self.wait = (self.wait * 2).clamp(interval, Duration::from_secs(60));
+        // doubling from the flush interval up to a minute (or the interval, if longer)
+        self.wait = (self.wait * 2).clamp(interval, interval.max(BACKOFF_MAX));
         self.next = Some(std::time::Instant::now() + self.wait);
     }
 }
+
+/// The longest wait between two tries of a failing tier (unless the flush interval is longer).
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// What the flusher needs of a tier's writer: take a flush (cheap), and write what is pending
 /// (moved into its own task while it writes).
@@ -655,5 +659,33 @@ impl WindowSource for TierSource {
         filter: &'a SeriesFilter,
     ) -> LoadFuture<'a> {
         Box::pin(self.load_views(window, scope, filter))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_interval_up_to_a_minute_or_the_interval() {
+        let e = TierError::Timeout {
+            tier: "Redis",
+            after: Duration::from_secs(1),
+        };
+        let mut b = Backoff::new("Redis");
+        let waits: Vec<u64> = (0..8)
+            .map(|_| {
+                b.failed(&e, Duration::from_secs(10));
+                b.wait.as_secs()
+            })
+            .collect();
+        assert_eq!(waits, [10, 20, 40, 60, 60, 60, 60, 60]);
+        // a flush interval over a minute used to panic here (clamp with min > max)
+        let mut b = Backoff::new("PostgreSQL");
+        b.failed(&e, Duration::from_secs(3600));
+        b.failed(&e, Duration::from_secs(3600));
+        assert_eq!(b.wait, Duration::from_secs(3600));
+        b.succeeded();
+        assert!(b.due());
     }
 }

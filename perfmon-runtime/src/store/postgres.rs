@@ -7,7 +7,9 @@
 //! hour and day once the aggregator can no longer change it.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::TryStreamExt;
 use sqlx::PgPool;
@@ -237,6 +239,9 @@ impl Writer {
         self.rollup.pending() + self.events.len()
     }
 
+    /// Upserts every pending hour, day and event in one transaction. A row PostgreSQL rejects
+    /// for what it holds is isolated and set aside (see [`isolate`]), and every other row is
+    /// written; any other failure keeps everything pending.
     async fn upsert(&mut self) -> Result<usize, TierError> {
         let s = self.schema.clone();
         let mut tables = [BulkRows::new("hourly"), BulkRows::new("daily")];
@@ -244,11 +249,10 @@ impl Writer {
             for (bucket, key) in self.rollup.dirty(level) {
                 let m = self.rollup.value(level, *bucket, key);
                 if let Some(blob) = codec::encode_counted(key, &m) {
-                    rows.push(ts(bucket * secs), key, m.events as i64, blob);
+                    rows.push(*bucket, ts(bucket * secs), key, m.events as i64, blob);
                 }
             }
         }
-        let written: usize = tables.iter().map(|t| t.starts.len()).sum();
         for rows in &tables {
             let months = rows.starts.iter().map(|&b| month_of(b as u64)).collect();
             let ensure = self.partitions.ensure(&self.pool, &s, rows.table, months);
@@ -264,75 +268,27 @@ impl Writer {
                 }
             }
         }
-        let write = async {
-            let mut tx = self.pool.begin().await?;
-            // never interleaved with the compactor's transaction (see `pgcompact`)
-            sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
-                .bind(pgcompact::rw_lock(&s))
-                .execute(&mut *tx)
-                .await?;
-            // a few round trips per table, whatever the number of series
-            for rows in &tables {
-                for chunk in rows.chunks(BULK_ROWS) {
-                    sqlx::query(&format!(
-                        "INSERT INTO {s}.{table} (bucket_start, instance, run, series, events, data)
-                         SELECT to_timestamp(b), $5, $6, s, e, d
-                         FROM UNNEST($1::float8[], $2::text[], $3::int8[], $4::bytea[]) AS t(b, s, e, d)
-                         ON CONFLICT (bucket_start, instance, run, series)
-                         DO UPDATE SET events = EXCLUDED.events, data = EXCLUDED.data, updated_at = now()",
-                        table = rows.table
-                    ))
-                    .bind(chunk.starts)
-                    .bind(chunk.series)
-                    .bind(chunk.events)
-                    .bind(chunk.data)
-                    .bind(&self.instance)
-                    .bind(&self.run)
-                    .execute(&mut *tx)
-                    .await?;
-                    // queued for the compactor; their cluster rows are out of date
-                    for sql in pgcompact::requeue_sql(&s, rows.table) {
-                        sqlx::query(&sql)
-                            .bind(chunk.starts)
-                            .bind(chunk.series)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-            }
-            if !self.events.is_empty() {
-                let (mut at, mut kind, mut name, mut detail) =
-                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                for e in &self.events {
-                    at.push(e.at_ns as f64 / 1e9);
-                    kind.push(e.kind);
-                    name.push(e.name.as_str());
-                    detail.push(e.detail.as_str());
-                }
-                sqlx::query(&format!(
-                    "INSERT INTO {s}.events (at, instance, kind, name, detail)
-                     SELECT to_timestamp(a), $5, k, n, d
-                     FROM UNNEST($1::float8[], $2::text[], $3::text[], $4::text[]) AS t(a, k, n, d)
-                     ON CONFLICT DO NOTHING"
-                ))
-                .bind(at)
-                .bind(kind)
-                .bind(name)
-                .bind(detail)
-                .bind(&self.instance)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await
+        let events = EventRows::new(&self.events);
+        let ctx = Ctx {
+            s: &s,
+            instance: &self.instance,
+            run: &self.run,
         };
-        let rows = written;
-        match tokio::time::timeout(TIMEOUT, write).await {
-            Ok(Ok(())) => {
-                let n = rows + self.events.len();
-                self.rollup.clear_dirty();
-                self.events.clear();
-                Ok(n)
+        let pool = &self.pool;
+        // splitting stops halfway through the timeout, so that what a pass wrote is committed
+        let split_until = Instant::now() + TIMEOUT / 2;
+        // The whole flush at once (nothing more on the way than before); only if PostgreSQL
+        // rejects a row, once more, isolating it.
+        let write = async {
+            match transaction(pool, &ctx, &tables, &events, None).await {
+                Err(e) if rejection(&e).is_some() => {
+                    transaction(pool, &ctx, &tables, &events, Some(split_until)).await
+                }
+                r => r,
             }
+        };
+        match tokio::time::timeout(TIMEOUT, write).await {
+            Ok(Ok(fates)) => Ok(self.settle(&tables, fates)),
             Ok(Err(e)) => Err(TierError::kept("PostgreSQL", self.pending(), e.into())),
             Err(_) => Err(TierError::kept(
                 "PostgreSQL",
@@ -344,32 +300,315 @@ impl Writer {
             )),
         }
     }
+
+    /// After a committed write: what was written or set aside is no longer pending; each row set
+    /// aside is counted and logged once. Returns the rows written.
+    fn settle(&mut self, tables: &[BulkRows; 2], [hourly, daily, logged]: [Vec<Fate>; 3]) -> usize {
+        let counters = &global().outbox.tiers;
+        let mut written = 0;
+        let mut left = 0;
+        self.rollup.clear_dirty();
+        for (level, (rows, fates)) in tables.iter().zip([hourly, daily]).enumerate() {
+            for (i, fate) in fates.into_iter().enumerate() {
+                let key = &rows.series[i];
+                match fate {
+                    Fate::Written => written += 1,
+                    Fate::Pending => {
+                        left += 1;
+                        self.rollup
+                            .mark_dirty(level, (rows.buckets[i], key.to_string()));
+                    }
+                    Fate::SetAside(error) => {
+                        counters.set_aside.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(target: "perfmon", table = rows.table, ?key, bucket_start = rows.starts[i], ?error, "PostgreSQL rejected a row: set aside, not retried; the flush's other rows are written (counted in recorder_stats().tier_set_aside)");
+                    }
+                }
+            }
+        }
+        let events = std::mem::take(&mut self.events);
+        for (e, fate) in events.into_iter().zip(logged) {
+            match fate {
+                Fate::Written => written += 1,
+                Fate::Pending => {
+                    left += 1;
+                    self.events.insert(e);
+                }
+                Fate::SetAside(error) => {
+                    counters.set_aside.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target: "perfmon", table = "events", kind = e.kind, key = ?e.name, ?error, "PostgreSQL rejected an event: set aside, not retried; the flush's other rows are written (counted in recorder_stats().tier_set_aside)");
+                }
+            }
+        }
+        if left > 0 {
+            tracing::info!(target: "perfmon", rows = left, budget = ISOLATE_BUDGET, "PostgreSQL rejected more rows than one flush isolates: those not yet told apart are kept for the next flush");
+        }
+        written
+    }
+}
+
+/// One transaction writing a flush's rows: every row at once, the first error failing it whole;
+/// or, isolating (splitting ranges until `isolating`), each chunk under a savepoint, the rows
+/// PostgreSQL rejects isolated and set aside ([`isolate`]). Says what became of each row once
+/// committed.
+async fn transaction(
+    pool: &PgPool,
+    ctx: &Ctx<'_>,
+    tables: &[BulkRows; 2],
+    events: &EventRows<'_>,
+    isolating: Option<Instant>,
+) -> Result<[Vec<Fate>; 3], sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // never interleaved with the compactor's transaction (see `pgcompact`)
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
+        .bind(pgcompact::rw_lock(ctx.s))
+        .execute(&mut *tx)
+        .await?;
+    if isolating.is_some() {
+        // a constraint deferred to the commit would reject the whole flush there, where no row
+        // can be told from the others: checked at each statement instead
+        sqlx::Executor::execute(&mut *tx, "SET CONSTRAINTS ALL IMMEDIATE").await?;
+    }
+    let mut iso = Isolation::new(isolating);
+    let hourly = isolate(&mut tx, Batch::Bulk(&tables[0]), ctx, &mut iso).await?;
+    let daily = isolate(&mut tx, Batch::Bulk(&tables[1]), ctx, &mut iso).await?;
+    let logged = isolate(&mut tx, Batch::Events(events), ctx, &mut iso).await?;
+    let fates = [hourly, daily, logged];
+    // Rejections and no row written is no verdict on the rows (a constraint no row can meet,
+    // writes refused by a trigger): the flush fails and keeps everything, as on any error.
+    if !fates.iter().flatten().any(|f| *f == Fate::Written) {
+        if let Some(e) = iso.first_rejection {
+            return Err(e);
+        }
+    }
+    tx.commit().await?;
+    Ok(fates)
 }
 
 /// Rows per `INSERT … SELECT FROM UNNEST` statement.
 const BULK_ROWS: usize = 5_000;
 
+/// Statements one isolating pass may add to tell rejected rows apart, beyond one per chunk.
+///
+/// The bound: a flush PostgreSQL takes whole costs what it did before (no savepoints). A flush
+/// with rejected rows costs its failed first attempt, then an isolating pass, in which a chunk
+/// of `n` rows holding `b` rejected ones takes at most `1 + 2·b·⌈log₂ n⌉` statements (each
+/// halving level holds at most `b` failing ranges, each tried again as two halves): with
+/// `n = 5,000` and one bad row, 27 statements of at most 5 round trips each (`SAVEPOINT`, the
+/// insert and the compactor's two, `RELEASE`; a failed one 3: `SAVEPOINT`, the insert,
+/// `ROLLBACK TO` + `RELEASE`), where before the flush failed for good. The budget bounds a flush
+/// with many bad rows, and so does half the write's timeout on a slow link, whichever comes
+/// first: once it is spent, the ranges still failing are kept for the next flush, whose pass
+/// goes on with them. A pass writes its good rows and, unless time runs out first, isolates at
+/// least `ISOLATE_BUDGET / (2·⌈log₂ n⌉)` bad ones (9 at `n = 5,000`).
+const ISOLATE_BUDGET: usize = 256;
+
+/// What became of one row of a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Not written, not isolated: kept for the next flush.
+    Pending,
+    Written,
+    /// Rejected on its own, with the server's message.
+    SetAside(String),
+}
+
+/// What every statement of a write binds besides its rows.
+struct Ctx<'a> {
+    s: &'a str,
+    instance: &'a str,
+    run: &'a str,
+}
+
+/// One write's isolation so far: whether it isolates at all, the budget left (statements, and
+/// time: a slow link must not make the pass time out and lose what it wrote), and the first
+/// rejection (the flush's error if no row at all is written).
+struct Isolation {
+    /// Isolating, splitting ranges until then.
+    until: Option<Instant>,
+    budget: usize,
+    first_rejection: Option<sqlx::Error>,
+}
+
+impl Isolation {
+    fn new(until: Option<Instant>) -> Isolation {
+        Isolation {
+            until,
+            budget: ISOLATE_BUDGET,
+            first_rejection: None,
+        }
+    }
+
+    /// Takes two more statements from the budget, if it has them and time is left.
+    fn split(&mut self) -> bool {
+        let in_time = self.until.is_some_and(|t| Instant::now() < t);
+        let ok = self.budget >= 2 && in_time;
+        if ok {
+            self.budget -= 2;
+        }
+        ok
+    }
+}
+
+/// The SQLSTATEs that reject rows for what they hold, the same rows every time: class 22 (data
+/// exception: a value out of range, text PostgreSQL cannot store), class 23 (integrity
+/// constraint violation: a `CHECK` or `NOT NULL` a DBA added), `54000` (a program limit: a key
+/// too long for an index) and `P0001` (an exception a trigger raised). Not connection, timeout,
+/// lock, serialization, resource or permission errors, which fail the flush and keep everything.
+fn rejects_rows(sqlstate: &str) -> bool {
+    sqlstate.starts_with("22")
+        || sqlstate.starts_with("23")
+        || matches!(sqlstate, "54000" | "P0001")
+}
+
+/// The server's message, if PostgreSQL rejected a statement for what its rows hold.
+fn rejection(e: &sqlx::Error) -> Option<String> {
+    let db = e.as_database_error()?;
+    rejects_rows(&db.code()?).then(|| db.message().to_string())
+}
+
+/// Writes `batch` in chunks of [`BULK_ROWS`]. Isolating, each chunk goes under a savepoint, and a
+/// chunk PostgreSQL rejects for what its rows hold ([`rejects_rows`]) is rolled back to it and
+/// tried again as two halves, each under its own savepoint, down to single rows: a single row
+/// rejected is set aside; every other row is written in the same transaction (the cost is
+/// bounded at [`ISOLATE_BUDGET`]). Any other error, or any error at all when not isolating,
+/// ends the write (and the transaction with it).
+async fn isolate(
+    conn: &mut sqlx::PgConnection,
+    batch: Batch<'_>,
+    ctx: &Ctx<'_>,
+    iso: &mut Isolation,
+) -> Result<Vec<Fate>, sqlx::Error> {
+    let n = batch.len();
+    let mut fates = vec![Fate::Pending; n];
+    // ranges still to try, the first on top
+    let mut todo: Vec<Range<usize>> = (0..n)
+        .step_by(BULK_ROWS)
+        .map(|i| i..(i + BULK_ROWS).min(n))
+        .rev()
+        .collect();
+    while let Some(r) = todo.pop() {
+        if iso.until.is_none() {
+            batch.insert(conn, ctx, r.clone()).await?;
+            fates[r].fill(Fate::Written);
+            continue;
+        }
+        sqlx::Executor::execute(&mut *conn, "SAVEPOINT perfmon_rows").await?;
+        let e = match batch.insert(conn, ctx, r.clone()).await {
+            Ok(()) => {
+                sqlx::Executor::execute(&mut *conn, "RELEASE SAVEPOINT perfmon_rows").await?;
+                fates[r].fill(Fate::Written);
+                continue;
+            }
+            Err(e) => e,
+        };
+        let Some(message) = rejection(&e) else {
+            return Err(e);
+        };
+        sqlx::Executor::execute(
+            &mut *conn,
+            "ROLLBACK TO SAVEPOINT perfmon_rows; RELEASE SAVEPOINT perfmon_rows",
+        )
+        .await?;
+        iso.first_rejection.get_or_insert(e);
+        if r.len() == 1 {
+            fates[r.start] = Fate::SetAside(message);
+        } else if iso.split() {
+            let mid = r.start + r.len() / 2;
+            todo.push(mid..r.end);
+            todo.push(r.start..mid);
+        }
+        // else the budget is spent: the range stays pending
+    }
+    Ok(fates)
+}
+
+/// The rows of one kind of statement: an hourly or daily table's, or the event log's.
+#[derive(Clone, Copy)]
+enum Batch<'a> {
+    Bulk(&'a BulkRows),
+    Events(&'a EventRows<'a>),
+}
+
+impl Batch<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Batch::Bulk(rows) => rows.starts.len(),
+            Batch::Events(events) => events.at.len(),
+        }
+    }
+
+    /// Writes the rows `r` (one round trip per statement, whatever their number).
+    async fn insert(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        ctx: &Ctx<'_>,
+        r: Range<usize>,
+    ) -> Result<(), sqlx::Error> {
+        let s = ctx.s;
+        match self {
+            Batch::Bulk(rows) => {
+                let (starts, series) = (&rows.starts[r.clone()], &rows.series[r.clone()]);
+                sqlx::query(&format!(
+                    "INSERT INTO {s}.{table} (bucket_start, instance, run, series, events, data)
+                     SELECT to_timestamp(b), $5, $6, s, e, d
+                     FROM UNNEST($1::float8[], $2::text[], $3::int8[], $4::bytea[]) AS t(b, s, e, d)
+                     ON CONFLICT (bucket_start, instance, run, series)
+                     DO UPDATE SET events = EXCLUDED.events, data = EXCLUDED.data, updated_at = now()",
+                    table = rows.table
+                ))
+                .bind(starts)
+                .bind(series)
+                .bind(&rows.events[r.clone()])
+                .bind(&rows.data[r])
+                .bind(ctx.instance)
+                .bind(ctx.run)
+                .execute(&mut *conn)
+                .await?;
+                // queued for the compactor; their cluster rows are out of date
+                for sql in pgcompact::requeue_sql(s, rows.table) {
+                    sqlx::query(&sql)
+                        .bind(starts)
+                        .bind(series)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+            Batch::Events(events) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {s}.events (at, instance, kind, name, detail)
+                     SELECT to_timestamp(a), $5, k, n, d
+                     FROM UNNEST($1::float8[], $2::text[], $3::text[], $4::text[]) AS t(a, k, n, d)
+                     ON CONFLICT DO NOTHING"
+                ))
+                .bind(&events.at[r.clone()])
+                .bind(&events.kind[r.clone()])
+                .bind(&events.name[r.clone()])
+                .bind(&events.detail[r])
+                .bind(ctx.instance)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One table's rows of a flush, as columns (bound as arrays).
 struct BulkRows {
     table: &'static str,
+    /// Bucket numbers (hours or days since the epoch), as the rollup keys them.
+    buckets: Vec<u64>,
     starts: Vec<f64>,
     series: Vec<String>,
     events: Vec<i64>,
     data: Vec<Vec<u8>>,
 }
 
-/// A slice of [`BulkRows`].
-struct BulkChunk<'a> {
-    starts: &'a [f64],
-    series: &'a [String],
-    events: &'a [i64],
-    data: &'a [Vec<u8>],
-}
-
 impl BulkRows {
     fn new(table: &'static str) -> BulkRows {
         BulkRows {
             table,
+            buckets: Vec::new(),
             starts: Vec::new(),
             series: Vec::new(),
             events: Vec::new(),
@@ -377,23 +616,31 @@ impl BulkRows {
         }
     }
 
-    fn push(&mut self, start: f64, series: &str, events: i64, data: Vec<u8>) {
+    fn push(&mut self, bucket: u64, start: f64, series: &str, events: i64, data: Vec<u8>) {
+        self.buckets.push(bucket);
         self.starts.push(start);
         self.series.push(series.to_string());
         self.events.push(events);
         self.data.push(data);
     }
+}
 
-    fn chunks(&self, n: usize) -> impl Iterator<Item = BulkChunk<'_>> {
-        (0..self.starts.len()).step_by(n).map(move |i| {
-            let end = (i + n).min(self.starts.len());
-            BulkChunk {
-                starts: &self.starts[i..end],
-                series: &self.series[i..end],
-                events: &self.events[i..end],
-                data: &self.data[i..end],
-            }
-        })
+/// The event log's rows of a flush, as columns, in the order of the pending set.
+struct EventRows<'a> {
+    at: Vec<f64>,
+    kind: Vec<&'a str>,
+    name: Vec<&'a str>,
+    detail: Vec<&'a str>,
+}
+
+impl EventRows<'_> {
+    fn new(events: &BTreeSet<LoggedEvent>) -> EventRows<'_> {
+        EventRows {
+            at: events.iter().map(|e| e.at_ns as f64 / 1e9).collect(),
+            kind: events.iter().map(|e| e.kind).collect(),
+            name: events.iter().map(|e| e.name.as_str()).collect(),
+            detail: events.iter().map(|e| e.detail.as_str()).collect(),
+        }
     }
 }
 
@@ -618,6 +865,22 @@ mod tests {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect()
+    }
+
+    #[test]
+    fn only_errors_about_what_rows_hold_set_rows_aside() {
+        for code in [
+            "22001", "22003", "22021", "22P02", "23502", "23505", "23514", "54000", "P0001",
+        ] {
+            assert!(rejects_rows(code), "{code}");
+        }
+        // connection, timeout, lock, serialization, resources, permissions, admin: kept
+        for code in [
+            "08006", "57014", "55P03", "40001", "40P01", "53100", "42501", "42P01", "57P01",
+            "XX000", "21000", "25P02",
+        ] {
+            assert!(!rejects_rows(code), "{code}");
+        }
     }
 
     #[test]

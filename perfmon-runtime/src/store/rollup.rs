@@ -251,6 +251,12 @@ impl Rollup {
         }
     }
 
+    /// Marks a bucket of level `level` out of date again (a write that left it pending).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn mark_dirty(&mut self, level: usize, bucket: BucketKey) {
+        self.levels[level].dirty.insert(bucket);
+    }
+
     /// Buckets out of date, over every level.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn pending(&self) -> usize {
