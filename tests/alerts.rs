@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::http::Request;
-use perfmon_runtime::alerts::{AlertConfig, AlertState, Notification};
+use perfmon_runtime::alerts::{AlertConfig, AlertState, Notification, Severity};
 use perfmon_runtime::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
@@ -254,4 +254,45 @@ async fn the_sla_report_against_the_seeds_targets() {
         "{text}"
     );
     assert!(text.contains("perfmon_sla_target{objective=\"db-avg-query\",unit=\"ms\"} 50"));
+}
+
+/// A writer into a shared buffer, for a log subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_name_with_a_line_break_cannot_forge_a_log_line() {
+    let forged = "nightly\n2026-11-26T00:00:00Z ERROR perfmon: database dropped";
+    let n = Notification {
+        rule: "batch-failure".into(),
+        key: forged.into(),
+        severity: Severity::Critical,
+        state: AlertState::Firing,
+        value: 1.0,
+        since: std::time::SystemTime::now(),
+        at: std::time::SystemTime::now(),
+        message: format!("batch {forged} failed"),
+    };
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        perfmon_runtime::alerts::deliver(&n, &perfmon_runtime::alerts::Sinks::default())
+    });
+    let text = String::from_utf8(out.0.lock().expect("log buffer").clone()).expect("utf-8");
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    assert!(text.contains(r"nightly\n2026"), "escaped: {text}");
 }

@@ -272,6 +272,62 @@ async fn prometheus_and_dashboard_routes() {
 }
 
 #[tokio::test]
+async fn the_prometheus_text_is_streamed_a_chunk_at_a_time() {
+    // 400 routes with 200-byte labels: about 2 MB of text
+    let now = std::time::SystemTime::now();
+    let long = "x".repeat(200);
+    for i in 0..400 {
+        let path = format!("/api/stream/{i}/{long}");
+        record_api_metric(ApiMetric {
+            method: "GET",
+            path: &path,
+            status_code: 200,
+            duration: Duration::from_millis(1 + i % 7),
+            timestamp: now,
+        });
+    }
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .expect("request");
+    let resp = app().oneshot(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers().get("content-length").is_none(),
+        "streamed, not sent whole"
+    );
+    let mut body = resp.into_body();
+    let (mut text, mut chunks, mut largest) = (String::new(), 0, 0);
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let data = frame.expect("frame").into_data().expect("data");
+        chunks += 1;
+        largest = largest.max(data.len());
+        text.push_str(std::str::from_utf8(&data).expect("utf-8"));
+    }
+    assert!(text.len() > 1_000_000, "{} bytes", text.len());
+    assert!(chunks > 20, "{chunks} chunks");
+    // a chunk is about 32 KB: one sample's lines past it at most
+    assert!(largest < 48 * 1024, "largest chunk {largest} bytes");
+    // the chunks join into whole lines of the format, every route there
+    for line in text.lines() {
+        assert!(
+            line.starts_with("# HELP ")
+                || line.starts_with("# TYPE ")
+                || line
+                    .rsplit_once(' ')
+                    .is_some_and(|(_, v)| v.parse::<f64>().is_ok()),
+            "{line}"
+        );
+    }
+    for i in [0, 199, 399] {
+        let series = format!(
+            "perfmon_http_requests_total{{method=\"GET\",route=\"/api/stream/{i}/{long}\",status=\"200\"}} 1"
+        );
+        assert!(text.contains(&series), "route {i}");
+    }
+}
+
+#[tokio::test]
 async fn health_liveness_and_readiness() {
     // a long cache TTL, so that the cache assertion below does not depend on the machine's speed
     let perfmon = init(

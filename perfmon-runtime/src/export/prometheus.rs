@@ -3,8 +3,8 @@
 //!
 //! Rendering has two steps: [`families`] builds a model — metric families, each with its type,
 //! help and samples — from one drained view of the collector, the alert board and `/proc`; a
-//! writer turns the model into text ([`write_text`]). Names follow Prometheus' rules: base units
-//! (`_seconds`, `_bytes`), `_total` on counters, histograms as cumulative `_bucket{le}` / `_sum`
+//! writer turns the model into text a chunk at a time ([`TextChunks`]), which `GET /metrics`
+//! streams. Names follow Prometheus' rules: base units (`_seconds`, `_bytes`), `_total` on counters, histograms as cumulative `_bucket{le}` / `_sum`
 //! / `_count`. Histogram buckets are folded from the HDR bins, so each bucket count is exact up
 //! to the bin width (0.1%). Counters are monotonic: closed minutes are folded into per-series
 //! totals when they leave the window.
@@ -557,49 +557,93 @@ fn label_set(labels: &[(&'static str, String)], extra: Option<(&str, &str)>) -> 
     }
 }
 
-/// The text exposition format 0.0.4.
-pub(crate) fn write_text(families: &[Family]) -> String {
-    let mut o = String::with_capacity(16 * 1024);
-    for f in families {
-        let _ = writeln!(o, "# HELP {} {}", f.name, f.help);
-        let _ = writeln!(o, "# TYPE {} {}", f.name, f.kind.as_str());
-        for s in &f.samples {
-            match &s.value {
-                Value::Number(v) => {
-                    let _ = writeln!(o, "{}{} {v}", f.name, label_set(&s.labels, None));
-                }
-                Value::Histogram {
-                    cumulative,
-                    sum_seconds,
-                    count,
-                } => {
-                    for (le, n) in LE_BOUNDS_NS.iter().zip(cumulative) {
-                        let le = (*le as f64 / 1e9).to_string();
-                        let _ = writeln!(
-                            o,
-                            "{}_bucket{} {n}",
-                            f.name,
-                            label_set(&s.labels, Some(("le", &le)))
-                        );
-                    }
-                    let _ = writeln!(
-                        o,
-                        "{}_bucket{} {count}",
-                        f.name,
-                        label_set(&s.labels, Some(("le", "+Inf")))
-                    );
-                    let _ = writeln!(
-                        o,
-                        "{}_sum{} {sum_seconds}",
-                        f.name,
-                        label_set(&s.labels, None)
-                    );
-                    let _ = writeln!(o, "{}_count{} {count}", f.name, label_set(&s.labels, None));
-                }
+/// Writes one sample's lines.
+fn write_sample(o: &mut String, name: &str, s: &Sample) {
+    match &s.value {
+        Value::Number(v) => {
+            let _ = writeln!(o, "{name}{} {v}", label_set(&s.labels, None));
+        }
+        Value::Histogram {
+            cumulative,
+            sum_seconds,
+            count,
+        } => {
+            for (le, n) in LE_BOUNDS_NS.iter().zip(cumulative) {
+                let le = (*le as f64 / 1e9).to_string();
+                let _ = writeln!(
+                    o,
+                    "{name}_bucket{} {n}",
+                    label_set(&s.labels, Some(("le", &le)))
+                );
             }
+            let _ = writeln!(
+                o,
+                "{name}_bucket{} {count}",
+                label_set(&s.labels, Some(("le", "+Inf")))
+            );
+            let _ = writeln!(o, "{name}_sum{} {sum_seconds}", label_set(&s.labels, None));
+            let _ = writeln!(o, "{name}_count{} {count}", label_set(&s.labels, None));
         }
     }
-    o
+}
+
+/// The size a chunk of [`TextChunks`] grows to before it is handed out (one sample's lines may
+/// take it past).
+pub(crate) const CHUNK_BYTES: usize = 32 * 1024;
+
+/// The text exposition format 0.0.4, rendered a chunk at a time: what a response streams, so
+/// that the text is never held whole (only the families, which are several times smaller).
+pub(crate) struct TextChunks {
+    families: std::vec::IntoIter<Family>,
+    current: Option<(Family, usize)>,
+}
+
+impl TextChunks {
+    pub(crate) fn new(families: Vec<Family>) -> TextChunks {
+        TextChunks {
+            families: families.into_iter(),
+            current: None,
+        }
+    }
+}
+
+impl Iterator for TextChunks {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let mut o = String::with_capacity(CHUNK_BYTES + 1024);
+        while o.len() < CHUNK_BYTES {
+            let (f, next) = match &mut self.current {
+                Some(c) => c,
+                None => match self.families.next() {
+                    Some(f) => self.current.insert((f.write_header(&mut o), 0)),
+                    None => break,
+                },
+            };
+            match f.samples.get(*next) {
+                Some(sample) => {
+                    write_sample(&mut o, f.name, sample);
+                    *next += 1;
+                }
+                None => self.current = None,
+            }
+        }
+        (!o.is_empty()).then_some(o)
+    }
+}
+
+impl Family {
+    /// Writes the family's `HELP` and `TYPE` lines; returns it.
+    fn write_header(self, o: &mut String) -> Family {
+        let _ = writeln!(o, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(o, "# TYPE {} {}", self.name, self.kind.as_str());
+        self
+    }
+}
+
+/// The text exposition format 0.0.4, whole.
+pub(crate) fn write_text(families: Vec<Family>) -> String {
+    TextChunks::new(families).collect()
 }
 
 impl Collector {
@@ -607,7 +651,14 @@ impl Collector {
     /// standard `process_*` metrics. Counters are monotonic; histograms use buckets from 1 ms to
     /// 60 s. One read of the collector serves every family.
     pub fn prometheus_text(&self) -> String {
-        write_text(&families(self))
+        write_text(families(self))
+    }
+
+    /// [`Collector::prometheus_text`] a chunk (about 32 KB) at a time, rendered as the chunks are
+    /// taken: what `GET /metrics` streams.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn prometheus_chunks(&self) -> TextChunks {
+        TextChunks::new(families(self))
     }
 }
 
@@ -628,7 +679,7 @@ mod tests {
         t.hist.add_value(2_000_000);
         h.histogram(vec![("route", "/a\"".into())], &t);
         let c = Family::new("t_total", MetricType::Counter, "A counter.").number(vec![], 3.0);
-        let text = write_text(&[c, h]);
+        let text = write_text(vec![c, h]);
         assert!(
             text.starts_with("# HELP t_total A counter.\n# TYPE t_total counter\nt_total 3\n"),
             "{text}"

@@ -251,12 +251,16 @@ async fn prometheus(headers: HeaderMap) -> Response {
     if let Some(denied) = locked(&headers, Challenge::Bearer) {
         return denied;
     }
+    // streamed: rendered a chunk at a time as the client takes it, never held whole
+    let chunks = collector()
+        .prometheus_chunks()
+        .map(Ok::<_, std::convert::Infallible>);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        collector().prometheus_text(),
+        axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
     )
         .into_response()
 }

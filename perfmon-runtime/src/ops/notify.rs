@@ -28,15 +28,21 @@ impl std::fmt::Debug for Sinks {
 /// Sends one notification everywhere: `tracing` (error for critical, warn for warning), the
 /// callback, the webhook (on its own thread), the PostgreSQL event log.
 pub fn deliver(n: &Notification, sinks: &Sinks) {
+    // names and messages as escaped fields: a name holding a line break cannot forge a line
+    let (rule, key, message) = (
+        n.rule.escape_debug(),
+        n.key.escape_debug(),
+        n.message.escape_debug(),
+    );
     match (n.severity, n.state) {
         (Severity::Critical, AlertState::Firing) => {
-            tracing::error!(target: "perfmon::alerts", rule = %n.rule, key = %n.key, value = n.value, "{}", n.message)
+            tracing::error!(target: "perfmon::alerts", rule = %rule, key = %key, value = n.value, "{message}")
         }
         (Severity::Warning, AlertState::Firing) => {
-            tracing::warn!(target: "perfmon::alerts", rule = %n.rule, key = %n.key, value = n.value, "{}", n.message)
+            tracing::warn!(target: "perfmon::alerts", rule = %rule, key = %key, value = n.value, "{message}")
         }
         (_, AlertState::Resolved) => {
-            tracing::info!(target: "perfmon::alerts", rule = %n.rule, key = %n.key, value = n.value, "{}", n.message)
+            tracing::info!(target: "perfmon::alerts", rule = %rule, key = %key, value = n.value, "{message}")
         }
     }
     if let Some(cb) = &sinks.callback {
