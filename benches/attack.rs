@@ -134,7 +134,7 @@ fn cpu_delta(
     let d = |name: &str| b.get(name).unwrap_or(&0.0) - a.get(name).unwrap_or(&0.0);
     format!(
         "CPU: async workers {:.2} s, perfmon-read {:.2} s",
-        d("tokio-runtime-w"),
+        d("tokio-rt-worker"),
         d("perfmon-read")
     )
 }
@@ -232,7 +232,12 @@ fn main() {
         cpu_delta(&cpu, &cpu_by_thread())
     );
 
-    for flood in [false, true] {
+    for (flood, target) in [
+        (false, "/api/monitoring/metrics?window=24h&scope=cluster"),
+        (true, "/api/monitoring/metrics?window=24h&scope=cluster"),
+        // the control: the same flood of the application's cheapest route
+        (true, "/api/ping"),
+    ] {
         let stop = Arc::new(AtomicBool::new(false));
         let answers: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
         let attackers: Vec<_> = (0..clients)
@@ -241,7 +246,7 @@ fn main() {
                 std::thread::spawn(move || {
                     let mut c = Client::connect(&addr);
                     while !stop.load(Ordering::Relaxed) {
-                        let slot = match c.get("/api/monitoring/metrics?window=24h&scope=cluster") {
+                        let slot = match c.get(target) {
                             200 => 0,
                             429 => 1,
                             _ => 2,
@@ -269,10 +274,10 @@ fn main() {
         for a in attackers {
             let _ = a.join();
         }
-        let what = if flood {
-            "flood (each attacker in a closed loop)"
-        } else {
-            "10 concurrent requests a second"
+        let what = match (flood, target) {
+            (false, _) => "10 concurrent requests a second",
+            (true, "/api/ping") => "control: the same flood of /api/ping itself",
+            (true, _) => "flood (each attacker in a closed loop)",
         };
         println!("/api/ping under attack, {what}: p50 {a50:.3} ms  p99 {a99:.3} ms  max {amax:.2} ms; p99 ratio {:.2}×; {cpu}", a99 / b99);
         println!(

@@ -51,12 +51,14 @@ fn lowest_priority() {
 }
 
 /// Whether the calling thread is one of the pool's.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 fn on_pool() -> bool {
     std::thread::current().name() == Some("perfmon-read")
 }
 
 /// Starts `task` on the pool (true), or on the caller's runtime if the pool is not available
 /// (false).
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) fn spawn<F>(task: F) -> bool
 where
     F: Future<Output = ()> + Send + 'static,
@@ -75,6 +77,7 @@ where
 
 /// Runs `work` on the pool and waits for it (in place when already on the pool, or when the
 /// pool is not available). `None` if it panicked.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 pub(crate) async fn off_workers<F>(work: F) -> Option<F::Output>
 where
     F: Future + Send + 'static,

@@ -32,7 +32,9 @@ pub(crate) async fn metrics_data(
     let mut data = serde_json::Map::new();
     if kind != "system" {
         // read only the series the sections shown need (one route's, for `type=api&path=`)
-        let query = collector().query(window, scope);
+        // as of this instance's last flush: a reader of the endpoint never makes the
+        // application's runtime flush (and compact) on its behalf
+        let query = collector().query(window, scope).read_last_flushed();
         let query = match (kind, path) {
             ("all", _) => query,
             ("api", Some(path)) => query.path(path),

@@ -99,9 +99,15 @@ pub(crate) type LoadFuture<'a> =
 /// Where windows past the in-memory one come from: the retention tiers, installed by `init`.
 pub(crate) trait WindowSource: Send + Sync {
     /// The series of `window` for `scope` that `filter` wants, merged across instances and
-    /// runs.
-    fn load<'a>(&'a self, window: Window, scope: Scope, filter: &'a SeriesFilter)
-        -> LoadFuture<'a>;
+    /// runs; after a flush of this instance if `flush_first` (read your writes), else as of its
+    /// last flush.
+    fn load<'a>(
+        &'a self,
+        window: Window,
+        scope: Scope,
+        filter: &'a SeriesFilter,
+        flush_first: bool,
+    ) -> LoadFuture<'a>;
 }
 
 static SOURCE: RwLock<Option<Arc<dyn WindowSource>>> = RwLock::new(None);
@@ -124,6 +130,7 @@ pub struct Query {
     window: Window,
     scope: Scope,
     filter: SeriesFilter,
+    flush_first: bool,
 }
 
 impl Collector {
@@ -134,6 +141,7 @@ impl Collector {
             window,
             scope,
             filter: SeriesFilter::all(),
+            flush_first: true,
         }
     }
 }
@@ -160,6 +168,15 @@ impl Query {
     /// The same query restricted to some kinds of series.
     pub(crate) fn only(mut self, kinds: &[Kind]) -> Query {
         self.filter.kinds = Some(kinds.to_vec());
+        self
+    }
+
+    /// The same query, answered from the tiers as this instance last flushed them (every flush
+    /// interval) instead of after a flush of its own: what the monitoring endpoint asks, so that
+    /// its readers never make the application's runtime flush.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn read_last_flushed(mut self) -> Query {
+        self.flush_first = false;
         self
     }
 
@@ -200,8 +217,9 @@ impl Query {
             ));
         };
         let (window, scope, filter) = (self.window, self.scope, self.filter.clone());
+        let flush_first = self.flush_first;
         let load = async move {
-            let views = source.load(window, scope, &filter).await?;
+            let views = source.load(window, scope, &filter, flush_first).await?;
             Ok(Snapshot::from_views(window, scope, views))
         };
         // decoding and merging stored histograms costs CPU in proportion to the series read:

@@ -592,6 +592,7 @@ impl TierSource {
         window: Window,
         scope: Scope,
         filter: &SeriesFilter,
+        flush_first: bool,
     ) -> Result<Vec<View>, QueryError> {
         let unavailable = |tier: &'static str, why: &'static str| QueryError::TierUnavailable {
             window: window.as_str(),
@@ -599,8 +600,10 @@ impl TierSource {
             tier,
             why,
         };
-        if let Err(e) = self.flush.flush().await {
-            tracing::debug!(target: "perfmon", error = %e, "flush before a query");
+        if flush_first {
+            if let Err(e) = self.flush.flush().await {
+                tracing::debug!(target: "perfmon", error = %e, "flush before a query");
+            }
         }
         let long = matches!(window, Window::Days90 | Window::Year1);
         #[cfg(feature = "redis")]
@@ -657,8 +660,9 @@ impl WindowSource for TierSource {
         window: Window,
         scope: Scope,
         filter: &'a SeriesFilter,
+        flush_first: bool,
     ) -> LoadFuture<'a> {
-        Box::pin(self.load_views(window, scope, filter))
+        Box::pin(self.load_views(window, scope, filter, flush_first))
     }
 }
 
