@@ -304,6 +304,10 @@ async fn the_prometheus_text_is_streamed_a_chunk_at_a_time() {
         largest = largest.max(data.len());
         text.push_str(std::str::from_utf8(&data).expect("utf-8"));
     }
+    println!(
+        "/metrics: {} bytes in {chunks} chunks, the largest {largest} bytes",
+        text.len()
+    );
     assert!(text.len() > 1_000_000, "{} bytes", text.len());
     assert!(chunks > 20, "{chunks} chunks");
     // a chunk is about 32 KB: one sample's lines past it at most

@@ -1,5 +1,5 @@
-//! No secret in any output: a known password in the backends' URLs and a webhook's secret path
-//! never appear in logs, errors (`Display`, `Debug`, sources), `Config`'s `Debug`, or any
+//! No secret in any output: a known password in the backends' URLs, a webhook's secret path and
+//! the monitoring token never appear in logs, errors (`Display`, `Debug`, sources), `Config`'s `Debug`, or any
 //! endpoint. (Its own test binary: it sets environment variables and the log subscriber.)
 
 use std::io::Write;
@@ -65,6 +65,13 @@ async fn no_secret_in_logs_errors_debug_or_endpoints() {
     assert_clean("an invalid PERFMON_REDIS_URL", &error_chain(&e));
     unsafe {
         std::env::remove_var("PERFMON_REDIS_URL");
+        std::env::set_var("PERFMON_MONITORING_TOKEN", format!("with a space {SECRET}"));
+    }
+    let e = Config::from_env().expect_err("a token with spaces");
+    assert_clean("an invalid PERFMON_MONITORING_TOKEN", &error_chain(&e));
+    assert!(e.to_string().contains("PERFMON_MONITORING_TOKEN"), "{e}");
+    unsafe {
+        std::env::remove_var("PERFMON_MONITORING_TOKEN");
     }
 
     // an unreachable Redis with a password: the init error hides it
@@ -90,6 +97,7 @@ async fn no_secret_in_logs_errors_debug_or_endpoints() {
         .database_url(&database)
         .key_prefix("perfmon-secrets-test")
         .alert_webhook(format!("http://127.0.0.1:9/hooks/{SECRET}"))
+        .monitoring_token(format!("{SECRET}-{SECRET}"))
         .flush_interval(Duration::from_secs(3600))
         .build();
     assert_clean("Config's Debug", &format!("{config:?}"));
@@ -107,11 +115,13 @@ async fn no_secret_in_logs_errors_debug_or_endpoints() {
     ] {
         let req = axum::http::Request::builder()
             .uri(uri)
+            .header("authorization", format!("Bearer {SECRET}-{SECRET}"))
             .body(axum::body::Body::empty())
             .expect("request");
         let resp = tower::ServiceExt::oneshot(perfmon_runtime::http::router::<()>(), req)
             .await
             .expect("infallible");
+        assert_ne!(resp.status(), 401, "{uri}: the token opens every route");
         let body = http_body_util::BodyExt::collect(resp.into_body())
             .await
             .expect("body")

@@ -84,7 +84,7 @@
 //!
 //! | feature | adds |
 //! | --- | --- |
-//! | `axum` | `http::PerfmonLayer` (records every request once, with its route template and real status) and `http::router`: `/api/monitoring/metrics`, `/api/monitoring/health`, `/api/monitoring/live`, `/api/monitoring/ready`, `/metrics` (Prometheus), `/api/monitoring/dashboard` |
+//! | `axum` | `http::PerfmonLayer` (records every request once, with its route template and real status) and `http::router`: `/api/monitoring/metrics`, `/api/monitoring/health`, `/api/monitoring/live`, `/api/monitoring/ready`, `/metrics` (Prometheus), `/api/monitoring/dashboard`; locked by `PERFMON_MONITORING_TOKEN` when set |
 //! | `postgres` | `PERFMON_DATABASE_URL`: a sqlx pool opened by [`init`], which applies the embedded migrations; the built-in `database` health check (`SELECT 1`, pool counts; critical); the PostgreSQL tier |
 //! | `redis` | `PERFMON_REDIS_URL`: a reconnecting connection opened by [`init`] — to one Redis, or to a Redis Cluster named by `redis+cluster://host1:7000,host2:7000` or a comma-separated list of node URLs; the built-in `redis` health check (`PING`; not critical); the Redis tier |
 //!
@@ -198,6 +198,8 @@
 //! | a label past its cap | counted under [`OTHER`] (`__other__`) | memory stays bounded |
 //! | a row PostgreSQL rejects for what it holds (a `CHECK` or trigger added by a DBA, a value out of range, text it cannot store: SQLSTATE class 22 or 23, `54000`, `P0001`) | nothing: the flush succeeds | the row is isolated (savepoints, halves) and set aside, counted in [`RecorderStats::tier_set_aside`] and logged once; every other row is written; a flush whose every row is rejected, and any other error, keeps everything pending |
 //! | a bad query parameter | 400 `{"success": false, "error": ...}` naming the allowed values | |
+//! | a monitoring route without the token (when `PERFMON_MONITORING_TOKEN` is set) | 401 `{"success": false, "error": ...}` with `WWW-Authenticate` | health, liveness and readiness answer their status and code only |
+//! | more long-window reads of `/api/monitoring/metrics` in progress than `max_heavy_reads` | 429 `{"success": false, "error": ...}` with `Retry-After: 1` | identical requests share a load and do not count twice |
 //!
 //! ## Layout: layers that import one way
 //!
@@ -210,22 +212,23 @@
 //!
 //! | layer | holds | imports |
 //! | --- | --- | --- |
-//! | `core/` | clock, HDR histograms, kinds and outcome codes, windows and their constants, limits, `/proc`, status codes from return values, runtime-agnostic channels and the worker pattern | nothing of ours |
+//! | `core/` | clock, HDR histograms, kinds and outcome codes, windows and their constants, limits, `/proc`, status codes from return values, runtime-agnostic channels, single flights, the read pool and the worker pattern | nothing of ours |
 //! | `pipeline/` | events, per-thread rings, the series registry, the aggregator and its shards (`state`), hand recording, the macros' support (`meta`, `macros`), the layer's hand-off slot, the outbox for the tiers | `core` |
 //! | `read/` | stats types, the collector and local collectors, snapshots, queries over a window source, the SLA report | `core`, `pipeline` |
 //! | `ops/` | health checks and resources, the alert engine and its board, notification sinks | the above |
 //! | `store/` | the aggregate codec, the Redis and PostgreSQL tiers, the flush worker, the tiers as a window source | the above |
 //! | `export/` | Prometheus families and their text writer, the JSON of the monitoring endpoints | the above but `store` |
-//! | `http/` | axum adapters only: `PerfmonLayer`, the router, the dashboard | the above |
+//! | `http/` | axum adapters only: `PerfmonLayer`, the router, the token check, the bounded and shared long-window reads, the dashboard | the above |
 //! | `runtime/` | configuration, errors, backends, worker jobs, `init`/`shutdown` and the [`Perfmon`] handle: the only place that wires sources and sinks together | everything |
 //!
-//! Process-wide values, one per concern: the calibrated clock and the one timer thread that wakes
-//! every timeout (`core`), the series registry and
+//! Process-wide values, one per concern: the calibrated clock, the one timer thread that wakes
+//! every timeout and the read pool that long-window reads run on (`core`), the series registry and
 //! the global collector's state (`pipeline`, installed on first use), the tiers as source of
 //! long windows and the SLA targets (`read`, installed by `init`), the health-check registry and
 //! the alert board (`ops`), the process run id and the writers' rollups, which outlive a
 //! runtime so that `init` again never replaces what an earlier one wrote (`store`), and the flag
-//! that one runtime is running (`runtime`). Everything
+//! that one runtime is running (`runtime`), the monitoring token and the long-window reads in
+//! flight and kept (`http`). Everything
 //! `init` starts is owned by the [`Perfmon`] handle. Every background worker follows one
 //! pattern: a thread (drain, alerts) or a tokio task (flush) that runs on a timer and answers
 //! `Flush(reply)` and `Shutdown(reply)` messages, every wait for an answer under a timeout.

@@ -126,8 +126,8 @@ impl Default for Config {
 
 impl Config {
     /// Reads `PERFMON_REDIS_URL`, `PERFMON_DATABASE_URL`, `PERFMON_KEY_PREFIX` (default
-    /// `perfmon`) and `PERFMON_INSTANCE` (default host name and pid). Unset or empty variables
-    /// keep their defaults.
+    /// `perfmon`), `PERFMON_INSTANCE` (default host name and pid), `PERFMON_ALERT_WEBHOOK` and
+    /// `PERFMON_MONITORING_TOKEN`. Unset or empty variables keep their defaults.
     pub fn from_env() -> Result<Config, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
