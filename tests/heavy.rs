@@ -58,6 +58,8 @@ async fn identical_long_reads_share_one_load_off_the_workers_and_one_more_is_ans
             .key_prefix(unique_prefix("heavy"))
             .max_heavy_reads(1)
             .heavy_read_cache_ttl(Duration::from_secs(3600))
+            // under the reader's own 5 s per round trip, so that the give-up below is this one
+            .heavy_read_timeout(Duration::from_secs(4))
             .no_alerts()
             .build(),
     )
@@ -146,9 +148,26 @@ async fn identical_long_reads_share_one_load_off_the_workers_and_one_more_is_ans
         "answered from the kept answer"
     );
     // the other request now starts its own load
-    let (status, _, body) = call(app, OTHER).await;
+    let (status, _, body) = call(app.clone(), OTHER).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(heavy_read_stats().loads, after.loads + 1);
+
+    // a tier that stops answering cannot hold a load for ever: past the timeout, 503 JSON, and
+    // the place under the limit is free again
+    proxy.freeze();
+    let (status, _, body) = call(
+        app.clone(),
+        "/api/monitoring/metrics?type=database&window=1h",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("given up")),
+        "{v}"
+    );
+    assert_eq!(heavy_read_stats().in_progress, 0);
+    proxy.thaw();
 
     perf.shutdown().await.expect("shutdown");
 }

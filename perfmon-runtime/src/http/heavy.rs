@@ -12,7 +12,7 @@
 //!   another is answered 429 with `{"success": false, "error": "..."}` and `Retry-After: 1`.
 //!
 //! Memory: at most [`CACHE_ENTRIES`] kept answers, each the JSON of one request; at most the
-//! configured number of loads in progress.
+//! configured number of loads in progress, each given up after the configured timeout (60 s by default).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -68,11 +68,14 @@ impl IntoResponse for Answer {
     }
 }
 
-/// The limits of heavy reads (`ConfigBuilder::max_heavy_reads`, `heavy_read_cache_ttl`).
+/// The limits of heavy reads (`ConfigBuilder::max_heavy_reads`, `heavy_read_cache_ttl`,
+/// `heavy_read_timeout`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Settings {
     pub max_loads: usize,
     pub cache_ttl: Duration,
+    /// The longest a load may take; then its callers are answered 503 and its place is freed.
+    pub timeout: Duration,
 }
 
 impl Default for Settings {
@@ -80,6 +83,7 @@ impl Default for Settings {
         Settings {
             max_loads: 2,
             cache_ttl: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
         }
     }
 }
@@ -253,8 +257,21 @@ where
         };
         // spawned, not run in this request: a caller that goes away does not cancel the load
         // the others wait for
+        let timeout = s.timeout;
         let task = async move {
-            let answer = load().await;
+            // a tier that stops answering cannot hold a load (and its place under the limit)
+            // for ever
+            let answer = tokio::time::timeout(timeout, load())
+                .await
+                .unwrap_or_else(|_| {
+                    Answer::json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({
+                            "success": false,
+                            "error": format!("the read took longer than {} s and was given up; the tiers may be slow or away (see /api/monitoring/health)", timeout.as_secs_f64()),
+                        }),
+                    )
+                });
             landing.land(answer);
         };
         if pool::spawn(task) {

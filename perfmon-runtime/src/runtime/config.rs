@@ -31,6 +31,7 @@ pub struct Config {
     pub(crate) monitoring_token: Option<String>,
     pub(crate) max_heavy_reads: usize,
     pub(crate) heavy_read_cache_ttl: Duration,
+    pub(crate) heavy_read_timeout: Duration,
     pub(crate) read_threads: usize,
 }
 
@@ -59,6 +60,7 @@ impl std::fmt::Debug for Config {
             )
             .field("max_heavy_reads", &self.max_heavy_reads)
             .field("heavy_read_cache_ttl", &self.heavy_read_cache_ttl)
+            .field("heavy_read_timeout", &self.heavy_read_timeout)
             .field("read_threads", &self.read_threads)
             .finish()
     }
@@ -119,6 +121,7 @@ impl Default for Config {
             monitoring_token: None,
             max_heavy_reads: 2,
             heavy_read_cache_ttl: Duration::from_secs(2),
+            heavy_read_timeout: Duration::from_secs(60),
             read_threads: 1,
         }
     }
@@ -304,6 +307,12 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        if self.heavy_read_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                what: "heavy_read_timeout",
+                message: "must be greater than zero".into(),
+            });
+        }
         if !(1..=64).contains(&self.read_threads) {
             return Err(ConfigError::Invalid {
                 what: "read_threads",
@@ -468,6 +477,12 @@ impl ConfigBuilder {
     /// the same request (default 2 s; zero keeps none).
     pub fn heavy_read_cache_ttl(mut self, d: Duration) -> Self {
         self.config.heavy_read_cache_ttl = d;
+        self
+    }
+    /// The longest a long-window read of `GET /api/monitoring/metrics` may take (default 60 s);
+    /// then its callers are answered 503 and its place under `max_heavy_reads` is freed.
+    pub fn heavy_read_timeout(mut self, d: Duration) -> Self {
+        self.config.heavy_read_timeout = d;
         self
     }
     /// Threads of the pool long-window reads of the monitoring endpoint run on, at the lowest

@@ -133,6 +133,7 @@ fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
     crate::http::heavy::configure(crate::http::heavy::Settings {
         max_loads: config.max_heavy_reads,
         cache_ttl: config.heavy_read_cache_ttl,
+        timeout: config.heavy_read_timeout,
     });
     #[cfg(any(feature = "axum", feature = "redis", feature = "postgres"))]
     crate::core::pool::set_threads(config.read_threads);
