@@ -166,3 +166,78 @@ fn a_handle_dropped_outside_its_runtime_still_flushes() {
         "the last flush wrote the minute: {fields:?}"
     );
 }
+
+/// The series named in the minute indexes under `prefix`.
+async fn indexed_series(prefix: &str) -> Vec<String> {
+    use redis::AsyncCommands;
+    let mut r = redis::Client::open(redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let keys: Vec<String> = r.keys(format!("{prefix}:m1:*:ix")).await.expect("keys");
+    let mut series = Vec::new();
+    for k in keys {
+        let s: Vec<String> = r.hvals(&k).await.expect("hvals");
+        series.extend(s);
+    }
+    series
+}
+
+#[test]
+fn the_tiers_write_while_the_applications_runtime_is_not_driven() {
+    let _turn = TURN.blocking_lock();
+    // the application's runtime: current-thread, driven only inside `block_on`
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let prefix = unique_prefix("undriven");
+    let pm = rt
+        .block_on(init(
+            Config::builder()
+                .redis_url(redis_url())
+                .key_prefix(&prefix)
+                .flush_interval(Duration::from_millis(100))
+                .no_alerts()
+                .build(),
+        ))
+        .expect("init");
+    api("/runtime/undriven");
+    // This thread now waits without driving its runtime (as a busy or blocked application
+    // would); the periodic flush runs on perfmon's own I/O thread and writes the minute.
+    let p = prefix.clone();
+    let written = std::thread::spawn(move || {
+        let other = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        other.block_on(async {
+            for _ in 0..600 {
+                if indexed_series(&p)
+                    .await
+                    .iter()
+                    .any(|f| f.contains("/runtime/undriven"))
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        })
+    })
+    .join()
+    .expect("checker");
+    assert!(
+        written,
+        "the flush ran while the application's runtime was not driven"
+    );
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    assert!(threads.iter().any(|n| n == "perfmon-io"), "{threads:?}");
+    rt.block_on(pm.shutdown()).expect("shutdown");
+}

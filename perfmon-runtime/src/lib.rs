@@ -192,7 +192,7 @@
 //! | a health check hanging | fails after its timeout (2 s by default) | results are cached 1 s |
 //! | [`Perfmon::shutdown`] | [`ShutdownError::Flush`] (a [`TierError`]), [`ShutdownError::WorkerPanicked`], [`ShutdownError::WorkerTimedOut`] | every worker is still stopped; statistics up to the last drain are kept; the first failure is returned, the others logged |
 //! | [`Perfmon::flush`], [`Perfmon::prune`] (with a tier) | [`TierError`] | what the flush held stays pending for the next one |
-//! | dropping [`Perfmon`] without `shutdown` | nothing returned | the same teardown with bounded waits; the last flush runs on `init`'s runtime, and outside it the drop waits for it (a current-thread runtime that is not driven cannot run it: logged) |
+//! | dropping [`Perfmon`] without `shutdown` | nothing returned | the same teardown with bounded waits; the last flush runs on perfmon's I/O thread (`perfmon-io`), and outside an async runtime the drop waits for it |
 //! | an alert rule or callback that reads the collector | nothing: rules run with no perfmon lock held | |
 //! | hand-recorded event older than the window | counted in [`RecorderStats::late_events`], kept in the Prometheus totals | health turns `degraded` |
 //! | a label past its cap | counted under [`OTHER`] (`__other__`) | memory stays bounded |
@@ -212,7 +212,7 @@
 //!
 //! | layer | holds | imports |
 //! | --- | --- | --- |
-//! | `core/` | clock, HDR histograms, kinds and outcome codes, windows and their constants, limits, `/proc`, status codes from return values, runtime-agnostic channels, single flights, the read pool and the worker pattern | nothing of ours |
+//! | `core/` | clock, HDR histograms, kinds and outcome codes, windows and their constants, limits, `/proc`, status codes from return values, runtime-agnostic channels, single flights, perfmon's own Tokio runtimes (read pool, I/O) and the worker pattern | nothing of ours |
 //! | `pipeline/` | events, per-thread rings, the series registry, the aggregator and its shards (`state`), hand recording, the macros' support (`meta`, `macros`), the layer's hand-off slot, the outbox for the tiers | `core` |
 //! | `read/` | stats types, the collector and local collectors, snapshots, queries over a window source, the SLA report | `core`, `pipeline` |
 //! | `ops/` | health checks and resources, the alert engine and its board, notification sinks | the above |
@@ -222,7 +222,7 @@
 //! | `runtime/` | configuration, errors, backends, worker jobs, `init`/`shutdown` and the [`Perfmon`] handle: the only place that wires sources and sinks together | everything |
 //!
 //! Process-wide values, one per concern: the calibrated clock, the one timer thread that wakes
-//! every timeout and the read pool that long-window reads run on (`core`), the series registry and
+//! every timeout, the read pool that long-window reads run on and the I/O runtime that holds the backends' connections and runs the flush worker (`core`), the series registry and
 //! the global collector's state (`pipeline`, installed on first use), the tiers as source of
 //! long windows and the SLA targets (`read`, installed by `init`), the health-check registry and
 //! the alert board (`ops`), the process run id and the writers' rollups, which outlive a

@@ -1,9 +1,15 @@
-//! The read pool: a small multi-threaded Tokio runtime of perfmon's own (`perfmon-read`, one
-//! thread by default, at the lowest CPU priority on Linux) on which the heavy reads run —
-//! loading windows from the retention tiers, decoding and merging their histograms, building
-//! the monitoring endpoint's JSON — so that they never occupy the application's async workers.
+//! perfmon's own Tokio runtimes, so that its work never occupies the application's async
+//! workers:
 //!
-//! Started on first use and kept for the life of the process, like the timer thread:
+//! - the read pool (`perfmon-read`, one thread by default, at the lowest CPU priority on Linux),
+//!   on which the heavy reads run — loading windows from the retention tiers, decoding and
+//!   merging their histograms, building the monitoring endpoint's JSON;
+//! - the I/O runtime (`perfmon-io`, one thread, normal priority), which holds the backends'
+//!   connections and runs the tiers' flush worker and compactor, so that a flush, a slow backend
+//!   or a reconnect costs the application's runtime nothing, and a final flush still runs when
+//!   the application's runtime is gone.
+//!
+//! Each starts on first use and is kept for the life of the process, like the timer thread:
 //! connections opened on it stay usable.
 
 use std::future::Future;
@@ -37,6 +43,46 @@ fn pool() -> Option<&'static tokio::runtime::Runtime> {
             .ok()
     })
     .as_ref()
+}
+
+/// The I/O runtime, or `None` if its thread could not be started (then the caller's runtime
+/// holds the connections and runs the flush worker, as it did before).
+fn io() -> Option<&'static tokio::runtime::Runtime> {
+    static IO: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    IO.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .thread_name("perfmon-io")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                tracing::warn!(target: "perfmon", error = %e, "could not start the perfmon-io thread; the backends' I/O runs on the caller's runtime");
+            })
+            .ok()
+    })
+    .as_ref()
+}
+
+/// A handle of the I/O runtime, else of the caller's runtime (`None` outside any).
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+pub(crate) fn io_handle() -> Option<tokio::runtime::Handle> {
+    io().map(|rt| rt.handle().clone())
+        .or_else(|| tokio::runtime::Handle::try_current().ok())
+}
+
+/// Runs `work` on the I/O runtime and waits for it (in place if that runtime is not
+/// available). `None` if it panicked.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+pub(crate) async fn on_io<F>(work: F) -> Option<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match io() {
+        Some(rt) => rt.spawn(work).await.ok(),
+        None => Some(work.await),
+    }
 }
 
 /// Lowers the calling thread's CPU priority to the lowest (nice 19): the application's own

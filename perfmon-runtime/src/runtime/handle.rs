@@ -93,10 +93,30 @@ impl std::fmt::Debug for Perfmon {
 pub async fn init(config: Config) -> Result<Perfmon, InitError> {
     config.validate()?;
     let claim = Claim::take()?;
-    let backends = Backends::connect(&config).await?;
+    let backends = connect_backends(&config).await?;
     let perfmon = start(config, backends)?;
     claim.keep();
     Ok(perfmon)
+}
+
+/// Connects the backends on perfmon's I/O runtime, so that their connections' tasks run there
+/// and not on the application's workers.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+async fn connect_backends(config: &Config) -> Result<Backends, InitError> {
+    let config = config.clone();
+    crate::core::pool::on_io(async move { Backends::connect(&config).await })
+        .await
+        .unwrap_or_else(|| {
+            Err(InitError::Config(ConfigError::Invalid {
+                what: "backends",
+                message: "connecting the backends panicked; see the log".into(),
+            }))
+        })
+}
+
+#[cfg(not(any(feature = "redis", feature = "postgres")))]
+async fn connect_backends(config: &Config) -> Result<Backends, InitError> {
+    Backends::connect(config).await
 }
 
 /// [`init`] for programs without an async runtime; it cannot connect backends, so a configured

@@ -23,7 +23,8 @@ pub(crate) struct Tiers {
 /// Starts the flush worker for the connected backends and installs the tiers as the source of
 /// long windows; `None` without a backend.
 pub(crate) fn start(config: &Config, backends: &Backends) -> Option<Tiers> {
-    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    // perfmon's own I/O runtime, which also holds the connections (`init` opened them there)
+    let runtime = crate::core::pool::io_handle()?;
     let run = run_id();
     let (prefix, instance) = (&config.key_prefix, &config.instance);
     let flusher = Flusher::new(
@@ -83,7 +84,7 @@ impl Tiers {
         }
     }
 
-    /// [`Tiers::stop`] from `Drop`: never silent. The last flush runs on `init`'s runtime;
+    /// [`Tiers::stop`] from `Drop`: never silent. The last flush runs on perfmon's I/O runtime;
     /// outside any runtime this waits for it (bounded), inside one it cannot block.
     pub(crate) fn stop_on_drop(self) {
         use tokio::runtime::RuntimeFlavor;
@@ -96,7 +97,8 @@ impl Tiers {
             }
         };
         if tokio::runtime::Handle::try_current().is_ok() {
-            // Inside the runtime: blocking here could stall it; the flush worker finishes on it.
+            // Inside a runtime: blocking here could stall it; the flush worker finishes on its
+            // own runtime.
             tracing::info!(target: "perfmon", "perfmon dropped without shutdown().await: the final flush runs in the background");
             return;
         }

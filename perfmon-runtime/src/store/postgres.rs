@@ -108,17 +108,19 @@ fn migrations(s: &str) -> Vec<(i32, String)> {
 /// Creates the schema and applies the migrations not yet applied. Safe to run concurrently from
 /// several instances (an advisory lock serializes them).
 pub(crate) async fn migrate(pool: &PgPool, prefix: &str) -> Result<(), TierError> {
+    use sqlx::Executor;
     let s = schema(prefix);
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
         .bind(prefix)
         .execute(&mut *tx)
         .await?;
-    sqlx::raw_sql(&format!(
+    // statements as owned strings run through `Executor::execute`: a `raw_sql` future is not
+    // provably `Send` once spawned (sqlx's higher-ranked `Executor` bound)
+    let create = format!(
         "CREATE SCHEMA IF NOT EXISTS {s}; CREATE TABLE IF NOT EXISTS {s}.migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());"
-    ))
-    .execute(&mut *tx)
-    .await?;
+    );
+    tx.execute(create.as_str()).await?;
     let applied: Vec<i32> = sqlx::query_scalar(&format!("SELECT version FROM {s}.migrations"))
         .fetch_all(&mut *tx)
         .await?;
@@ -126,8 +128,7 @@ pub(crate) async fn migrate(pool: &PgPool, prefix: &str) -> Result<(), TierError
         if applied.contains(&version) {
             continue;
         }
-        sqlx::raw_sql(&sql)
-            .execute(&mut *tx)
+        tx.execute(sql.as_str())
             .await
             .map_err(|source| TierError::Migration { version, source })?;
         sqlx::query(&format!("INSERT INTO {s}.migrations (version) VALUES ($1)"))
