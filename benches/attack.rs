@@ -126,16 +126,18 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
     out
 }
 
-/// CPU seconds of the async workers and of the read pool between two readings.
+/// CPU seconds of the async workers, the read pool and perfmon's I/O thread between two
+/// readings.
 fn cpu_delta(
     a: &std::collections::BTreeMap<String, f64>,
     b: &std::collections::BTreeMap<String, f64>,
 ) -> String {
     let d = |name: &str| b.get(name).unwrap_or(&0.0) - a.get(name).unwrap_or(&0.0);
     format!(
-        "CPU: async workers {:.2} s, perfmon-read {:.2} s",
+        "CPU: async workers {:.2} s, perfmon-read {:.2} s, perfmon-io {:.2} s",
         d("tokio-rt-worker"),
-        d("perfmon-read")
+        d("perfmon-read"),
+        d("perfmon-io")
     )
 }
 
