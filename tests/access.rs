@@ -179,9 +179,58 @@ async fn a_monitoring_token_locks_the_routes_and_hides_health_details() {
         (200, serde_json::json!({"status": "ready"}))
     );
     let (status, _, body) = get_with(&monitoring, "/api/monitoring/live", None).await;
-    assert_eq!(status, 200);
-    assert_eq!(body_json(&body)["status"], "alive");
+    assert_eq!(
+        (status, body_json(&body)),
+        (200, serde_json::json!({"status": "alive"}))
+    );
+    let (_, _, body) = get_with(
+        &monitoring,
+        "/api/monitoring/live",
+        Some(&format!("Bearer {TOKEN}")),
+    )
+    .await;
+    assert!(body_json(&body)["uptime"].is_u64(), "{body}");
 
+    perf.shutdown().await.expect("shutdown");
+
+    // the variable locks the routes also when the configuration is built without it
+    const ENV_TOKEN: &str = "env-token-51c0a7d2b9e84f31";
+    // SAFETY: this binary's one test; nothing else reads the environment meanwhile
+    unsafe { std::env::set_var("PERFMON_MONITORING_TOKEN", ENV_TOKEN) };
+    let perf = init(Config::builder().build()).await.expect("init");
+    assert_eq!(get_with(&monitoring, "/metrics", None).await.0, 401);
+    assert_eq!(
+        get_with(
+            &monitoring,
+            "/metrics",
+            Some(&format!("Bearer {ENV_TOKEN}"))
+        )
+        .await
+        .0,
+        200
+    );
+    // the configuration's token wins over the variable
+    perf.shutdown().await.expect("shutdown");
+    let perf = init(Config::builder().monitoring_token(TOKEN).build())
+        .await
+        .expect("init");
+    assert_eq!(
+        get_with(
+            &monitoring,
+            "/metrics",
+            Some(&format!("Bearer {ENV_TOKEN}"))
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        get_with(&monitoring, "/metrics", Some(&format!("Bearer {TOKEN}")))
+            .await
+            .0,
+        200
+    );
+    unsafe { std::env::remove_var("PERFMON_MONITORING_TOKEN") };
     perf.shutdown().await.expect("shutdown");
 }
 

@@ -823,6 +823,15 @@ async fn a_row_postgres_rejects_is_set_aside_and_every_other_row_is_written() {
     // flushed again: the rows set aside are not tried again
     assert_eq!(tier.flush(&mut agg, t + 1).await.expect("again"), 0);
     assert_eq!(set_aside() - before, 2, "counted once");
+    // more of the poison series in the same hour: its rows stay set aside, not tried, counted or
+    // logged again at every flush
+    agg.api(minute, "GET", &poison, 200, &[8_000_000]);
+    assert_eq!(tier.flush(&mut agg, t + 2).await.expect("again"), 0);
+    assert_eq!(
+        set_aside() - before,
+        2,
+        "counted once per row, not per flush"
+    );
 
     // An error that says nothing about the rows (the trigger cannot take a lock): the flush
     // fails and keeps every row, none written, none set aside.
@@ -893,7 +902,9 @@ async fn a_row_postgres_rejects_is_set_aside_and_every_other_row_is_written() {
     .execute(&pool)
     .await
     .expect("the same constraint on daily");
-    agg.api(last, "GET", &poison, 200, &[1_000_000]);
+    // (another poison series: the first one's rows in this hour and day are known set aside)
+    let poison_again = format!("{}/poison-again", route(1));
+    agg.api(last, "GET", &poison_again, 200, &[1_000_000]);
     let e = tier
         .flush(&mut agg, last * 60 + 32)
         .await

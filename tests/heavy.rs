@@ -104,6 +104,23 @@ async fn identical_long_reads_share_one_load_off_the_workers_and_one_more_is_ans
         "{v}"
     );
     assert_eq!(heavy_read_stats().rejected, base.rejected + 1);
+    // the counters are in the Prometheus text
+    let (status, _, text) = call(app.clone(), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let s = heavy_read_stats();
+    for line in [
+        format!(
+            "perfmon_heavy_read_requests_total{{outcome=\"rejected\"}} {}",
+            s.rejected
+        ),
+        format!(
+            "perfmon_heavy_read_requests_total{{outcome=\"shared\"}} {}",
+            s.shared
+        ),
+        format!("perfmon_heavy_reads_in_progress {}", s.in_progress),
+    ] {
+        assert!(text.contains(&line), "{line}");
+    }
     // the in-memory window is not a heavy read: served while the load waits
     let (status, _, body) = call(app.clone(), "/api/monitoring/metrics?type=api").await;
     assert_eq!(status, StatusCode::OK, "{body}");

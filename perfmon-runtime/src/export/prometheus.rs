@@ -69,7 +69,7 @@ pub(crate) struct Family {
 }
 
 impl Family {
-    fn new(name: &'static str, kind: MetricType, help: &'static str) -> Family {
+    pub(crate) fn new(name: &'static str, kind: MetricType, help: &'static str) -> Family {
         Family {
             name,
             kind,
@@ -78,12 +78,16 @@ impl Family {
         }
     }
 
-    fn number(mut self, labels: Vec<(&'static str, String)>, v: impl Into<f64>) -> Family {
+    pub(crate) fn number(
+        mut self,
+        labels: Vec<(&'static str, String)>,
+        v: impl Into<f64>,
+    ) -> Family {
         self.push(labels, v);
         self
     }
 
-    fn push(&mut self, labels: Vec<(&'static str, String)>, v: impl Into<f64>) {
+    pub(crate) fn push(&mut self, labels: Vec<(&'static str, String)>, v: impl Into<f64>) {
         self.samples.push(Sample {
             labels,
             value: Value::Number(v.into()),
@@ -652,13 +656,6 @@ impl Collector {
     /// 60 s. One read of the collector serves every family.
     pub fn prometheus_text(&self) -> String {
         write_text(families(self))
-    }
-
-    /// [`Collector::prometheus_text`] a chunk (about 32 KB) at a time, rendered as the chunks are
-    /// taken: what `GET /metrics` streams.
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn prometheus_chunks(&self) -> TextChunks {
-        TextChunks::new(families(self))
     }
 }
 

@@ -10,41 +10,52 @@
 //! The comparison takes the same time whatever the supplied value: it depends on the length of
 //! the configured token only.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::json;
 
-/// The environment variable read when `init` has not installed a token setting.
+/// The environment variable that sets the token when the configuration does not.
 pub(crate) const TOKEN_VAR: &str = "PERFMON_MONITORING_TOKEN";
 
 /// The token `init` installed: `None` until then (the environment variable is read instead),
 /// `Some(None)` for no token.
 static INSTALLED: RwLock<Option<Option<Arc<str>>>> = RwLock::new(None);
 
-/// Installs the token setting of the configuration `init` was given.
-pub(crate) fn install_token(token: Option<&str>) {
-    *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(token.map(Arc::from));
+/// `PERFMON_MONITORING_TOKEN`, if set and not blank.
+fn from_env() -> Option<Arc<str>> {
+    let v = std::env::var(TOKEN_VAR).ok()?;
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    if !(16..=256).contains(&v.len()) || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        // still the token (locked is the safe side), but say it is weak, once
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(target: "perfmon", "PERFMON_MONITORING_TOKEN should be 16 to 256 printable ASCII characters without spaces; it is used as it is");
+        });
+    }
+    Some(Arc::from(v))
 }
 
-/// The token in force: the installed setting, else `PERFMON_MONITORING_TOKEN` (read once), so
-/// that routes served before `init` are locked as well.
+/// Installs the token `init` was given: the configuration's, else the environment variable's
+/// (a configuration built without `Config::from_env` still locks the routes when the variable
+/// is set).
+pub(crate) fn install_token(token: Option<&str>) {
+    let token = token.map(Arc::from).or_else(from_env);
+    *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(token);
+}
+
+/// The token in force: the one `init` installed, else (before `init`)
+/// `PERFMON_MONITORING_TOKEN`, so that routes served before `init` are locked as well.
 fn token() -> Option<Arc<str>> {
     if let Some(t) = &*INSTALLED.read().unwrap_or_else(|e| e.into_inner()) {
         return t.clone();
     }
-    static FROM_ENV: OnceLock<Option<Arc<str>>> = OnceLock::new();
-    FROM_ENV
-        .get_or_init(|| {
-            std::env::var(TOKEN_VAR)
-                .ok()
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-                .map(Arc::from)
-        })
-        .clone()
+    from_env()
 }
 
 /// Whether `supplied` equals `expected`, in a time that depends on `expected`'s length only.

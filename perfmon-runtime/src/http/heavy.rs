@@ -29,6 +29,7 @@ use serde_json::json;
 use crate::core::flight::Flight;
 use crate::core::pool;
 use crate::core::sync::lock;
+use crate::export::prometheus::{Family, MetricType};
 
 /// Kept answers, at most.
 pub(crate) const CACHE_ENTRIES: usize = 64;
@@ -161,6 +162,33 @@ pub fn heavy_read_stats() -> HeavyReadStats {
     }
 }
 
+/// The counters as Prometheus families (what `GET /metrics` adds to the collector's).
+pub(crate) fn families() -> Vec<Family> {
+    let s = heavy_read_stats();
+    let mut requests = Family::new(
+        "perfmon_heavy_read_requests_total",
+        MetricType::Counter,
+        "Long-window requests of the monitoring endpoint, by how they were answered: a load of their own, a load shared with identical requests, a kept answer, or 429.",
+    );
+    for (outcome, v) in [
+        ("load", s.loads),
+        ("shared", s.shared),
+        ("cached", s.cached),
+        ("rejected", s.rejected),
+    ] {
+        requests.push(vec![("outcome", outcome.to_string())], v as f64);
+    }
+    vec![
+        requests,
+        Family::new(
+            "perfmon_heavy_reads_in_progress",
+            MetricType::Gauge,
+            "Long-window loads in progress now.",
+        )
+        .number(vec![], s.in_progress as f64),
+    ]
+}
+
 fn too_many(limit: usize) -> Answer {
     let mut a = Answer::json(
         StatusCode::TOO_MANY_REQUESTS,
@@ -228,12 +256,14 @@ where
     let (flight, lead) = {
         let mut flights = lock(&h.flights);
         // under the flights' lock: a load that ends keeps its answer before it leaves them
-        if let Some((at, a)) = lock(&h.cache).get(&key) {
-            if at.elapsed() < s.cache_ttl {
-                h.cached.fetch_add(1, Ordering::Relaxed);
-                return a.clone();
-            }
+        let mut cache = lock(&h.cache);
+        // answers past their time go as soon as anyone asks (at most CACHE_ENTRIES to look at)
+        cache.retain(|_, (at, _)| at.elapsed() < s.cache_ttl);
+        if let Some((_, a)) = cache.get(&key) {
+            h.cached.fetch_add(1, Ordering::Relaxed);
+            return a.clone();
         }
+        drop(cache);
         match flights.get(&key) {
             Some(f) => (f.clone(), false),
             None if flights.len() >= s.max_loads.max(1) => {

@@ -14,6 +14,7 @@ use super::heavy::{self, Answer};
 use crate::core::process::proc_stats;
 use crate::core::window::{Scope, Window};
 use crate::export::json::metrics_data;
+use crate::export::prometheus::{families, TextChunks};
 use crate::ops::alerts::alerts as alert_board;
 use crate::ops::health::{system_health, HealthStatus};
 use crate::read::collector::collector;
@@ -147,6 +148,14 @@ pub(crate) fn parse(query: Option<&str>) -> Result<Params, String> {
             }
         }
     }
+    if p.path.is_some() && p.kind != "api" {
+        // a path narrows what is read only for type=api; elsewhere it would only make every
+        // request a new long-window load
+        return Err(format!(
+            "path= selects one route and goes with type=api only; type={} does not take it",
+            p.kind
+        ));
+    }
     Ok(p)
 }
 
@@ -222,9 +231,14 @@ async fn alerts(headers: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn live() -> Response {
-    axum::Json(json!({ "status": "alive", "uptime": proc_stats().uptime.as_secs() }))
-        .into_response()
+async fn live(headers: HeaderMap) -> Response {
+    match access(&headers) {
+        Access::Full => {
+            axum::Json(json!({ "status": "alive", "uptime": proc_stats().uptime.as_secs() }))
+                .into_response()
+        }
+        Access::Public => axum::Json(json!({ "status": "alive" })).into_response(),
+    }
 }
 
 async fn ready(headers: HeaderMap) -> Response {
@@ -252,9 +266,9 @@ async fn prometheus(headers: HeaderMap) -> Response {
         return denied;
     }
     // streamed: rendered a chunk at a time as the client takes it, never held whole
-    let chunks = collector()
-        .prometheus_chunks()
-        .map(Ok::<_, std::convert::Infallible>);
+    let mut families = families(&collector());
+    families.extend(heavy::families());
+    let chunks = TextChunks::new(families).map(Ok::<_, std::convert::Infallible>);
     (
         [(
             header::CONTENT_TYPE,
@@ -292,9 +306,14 @@ mod tests {
         assert!(parse(Some("type=api&type=cache"))
             .unwrap_err()
             .contains("more than once"));
-        assert!(parse(Some("path=nope"))
+        assert!(parse(Some("type=api&path=nope"))
             .unwrap_err()
             .contains("starting with /"));
+        assert_eq!(
+            parse(Some("type=database&path=%2Fx")).unwrap_err(),
+            "path= selects one route and goes with type=api only; type=database does not take it"
+        );
+        assert!(parse(Some("path=%2Fx")).unwrap_err().contains("type=all"));
     }
 
     #[test]

@@ -461,7 +461,8 @@ impl ConfigBuilder {
     /// `PERFMON_MONITORING_TOKEN`: lock the monitoring routes (see
     /// `http::router`, feature `axum`): every route but liveness, readiness and health's
     /// status needs `Authorization: Bearer <token>`. 16 to 256 printable ASCII characters; a long
-    /// random value, such as `openssl rand -hex 32` prints.
+    /// random value, such as `openssl rand -hex 32` prints. Without it, `init` still takes the
+    /// token from `PERFMON_MONITORING_TOKEN` when that is set, whatever built the configuration.
     pub fn monitoring_token(mut self, token: impl Into<String>) -> Self {
         self.config.monitoring_token = Some(token.into());
         self

@@ -56,7 +56,7 @@ pub(crate) fn start(config: &Config, backends: &Backends) -> Option<Tiers> {
         #[cfg(feature = "redis")]
         redis_url: config.redis_url.clone(),
         #[cfg(feature = "redis")]
-        read_redis: tokio::sync::OnceCell::new(),
+        read_redis: Default::default(),
         #[cfg(feature = "postgres")]
         pg: backends.pg.clone(),
     })));

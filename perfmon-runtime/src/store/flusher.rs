@@ -528,6 +528,18 @@ impl FlushHandle {
 /// The retention tiers as the read layer's source: the Redis 1-minute aggregates up to 24 hours
 /// and the 5-minute ones for 7 days, else (or without Redis) the PostgreSQL hourly rows, and the
 /// daily rows for a year. Flushes this instance first (read your writes).
+/// The reads' own Redis connection, and when opening it last failed.
+#[cfg(feature = "redis")]
+#[derive(Default)]
+pub(crate) struct ReadConn {
+    conn: Option<crate::store::redis::io::Conn>,
+    failed: Option<std::time::Instant>,
+}
+
+/// How long reads share the writers' connection after their own could not be opened.
+#[cfg(feature = "redis")]
+const READ_CONN_RETRY: Duration = Duration::from_secs(30);
+
 pub(crate) struct TierSource {
     pub prefix: String,
     pub instance: String,
@@ -538,9 +550,9 @@ pub(crate) struct TierSource {
     #[cfg(feature = "redis")]
     pub redis_url: Option<String>,
     /// The reads' own Redis connection, opened by the first read (on the read pool, so that
-    /// the parsing of what Redis answers runs there too, not on the application's workers).
+    /// the parsing of what Redis answers runs there too), with when opening it last failed.
     #[cfg(feature = "redis")]
-    pub read_redis: tokio::sync::OnceCell<Option<crate::store::redis::io::Conn>>,
+    pub read_redis: tokio::sync::Mutex<ReadConn>,
     #[cfg(feature = "postgres")]
     pub pg: Option<sqlx::PgPool>,
 }
@@ -567,24 +579,24 @@ fn views(
 }
 
 impl TierSource {
-    /// The connection reads use: their own, else (if it cannot be opened) the writers'.
+    /// The connection reads use: their own, else (while it cannot be opened; tried again
+    /// after [`READ_CONN_RETRY`]) the writers'.
     #[cfg(feature = "redis")]
     async fn read_conn(&self) -> Option<crate::store::redis::io::Conn> {
         let shared = self.redis.as_ref()?;
-        let own = self
-            .read_redis
-            .get_or_init(|| async {
-                let url = self.redis_url.as_deref()?;
-                let timeout = crate::store::redis::io::ROUND_TRIP_TIMEOUT;
-                crate::store::redis::io::connect(url, timeout, timeout)
-                    .await
-                    .map_err(|e| {
-                        tracing::warn!(target: "perfmon", error = %e, "could not open the reads' own Redis connection; reads share the writers'");
-                    })
-                    .ok()
-            })
-            .await;
-        Some(own.as_ref().unwrap_or(shared).clone())
+        let mut own = self.read_redis.lock().await;
+        if own.conn.is_none() && own.failed.is_none_or(|t| t.elapsed() >= READ_CONN_RETRY) {
+            let url = self.redis_url.as_deref()?;
+            let timeout = crate::store::redis::io::ROUND_TRIP_TIMEOUT;
+            match crate::store::redis::io::connect(url, timeout, timeout).await {
+                Ok(c) => own.conn = Some(c),
+                Err(e) => {
+                    own.failed = Some(std::time::Instant::now());
+                    tracing::warn!(target: "perfmon", error = %e, "could not open the reads' own Redis connection; reads share the writers' meanwhile");
+                }
+            }
+        }
+        Some(own.conn.as_ref().unwrap_or(shared).clone())
     }
 
     async fn load_views(

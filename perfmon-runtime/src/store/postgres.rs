@@ -162,7 +162,15 @@ pub(crate) struct Writer {
     /// Events not yet in the event log.
     events: BTreeSet<LoggedEvent>,
     last_prune: Option<SystemTime>,
+    /// Rows PostgreSQL rejected, by series: their (level, bucket)s are not written (nor counted,
+    /// nor logged) again when the series changes in the same hour or day. At most
+    /// [`SET_ASIDE_KEPT`] entries.
+    set_aside: std::collections::HashMap<String, Vec<(usize, u64)>>,
 }
+
+/// Rows set aside that a writer remembers, at most; past it, it forgets them all (a row
+/// rejected again is then counted again).
+const SET_ASIDE_KEPT: usize = 4096;
 
 impl Writer {
     pub(crate) fn new(pool: PgPool, prefix: &str, instance: &str, run: &str) -> Writer {
@@ -176,6 +184,7 @@ impl Writer {
             rollup: Rollup::kept("postgres", prefix, instance, run, &[60, 1440]),
             events: BTreeSet::new(),
             last_prune: None,
+            set_aside: std::collections::HashMap::new(),
         }
     }
 
@@ -248,6 +257,13 @@ impl Writer {
         let mut tables = [BulkRows::new("hourly"), BulkRows::new("daily")];
         for (level, (rows, secs)) in tables.iter_mut().zip([3600, 86_400]).enumerate() {
             for (bucket, key) in self.rollup.dirty(level) {
+                if self
+                    .set_aside
+                    .get(key.as_str())
+                    .is_some_and(|b| b.contains(&(level, *bucket)))
+                {
+                    continue;
+                }
                 let m = self.rollup.value(level, *bucket, key);
                 if let Some(blob) = codec::encode_counted(key, &m) {
                     rows.push(*bucket, ts(bucket * secs), key, m.events as i64, blob);
@@ -321,6 +337,14 @@ impl Writer {
                     }
                     Fate::SetAside(error) => {
                         counters.set_aside.fetch_add(1, Ordering::Relaxed);
+                        let kept: usize = self.set_aside.values().map(Vec::len).sum();
+                        if kept >= SET_ASIDE_KEPT {
+                            self.set_aside.clear();
+                        }
+                        self.set_aside
+                            .entry(key.to_string())
+                            .or_default()
+                            .push((level, rows.buckets[i]));
                         tracing::warn!(target: "perfmon", table = rows.table, ?key, bucket_start = rows.starts[i], ?error, "PostgreSQL rejected a row: set aside, not retried; the flush's other rows are written (counted in recorder_stats().tier_set_aside)");
                     }
                 }
