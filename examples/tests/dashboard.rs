@@ -338,6 +338,36 @@ fn the_monitoring_routes_on_their_own_port_behind_a_token_and_the_dashboard_in_a
 }
 
 #[test]
+fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let (_example, addr) = start_example(&["--serve"], "0");
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    // far longer than the example's write timeout: a server without one never closes, and our
+    // writes would end here
+    s.set_write_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    // requests without end, never reading an answer: the server's writes fill the buffers
+    // between us, then it stops reading, then our writes wait
+    let requests = format!("GET /api/ping HTTP/1.1\r\nHost: {addr}\r\n\r\n").repeat(1000);
+    let mut sent = 0usize;
+    let end = loop {
+        if let Err(e) = s.write_all(requests.as_bytes()) {
+            break e;
+        }
+        sent += 1000;
+        assert!(sent < 50_000_000, "the server read without end");
+    };
+    assert!(
+        matches!(
+            end.kind(),
+            std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+        ),
+        "the connection was still open after 60 s ({sent} requests sent): {end}"
+    );
+}
+
+#[test]
 fn a_client_that_never_finishes_its_headers_is_cut_off() {
     let (_example, addr) = start_example(&["--serve"], "0");
     let mut s = TcpStream::connect(&addr).expect("connect");
