@@ -269,7 +269,7 @@
 #![warn(missing_docs)]
 
 mod core;
-mod export;
+pub mod export;
 #[cfg(feature = "axum")]
 pub mod http;
 mod ops;

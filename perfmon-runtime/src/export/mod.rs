@@ -1,7 +1,11 @@
 //! Rendering for the outside world: Prometheus families and their text writer (`prometheus`),
-//! and the JSON objects the HTTP routes serve (`json`). Imports `core`, `pipeline`, `read` and
+//! Prometheus rules generated from the configuration ([`prometheus_rules`]), and the JSON
+//! objects the HTTP routes serve (`json`). Imports `core`, `pipeline`, `read` and
 //! `ops`; knows nothing of HTTP.
 
 #[cfg(feature = "axum")]
 pub(crate) mod json;
 pub(crate) mod prometheus;
+pub(crate) mod rules;
+
+pub use rules::{prometheus_rules, RuleSource};

@@ -337,6 +337,16 @@ impl Config {
     }
 }
 
+impl crate::export::RuleSource for Config {
+    fn alert_config(&self) -> Option<&AlertConfig> {
+        self.alerts.as_ref()
+    }
+
+    fn sla_targets(&self) -> SlaTargets {
+        self.sla
+    }
+}
+
 /// What a monitoring token must be.
 const TOKEN_RULE: &str =
     "a monitoring token must be 16 to 256 printable ASCII characters without spaces";
