@@ -176,6 +176,8 @@
 //! tick over a sliding window with pending durations and hysteresis; notifications go to
 //! `tracing`, a webhook, a callback, the PostgreSQL event log and (while firing) Redis.
 //! [`Collector::sla_report`] compares a window with the SLA targets ([`SlaTargets`]).
+//! [`export::prometheus_rules`] writes the same rules and the SLA objectives (as burn-rate
+//! alerts) as a Prometheus rule file, for teams whose alerts live in Prometheus.
 //!
 //! ## What can fail
 //!
@@ -217,7 +219,7 @@
 //! | `read/` | stats types, the collector and local collectors, snapshots, queries over a window source, the SLA report | `core`, `pipeline` |
 //! | `ops/` | health checks and resources, the alert engine and its board, notification sinks | the above |
 //! | `store/` | the aggregate codec, the Redis and PostgreSQL tiers, the flush worker, the tiers as a window source | the above |
-//! | `export/` | Prometheus families and their text writer, the JSON of the monitoring endpoints | the above but `store` |
+//! | `export/` | Prometheus families and their text writer, generated Prometheus rules, the JSON of the monitoring endpoints | the above but `store` |
 //! | `http/` | axum adapters only: `PerfmonLayer`, the router, the token check, the bounded and shared long-window reads, the dashboard | the above |
 //! | `runtime/` | configuration, errors, backends, worker jobs, `init`/`shutdown` and the [`Perfmon`] handle: the only place that wires sources and sinks together | everything |
 //!
