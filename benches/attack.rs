@@ -20,10 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::routing::get;
-use axum::Router;
 use perfmon_runtime::__tiers::{Aggregates, RedisTier};
-use perfmon_runtime::http::{heavy_read_stats, router, PerfmonLayer};
+use perfmon_runtime::http::heavy_read_stats;
+use perfmon_tests::{cpu_by_thread, serve_ping_and_monitoring};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -101,29 +100,6 @@ fn pings(addr: &str, n: usize) -> (f64, f64, f64) {
     t.sort_by(f64::total_cmp);
     let q = |p: f64| t[((t.len() as f64 * p) as usize).min(t.len() - 1)];
     (q(0.5), q(0.99), t[t.len() - 1])
-}
-
-/// CPU seconds used so far by this process' threads, by thread name.
-fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
-    let tick = 100.0; // USER_HZ on Linux
-    let mut out = std::collections::BTreeMap::new();
-    for t in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // the fields after the parenthesised name: utime and stime are the 12th and 13th
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or(vec![], |(_, r)| r.split_whitespace().collect());
-        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-        });
-        *out.entry(name.trim().to_string()).or_insert(0.0) += ticks / tick;
-    }
-    out
 }
 
 /// CPU seconds of the async workers, the read pool and perfmon's I/O thread between two
@@ -204,16 +180,7 @@ fn main() {
         )
         .await
         .expect("init");
-        let app = Router::new()
-            .route("/api/ping", get(|| async { "pong" }))
-            .layer(PerfmonLayer::new())
-            .merge(router());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr").to_string();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (perf, addr)
+        (perf, serve_ping_and_monitoring().await)
     });
 
     // one heavy request alone: what it costs

@@ -11,33 +11,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
-use axum::routing::get;
-use axum::Router;
 use perfmon_runtime::__tiers::{Aggregates, RedisTier};
-use perfmon_runtime::http::{heavy_read_stats, router, PerfmonLayer};
+use perfmon_runtime::http::heavy_read_stats;
 use perfmon_runtime::*;
-use perfmon_tests::{redis_url, unique_prefix};
-
-/// CPU seconds used so far by this process' threads, by thread name.
-fn cpu_by_thread() -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for t in std::fs::read_dir("/proc/self/task")
-        .expect("/proc")
-        .flatten()
-    {
-        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // after the parenthesised name: utime and stime are the 12th and 13th fields, in ticks
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or(vec![], |(_, r)| r.split_whitespace().collect());
-        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-        });
-        *out.entry(name.trim().to_string()).or_insert(0.0) += ticks / 100.0;
-    }
-    out
-}
+use perfmon_tests::{cpu_by_thread, redis_url, serve_ping_and_monitoring, unique_prefix};
 
 fn get_status(addr: &str, path: &str) -> u16 {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -104,15 +81,7 @@ async fn long_window_requests_cost_the_applications_workers_next_to_nothing() {
     )
     .await
     .expect("init");
-    let app = Router::new()
-        .route("/api/ping", get(|| async { "pong" }))
-        .layer(PerfmonLayer::new())
-        .merge(router());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve_ping_and_monitoring().await;
 
     // rounds of the four long reads at once, from client threads, until the read pool has done
     // a measurable amount of work

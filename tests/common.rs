@@ -224,3 +224,53 @@ impl Proxy {
         self.up.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// CPU seconds used so far by this process' threads, summed by thread name (Linux,
+/// `/proc/self/task`; ticks of 1/100 s).
+pub fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // after the parenthesised name: utime and stime are the 12th and 13th fields, in ticks
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+            f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+        });
+        *out.entry(name.trim().to_string()).or_insert(0.0) += ticks / 100.0;
+    }
+    out
+}
+
+/// The names of this process' threads (Linux, `/proc/self/task`).
+pub fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+/// Serves an application of one route (`/api/ping`, under `PerfmonLayer`) with the monitoring
+/// router beside it, on a free local port, on the current runtime; returns its address.
+pub async fn serve_ping_and_monitoring() -> String {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/api/ping", get(|| async { "pong" }))
+        .layer(perfmon_runtime::http::PerfmonLayer::new())
+        .merge(perfmon_runtime::http::router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}

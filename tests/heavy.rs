@@ -12,7 +12,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use perfmon_runtime::http::{heavy_read_stats, router, HeavyReadStats};
 use perfmon_runtime::*;
-use perfmon_tests::{unique_prefix, Proxy};
+use perfmon_tests::{thread_names, unique_prefix, Proxy};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -147,12 +147,7 @@ async fn identical_long_reads_share_one_load_off_the_workers_and_one_more_is_ans
         "the load ran on the perfmon-read pool"
     );
     // the pool's threads are the process' own, named, apart from the async workers
-    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .collect();
+    let names = thread_names();
     assert!(names.iter().any(|n| n == "perfmon-read"), "{names:?}");
 
     // the same request again: the kept answer, no new load

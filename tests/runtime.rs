@@ -4,7 +4,7 @@
 
 use perfmon_runtime::alerts::{AlertConfig, Condition, Reading, Rule, Severity};
 use perfmon_runtime::*;
-use perfmon_tests::{database_url, redis_url, unique_prefix};
+use perfmon_tests::{database_url, redis_url, thread_names, unique_prefix};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -145,29 +145,15 @@ fn a_handle_dropped_outside_its_runtime_still_flushes() {
     // No shutdown().await, and no runtime context here: the drop asks the flush worker for a
     // last flush and waits for it.
     drop(pm);
-    let fields: Vec<String> = rt.block_on(async {
-        use redis::AsyncCommands;
-        let mut r = redis::Client::open(redis_url())
-            .expect("client")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connection");
-        // each minute's index names the series written in it
-        let keys: Vec<String> = r.keys(format!("{prefix}:m1:*:ix")).await.expect("keys");
-        let mut series = Vec::new();
-        for k in keys {
-            let s: Vec<String> = r.hvals(&k).await.expect("hvals");
-            series.extend(s);
-        }
-        series
-    });
+    let fields: Vec<String> = rt.block_on(indexed_series(&prefix));
     assert!(
         fields.iter().any(|f| f.contains("/runtime/dropped")),
         "the last flush wrote the minute: {fields:?}"
     );
 }
 
-/// The series named in the minute indexes under `prefix`.
+/// The series named in the minute indexes under `prefix` (each minute's index names the series
+/// written in it).
 async fn indexed_series(prefix: &str) -> Vec<String> {
     use redis::AsyncCommands;
     let mut r = redis::Client::open(redis_url())
@@ -232,12 +218,7 @@ fn the_tiers_write_while_the_applications_runtime_is_not_driven() {
         written,
         "the flush ran while the application's runtime was not driven"
     );
-    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .collect();
+    let threads = thread_names();
     assert!(threads.iter().any(|n| n == "perfmon-io"), "{threads:?}");
     rt.block_on(pm.shutdown()).expect("shutdown");
 }
