@@ -59,6 +59,8 @@ pub(crate) fn start(config: &Config, backends: &Backends) -> Option<Tiers> {
         read_redis: Default::default(),
         #[cfg(feature = "postgres")]
         pg: backends.pg.clone(),
+        #[cfg(feature = "postgres")]
+        pg_reads: tokio::sync::Semaphore::new(crate::store::postgres::READ_CONNECTIONS),
     })));
     Some(Tiers {
         worker,

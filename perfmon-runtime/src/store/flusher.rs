@@ -555,6 +555,10 @@ pub(crate) struct TierSource {
     pub read_redis: tokio::sync::Mutex<ReadConn>,
     #[cfg(feature = "postgres")]
     pub pg: Option<sqlx::PgPool>,
+    /// Reads in progress on the pool, at most `postgres::READ_CONNECTIONS`: however many read
+    /// at once, the writer and the health check find a connection.
+    #[cfg(feature = "postgres")]
+    pub pg_reads: tokio::sync::Semaphore,
 }
 
 pub(crate) fn view((info, data): (SeriesInfo, Minute<Merged>)) -> View {
@@ -639,6 +643,7 @@ impl TierSource {
         #[cfg(feature = "postgres")]
         if window != Window::Minutes5 {
             if let Some(pool) = &self.pg {
+                let _slot = self.pg_reads.acquire().await;
                 let rows = crate::store::postgres::load(
                     pool,
                     &self.prefix,

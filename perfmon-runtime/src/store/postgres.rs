@@ -45,9 +45,14 @@ pub(crate) fn schema(prefix: &str) -> String {
 }
 
 /// Opens the pool and checks it with `SELECT 1`, waiting at most `connect_timeout`.
+/// Connections of the pool `init` opens.
+pub(crate) const POOL_CONNECTIONS: u32 = 4;
+/// Of those, how many reads may hold at once: the writer and the health check always find one.
+pub(crate) const READ_CONNECTIONS: usize = POOL_CONNECTIONS as usize / 2;
+
 pub(crate) async fn connect(url: &str, connect_timeout: Duration) -> Result<PgPool, TierError> {
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
+        .max_connections(POOL_CONNECTIONS)
         .min_connections(1)
         .acquire_timeout(connect_timeout)
         .connect(url)
