@@ -253,7 +253,27 @@ async fn the_sla_report_against_the_seeds_targets() {
         text.contains("perfmon_sla_met{objective=\"cache-hit-rate\"} 0"),
         "{text}"
     );
-    assert!(text.contains("perfmon_sla_target{objective=\"db-avg-query\",unit=\"ms\"} 50"));
+    // one unit per metric: seconds for durations, 0–1 ratios for rates
+    assert!(
+        text.contains("perfmon_sla_target_seconds{objective=\"db-avg-query\"} 0.05\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("perfmon_sla_current_seconds{objective=\"db-avg-query\"} 0.03\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("perfmon_sla_target_ratio{objective=\"cache-hit-rate\"} 0.95\n"),
+        "{text}"
+    );
+    assert!(!text.contains("unit=\""), "no unit label: {text}");
+    assert!(
+        text.contains(&format!(
+            "perfmon_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
 }
 
 /// A writer into a shared buffer, for a log subscriber.

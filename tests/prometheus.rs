@@ -186,3 +186,35 @@ fn exposition_counts_everything_since_start() {
         "promtool check metrics:\n{report}\n---\n{text}"
     );
 }
+
+#[test]
+fn sub_millisecond_calls_land_in_their_own_buckets() {
+    let now = SystemTime::now();
+    for us in [50, 200, 400, 800] {
+        record_api_metric(ApiMetric {
+            method: "GET",
+            path: "/prom-fast",
+            status_code: 200,
+            duration: Duration::from_micros(us),
+            timestamp: now,
+        });
+    }
+    let text = collector().prometheus_text();
+    let l = r#"method="GET",route="/prom-fast""#;
+    // the buckets reach down to 100 µs (they started at 1 ms: all four in le="0.001")
+    for (le, n) in [
+        ("0.0001", 1.0),
+        ("0.00025", 2.0),
+        ("0.0005", 3.0),
+        ("0.001", 4.0),
+    ] {
+        assert_eq!(
+            value(
+                &text,
+                &format!("perfmon_http_request_duration_seconds_bucket{{{l},le=\"{le}\"}}")
+            ),
+            n,
+            "le={le}"
+        );
+    }
+}

@@ -115,9 +115,13 @@ fn the_generated_rules_pass_promtool_check_and_their_unit_tests() {
 
     // the seed's rules that Prometheus cannot evaluate are named, not dropped silently
     assert!(rules.contains("# system-unhealthy: "), "{rules}");
-    // p99 under 3 s has no bucket of its own: measured at 2.5 s, and said so
-    assert!(rules.contains("le=\"2.5\""), "{rules}");
-    assert!(rules.contains("# p99 under 3 s is measured at the bucket bound"));
+    // the objectives' thresholds are bucket bounds: measured exactly
+    assert!(rules.contains("le=\"1\""), "{rules}");
+    assert!(rules.contains("le=\"3\""), "{rules}");
+    assert!(
+        !rules.contains("is measured at the bucket bound"),
+        "{rules}"
+    );
 }
 
 #[test]
@@ -135,6 +139,17 @@ fn configured_thresholds_and_no_alerts() {
     assert!(rules.contains("alert: PerfmonCheckoutErrors"), "{rules}");
     assert!(rules.contains("> 0.5\n"), "{rules}");
     assert!(!rules.contains("PerfmonApiErrorRateCritical"), "{rules}");
+    // a threshold that is not a bucket bound is measured at the bound under it, and said so
+    let targets = perfmon_runtime::SlaTargets {
+        api_p99: std::time::Duration::from_millis(2700),
+        ..perfmon_runtime::SlaTargets::default()
+    };
+    let stricter = prometheus_rules(&Config::builder().sla(targets).build());
+    assert!(stricter.contains("le=\"2.5\""), "{stricter}");
+    assert!(
+        stricter.contains("# p99 under 2.7 s is measured at the bucket bound le=\"2.5\""),
+        "{stricter}"
+    );
     let quiet = prometheus_rules(&Config::builder().no_alerts().build());
     assert!(!quiet.contains("perfmon-alerts"), "{quiet}");
     assert!(quiet.contains("name: perfmon-slo"), "{quiet}");

@@ -195,10 +195,14 @@ impl CompactHist {
     }
 }
 
-/// Upper bounds of the cumulative buckets exposed to Prometheus, in nanoseconds
-/// (1 ms to 60 s; `+Inf` is implied).
-pub(crate) const LE_BOUNDS_NS: [u64; 14] = [
+/// Upper bounds of the cumulative buckets exposed to Prometheus, in nanoseconds (100 µs to
+/// 60 s, with 3 s for the seed's p99 objective and latency warning; `+Inf` is implied).
+pub(crate) const LE_BOUNDS_NS: [u64; 19] = [
+    100_000,
+    250_000,
+    500_000,
     1_000_000,
+    2_500_000,
     5_000_000,
     10_000_000,
     25_000_000,
@@ -208,6 +212,7 @@ pub(crate) const LE_BOUNDS_NS: [u64; 14] = [
     500_000_000,
     1_000_000_000,
     2_500_000_000,
+    3_000_000_000,
     5_000_000_000,
     10_000_000_000,
     30_000_000_000,

@@ -400,15 +400,26 @@ fn recorder_families(r: &crate::read::stats::RecorderStats, out: &mut Vec<Family
 fn sla_and_alert_families(window: &Snapshot, out: &mut Vec<Family>) {
     use MetricType::*;
     let sla = window.sla_report();
-    let mut target = Family::new(
-        "perfmon_sla_target",
+    // one unit per metric: durations in seconds, rates as 0–1 ratios
+    let mut target_s = Family::new(
+        "perfmon_sla_target_seconds",
         Gauge,
-        "SLA target per objective (milliseconds or percent, see unit).",
+        "SLA target of each duration objective, in seconds.",
     );
-    let mut current = Family::new(
-        "perfmon_sla_current",
+    let mut current_s = Family::new(
+        "perfmon_sla_current_seconds",
         Gauge,
-        "Current value per SLA objective over the last 5 minutes.",
+        "Current value of each duration objective over the last 5 minutes, in seconds.",
+    );
+    let mut target_r = Family::new(
+        "perfmon_sla_target_ratio",
+        Gauge,
+        "SLA target of each rate objective, as a ratio from 0 to 1.",
+    );
+    let mut current_r = Family::new(
+        "perfmon_sla_current_ratio",
+        Gauge,
+        "Current value of each rate objective over the last 5 minutes, as a ratio from 0 to 1.",
     );
     let mut met = Family::new(
         "perfmon_sla_met",
@@ -416,14 +427,19 @@ fn sla_and_alert_families(window: &Snapshot, out: &mut Vec<Family>) {
         "1 when the objective is met, 0 when not, absent without data.",
     );
     for ob in &sla.objectives {
-        let labels = vec![
-            ("objective", ob.name.to_string()),
-            ("unit", ob.unit.to_string()),
-        ];
-        target.push(labels.clone(), ob.target);
-        current.push(labels, ob.current);
+        let labels = vec![("objective", ob.name.to_string())];
+        match ob.unit {
+            "ms" => {
+                target_s.push(labels.clone(), ob.target / 1e3);
+                current_s.push(labels.clone(), ob.current / 1e3);
+            }
+            _ => {
+                target_r.push(labels.clone(), ob.target / 100.0);
+                current_r.push(labels.clone(), ob.current / 100.0);
+            }
+        }
         if let Some(m) = ob.met {
-            met.push(vec![("objective", ob.name.to_string())], u8::from(m));
+            met.push(labels, u8::from(m));
         }
     }
     let active = alerts().active;
@@ -439,7 +455,7 @@ fn sla_and_alert_families(window: &Snapshot, out: &mut Vec<Family>) {
         let n = active.iter().filter(|a| a.severity == sev).count();
         firing.push(vec![("severity", label.to_string())], n as f64);
     }
-    out.extend([target, current, met, firing]);
+    out.extend([target_s, current_s, target_r, current_r, met, firing]);
 }
 
 fn process_families(out: &mut Vec<Family>) {
@@ -529,6 +545,17 @@ pub(crate) fn families(collector: &Collector) -> Vec<Family> {
     recorder_families(&recorder, &mut out);
     sla_and_alert_families(&window, &mut out);
     process_families(&mut out);
+    out.push(
+        Family::new(
+            "perfmon_build_info",
+            MetricType::Gauge,
+            "Always 1; the labels name perfmon's version.",
+        )
+        .number(
+            vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+            1.0,
+        ),
+    );
     out
 }
 
@@ -652,7 +679,7 @@ pub(crate) fn write_text(families: Vec<Family>) -> String {
 
 impl Collector {
     /// Everything counted since start, as Prometheus text exposition (format 0.0.4), with the
-    /// standard `process_*` metrics. Counters are monotonic; histograms use buckets from 1 ms to
+    /// standard `process_*` metrics. Counters are monotonic; histograms use buckets from 100 µs to
     /// 60 s. One read of the collector serves every family.
     pub fn prometheus_text(&self) -> String {
         write_text(families(self))

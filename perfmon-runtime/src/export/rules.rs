@@ -378,7 +378,8 @@ mod tests {
         assert_eq!(prom_duration(Duration::from_secs(3600)), "1h");
         assert_eq!(prom_duration(Duration::from_secs(90)), "90s");
         assert_eq!(bucket_at_or_under(Duration::from_secs(1)), Some(1.0));
-        assert_eq!(bucket_at_or_under(Duration::from_secs(3)), Some(2.5));
+        assert_eq!(bucket_at_or_under(Duration::from_secs(3)), Some(3.0));
+        assert_eq!(bucket_at_or_under(Duration::from_millis(2700)), Some(2.5));
         assert_eq!(bucket_at_or_under(Duration::from_micros(10)), None);
         assert_eq!(quoted("a \"b\"\nc"), "\"a \\\"b\\\"\\nc\"");
     }
