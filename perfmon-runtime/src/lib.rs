@@ -308,7 +308,7 @@ pub mod alerts {
 }
 
 pub use crate::core::clock::rfc3339;
-pub use crate::core::hist::Merged;
+pub use crate::core::hist::{HistogramKind, Merged};
 pub use crate::core::kind::OTHER;
 pub use crate::core::limits::Limits;
 pub use crate::core::status::HttpStatus;

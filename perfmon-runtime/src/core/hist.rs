@@ -8,6 +8,7 @@
 //! records; here the live form allocates 1 KB pages (256 `u32` counts) only where values fall, and
 //! closed minutes are kept as sorted `(index, count)` pairs of the non-zero bins only.
 
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 const SUB_HALF_BITS: u32 = 10; // 1024 sub-buckets per power of two past the first 2048 values
@@ -195,9 +196,10 @@ impl CompactHist {
     }
 }
 
-/// Upper bounds of the cumulative buckets exposed to Prometheus, in nanoseconds (100 µs to
-/// 60 s, with 3 s for the seed's p99 objective and latency warning; `+Inf` is implied).
-pub(crate) const LE_BOUNDS_NS: [u64; 19] = [
+/// The default upper bounds of the cumulative buckets exposed to Prometheus, in nanoseconds
+/// (100 µs to 60 s, with 3 s for the seed's p99 objective and latency warning; `+Inf` is
+/// implied).
+pub(crate) const DEFAULT_BOUNDS_NS: [u64; 19] = [
     100_000,
     250_000,
     500_000,
@@ -219,50 +221,177 @@ pub(crate) const LE_BOUNDS_NS: [u64; 19] = [
     60_000_000_000,
 ];
 
-/// Lifetime counts per Prometheus bucket (non-cumulative; the last slot is above every bound),
-/// folded from HDR bins: a bin counts in the first bucket whose bound is at or above its lowest
-/// value, so a bucket's count is exact up to the bin width (0.1%).
-/// `sum_ns` is the exact sum of the values.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// [`DEFAULT_BOUNDS_NS`] as durations.
+pub(crate) fn default_bounds() -> Vec<Duration> {
+    DEFAULT_BOUNDS_NS
+        .iter()
+        .map(|&ns| Duration::from_nanos(ns))
+        .collect()
+}
+
+/// What a histogram measures, for its Prometheus buckets: each kind has bounds of its own
+/// (`ConfigBuilder::histogram_buckets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HistogramKind {
+    /// API requests (`perfmon_http_request_duration_seconds`).
+    Api,
+    /// Database queries (`perfmon_db_query_duration_seconds`).
+    Query,
+    /// Batch runs (`perfmon_batch_duration_seconds`).
+    Batch,
+    /// `#[measure]`d functions (`perfmon_function_duration_seconds`).
+    Function,
+}
+
+impl HistogramKind {
+    /// Every kind.
+    pub const ALL: [HistogramKind; 4] = [
+        HistogramKind::Api,
+        HistogramKind::Query,
+        HistogramKind::Batch,
+        HistogramKind::Function,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The bounds of every kind, and the grid the lifetime totals count on: the union of them all,
+/// so that each kind's buckets are exact sums of grid slots. `generation` changes with the
+/// grid; totals counted on an older grid start again (a counter reset, to Prometheus).
+struct Bounds {
+    per_kind: [Arc<[u64]>; 4],
+    grid: Arc<[u64]>,
+    generation: u32,
+}
+
+fn bounds() -> &'static RwLock<Bounds> {
+    static BOUNDS: OnceLock<RwLock<Bounds>> = OnceLock::new();
+    BOUNDS.get_or_init(|| {
+        let default: Arc<[u64]> = Arc::from(&DEFAULT_BOUNDS_NS[..]);
+        RwLock::new(Bounds {
+            per_kind: std::array::from_fn(|_| default.clone()),
+            grid: default,
+            generation: 1,
+        })
+    })
+}
+
+/// Sets the bounds of each kind (`None`: the default); a new grid when they change.
+pub(crate) fn set_bounds(per_kind: [Option<&[u64]>; 4]) {
+    let per_kind: [Arc<[u64]>; 4] =
+        std::array::from_fn(|i| Arc::from(per_kind[i].unwrap_or(&DEFAULT_BOUNDS_NS[..])));
+    let mut grid: Vec<u64> = per_kind.iter().flat_map(|b| b.iter().copied()).collect();
+    grid.sort_unstable();
+    grid.dedup();
+    let mut b = bounds().write().unwrap_or_else(|e| e.into_inner());
+    if *b.grid != *grid {
+        b.grid = Arc::from(grid);
+        b.generation += 1;
+    }
+    b.per_kind = per_kind;
+}
+
+/// The bounds of `kind`, in nanoseconds.
+pub(crate) fn bounds_of(kind: HistogramKind) -> Arc<[u64]> {
+    bounds().read().unwrap_or_else(|e| e.into_inner()).per_kind[kind.index()].clone()
+}
+
+fn grid() -> (u32, Arc<[u64]>) {
+    let b = bounds().read().unwrap_or_else(|e| e.into_inner());
+    (b.generation, b.grid.clone())
+}
+
+/// Lifetime counts per slot of the bucket grid (non-cumulative; the last slot is above every
+/// bound), folded from HDR bins: a bin counts in the first slot whose bound is at or above its
+/// lowest value, so a bucket's count is exact up to the bin width (0.1%). `sum_ns` is the
+/// exact sum of the values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Buckets {
-    pub counts: [u64; LE_BOUNDS_NS.len() + 1],
+    generation: u32,
+    counts: Vec<u64>,
     pub sum_ns: u64,
 }
 
 impl Buckets {
+    /// The grid, with the counts sized to it (emptied if they were counted on another grid).
+    fn on_grid(&mut self) -> Arc<[u64]> {
+        let (generation, grid) = grid();
+        if self.generation != generation || self.counts.len() != grid.len() + 1 {
+            self.generation = generation;
+            self.counts = vec![0; grid.len() + 1];
+        }
+        grid
+    }
+
     #[inline]
-    fn add_bin(&mut self, idx: u32, n: u64) {
+    fn add_bin(&mut self, grid: &[u64], idx: u32, n: u64) {
         let v = lowest_of(idx);
-        let b = LE_BOUNDS_NS.partition_point(|&le| le < v);
+        let b = grid.partition_point(|&le| le < v);
         self.counts[b] += n;
     }
 
     /// Adds one value.
     pub(crate) fn add_value(&mut self, v: u64) {
-        self.add_bin(index_of(v), 1);
+        let grid = self.on_grid();
+        self.add_bin(&grid, index_of(v), 1);
         self.sum_ns = self.sum_ns.saturating_add(v);
     }
 
     /// Adds the bins of a closed minute.
     pub(crate) fn add_compact(&mut self, h: &CompactHist) {
+        let grid = self.on_grid();
         for &(i, n) in &h.bins {
-            self.add_bin(i, n);
+            self.add_bin(&grid, i, n);
         }
         self.sum_ns = self.sum_ns.saturating_add(h.summary.sum_ns);
     }
 
     /// Adds the bins of the live minute.
     pub(crate) fn add_paged(&mut self, h: &PagedHist) {
-        h.for_each(|i, n| self.add_bin(i, n));
+        let grid = self.on_grid();
+        h.for_each(|i, n| self.add_bin(&grid, i, n));
         self.sum_ns = self.sum_ns.saturating_add(h.summary.sum_ns);
     }
 
-    /// Adds other totals.
+    /// Adds other totals (counted on the same grid; totals of an older grid add their sum
+    /// only).
     pub(crate) fn add(&mut self, o: &Buckets) {
-        for (a, b) in self.counts.iter_mut().zip(o.counts.iter()) {
-            *a += b;
+        self.on_grid();
+        if o.generation == self.generation && o.counts.len() == self.counts.len() {
+            for (a, b) in self.counts.iter_mut().zip(o.counts.iter()) {
+                *a += b;
+            }
         }
         self.sum_ns = self.sum_ns.saturating_add(o.sum_ns);
+    }
+
+    /// The cumulative counts at each of `bounds` (each a bound of the grid), and the count of
+    /// every value.
+    pub(crate) fn cumulative(&self, bounds: &[u64]) -> (Vec<u64>, u64) {
+        let (generation, grid) = grid();
+        let total: u64 = self.counts.iter().sum();
+        let mut out = Vec::with_capacity(bounds.len());
+        if generation != self.generation || self.counts.len() != grid.len() + 1 {
+            out.resize(bounds.len(), 0);
+            return (out, total);
+        }
+        let (mut running, mut slot) = (0, 0);
+        for &b in bounds {
+            while slot < grid.len() && grid[slot] <= b {
+                running += self.counts[slot];
+                slot += 1;
+            }
+            out.push(running);
+        }
+        (out, total)
+    }
+
+    /// Heap bytes of the counts.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * std::mem::size_of::<u64>()
     }
 }
 

@@ -12,7 +12,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::core::hist::LE_BOUNDS_NS;
+use crate::core::hist::{bounds_of, HistogramKind};
 use crate::core::kind::{Kind, CACHE_ERROR, FAILED, HIT, MISS, OK};
 use crate::core::process::proc_stats;
 use crate::ops::alerts::{alerts, Severity};
@@ -44,8 +44,9 @@ impl MetricType {
 pub(crate) enum Value {
     /// A counter or gauge.
     Number(f64),
-    /// Cumulative bucket counts for [`LE_BOUNDS_NS`], then the sum (seconds) and count.
+    /// Cumulative bucket counts at `bounds` (nanoseconds), then the sum (seconds) and count.
     Histogram {
+        bounds: Arc<[u64]>,
         cumulative: Vec<u64>,
         sum_seconds: f64,
         count: u64,
@@ -94,19 +95,15 @@ impl Family {
         });
     }
 
-    fn histogram(&mut self, labels: Vec<(&'static str, String)>, t: &Totals) {
-        let mut cumulative = Vec::with_capacity(LE_BOUNDS_NS.len());
-        let mut running = 0;
-        for i in 0..LE_BOUNDS_NS.len() {
-            running += t.hist.counts[i];
-            cumulative.push(running);
-        }
+    fn histogram(&mut self, labels: Vec<(&'static str, String)>, t: &Totals, bounds: &Arc<[u64]>) {
+        let (cumulative, count) = t.hist.cumulative(bounds);
         self.samples.push(Sample {
             labels,
             value: Value::Histogram {
+                bounds: bounds.clone(),
                 cumulative,
                 sum_seconds: t.hist.sum_ns as f64 / 1e9,
-                count: t.hist.counts.iter().sum(),
+                count,
             },
         });
     }
@@ -170,8 +167,9 @@ fn api_families(all: &Series, out: &mut Vec<Family>) {
         Counter,
         "API requests over their route's slow threshold.",
     );
+    let bounds = bounds_of(HistogramKind::Api);
     for (info, t) in &api {
-        duration.histogram(route(info), t);
+        duration.histogram(route(info), t, &bounds);
         for (code, n) in &t.statuses {
             requests.push(with(route(info), "status", &code.to_string()), *n as f64);
         }
@@ -197,8 +195,9 @@ fn db_families(all: &Series, out: &mut Vec<Family>) {
         Counter,
         "Database queries over their slow threshold.",
     );
+    let bounds = bounds_of(HistogramKind::Query);
     for (info, t) in &of(all, &[Kind::Query]) {
-        duration.histogram(query(info), t);
+        duration.histogram(query(info), t, &bounds);
         for (result, i) in [("ok", OK), ("error", FAILED)] {
             queries.push(
                 with(query(info), "result", result),
@@ -235,8 +234,9 @@ fn batch_families(all: &Series, window: &Snapshot, out: &mut Vec<Family>) {
         Counter,
         "Batch runs by name and result.",
     );
+    let bounds = bounds_of(HistogramKind::Batch);
     for (info, t) in &of(all, &[Kind::Batch]) {
-        duration.histogram(name(info), t);
+        duration.histogram(name(info), t, &bounds);
         for (result, i) in [("success", OK), ("failure", FAILED)] {
             runs.push(
                 with(name(info), "result", result),
@@ -282,8 +282,9 @@ fn function_and_business_families(all: &Series, out: &mut Vec<Family>) {
         Counter,
         "Calls over the function's threshold.",
     );
+    let bounds = bounds_of(HistogramKind::Function);
     for (info, t) in &of(all, &[Kind::Measure]) {
-        duration.histogram(name(info), t);
+        duration.histogram(name(info), t, &bounds);
         slow.push(name(info), t.slow as f64);
     }
     let mut events = Family::new(
@@ -595,11 +596,12 @@ fn write_sample(o: &mut String, name: &str, s: &Sample) {
             let _ = writeln!(o, "{name}{} {v}", label_set(&s.labels, None));
         }
         Value::Histogram {
+            bounds,
             cumulative,
             sum_seconds,
             count,
         } => {
-            for (le, n) in LE_BOUNDS_NS.iter().zip(cumulative) {
+            for (le, n) in bounds.iter().zip(cumulative) {
                 let le = (*le as f64 / 1e9).to_string();
                 let _ = writeln!(
                     o,
@@ -701,7 +703,11 @@ mod tests {
         let mut h = Family::new("t_seconds", MetricType::Histogram, "A histogram.");
         let mut t = Totals::default();
         t.hist.add_value(2_000_000);
-        h.histogram(vec![("route", "/a\"".into())], &t);
+        h.histogram(
+            vec![("route", "/a\"".into())],
+            &t,
+            &bounds_of(HistogramKind::Api),
+        );
         let c = Family::new("t_total", MetricType::Counter, "A counter.").number(vec![], 3.0);
         let text = write_text(vec![c, h]);
         assert!(

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::core::hist::LE_BOUNDS_NS;
+use crate::core::hist::{default_bounds, HistogramKind};
 use crate::ops::alerts::{AlertConfig, Condition, Rule, Severity};
 use crate::read::sla::SlaTargets;
 
@@ -18,6 +18,11 @@ pub trait RuleSource {
     fn alert_config(&self) -> Option<&AlertConfig>;
     /// The SLA targets.
     fn sla_targets(&self) -> SlaTargets;
+    /// The Prometheus bucket bounds of `kind` (default: perfmon's defaults).
+    fn histogram_buckets(&self, kind: HistogramKind) -> Vec<Duration> {
+        let _ = kind;
+        default_bounds()
+    }
 }
 
 /// The labels every expression groups by: one alert per scraped instance, as perfmon's own
@@ -178,13 +183,12 @@ fn alert_for(rule: &Rule, a: &AlertConfig) -> Result<Alert, &'static str> {
 
 /// The largest Prometheus bucket bound at or under `d` (the latency objectives are measured
 /// against it: exact when `d` is a bound, stricter otherwise), in seconds.
-fn bucket_at_or_under(d: Duration) -> Option<f64> {
-    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    LE_BOUNDS_NS
+fn bucket_at_or_under(d: Duration, bounds: &[Duration]) -> Option<f64> {
+    bounds
         .iter()
         .rev()
-        .find(|&&b| b <= ns)
-        .map(|&b| b as f64 / 1e9)
+        .find(|&&b| b <= d)
+        .map(|b| b.as_secs_f64())
 }
 
 /// One ratio objective: the recording rules of its bad ratio over every window, and its two
@@ -244,7 +248,7 @@ impl Objective {
     }
 }
 
-fn objectives(t: &SlaTargets) -> (Vec<Objective>, Vec<String>) {
+fn objectives(t: &SlaTargets, api_bounds: &[Duration]) -> (Vec<Objective>, Vec<String>) {
     let mut out = Vec::new();
     let mut notes = Vec::new();
     out.push(Objective {
@@ -257,7 +261,7 @@ fn objectives(t: &SlaTargets) -> (Vec<Objective>, Vec<String>) {
         objective: format!("api error rate < {}%", num(t.api_error_rate)),
     });
     for (q, d) in [(95.0, t.api_p95), (99.0, t.api_p99)] {
-        let Some(le) = bucket_at_or_under(d) else {
+        let Some(le) = bucket_at_or_under(d, api_bounds) else {
             notes.push(format!(
                 "p{q} under {} s: no bucket bound at or under it; not generated",
                 num(d.as_secs_f64())
@@ -308,7 +312,7 @@ pub fn prometheus_rules(source: &impl RuleSource) -> String {
         env!("CARGO_PKG_VERSION")
     );
     let t = source.sla_targets();
-    let (objectives, notes) = objectives(&t);
+    let (objectives, notes) = objectives(&t, &source.histogram_buckets(HistogramKind::Api));
     let mut skipped = Vec::new();
     let mut alerts = Vec::new();
     if let Some(a) = source.alert_config() {
@@ -377,10 +381,14 @@ mod tests {
         assert_eq!(prom_duration(Duration::from_secs(300)), "5m");
         assert_eq!(prom_duration(Duration::from_secs(3600)), "1h");
         assert_eq!(prom_duration(Duration::from_secs(90)), "90s");
-        assert_eq!(bucket_at_or_under(Duration::from_secs(1)), Some(1.0));
-        assert_eq!(bucket_at_or_under(Duration::from_secs(3)), Some(3.0));
-        assert_eq!(bucket_at_or_under(Duration::from_millis(2700)), Some(2.5));
-        assert_eq!(bucket_at_or_under(Duration::from_micros(10)), None);
+        let b = default_bounds();
+        assert_eq!(bucket_at_or_under(Duration::from_secs(1), &b), Some(1.0));
+        assert_eq!(bucket_at_or_under(Duration::from_secs(3), &b), Some(3.0));
+        assert_eq!(
+            bucket_at_or_under(Duration::from_millis(2700), &b),
+            Some(2.5)
+        );
+        assert_eq!(bucket_at_or_under(Duration::from_micros(10), &b), None);
         assert_eq!(quoted("a \"b\"\nc"), "\"a \\\"b\\\"\\nc\"");
     }
 }

@@ -375,7 +375,10 @@ impl Aggregator {
     pub(crate) fn heap_bytes(&self) -> usize {
         let mut total = self.series.capacity() * std::mem::size_of::<SeriesAgg>();
         for s in &self.series {
-            total += s.cur.hist.heap_bytes() + s.cur.statuses.capacity() * 16;
+            total += s.cur.hist.heap_bytes()
+                + s.cur.statuses.capacity() * 16
+                + s.totals.hist.heap_bytes()
+                + s.totals.statuses.capacity() * 16;
             for (_, m) in &s.closed {
                 total += m.hist.heap_bytes()
                     + m.statuses.capacity() * 16

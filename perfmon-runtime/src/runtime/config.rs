@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::core::hist::HistogramKind;
 use crate::core::limits::Limits;
 use crate::core::secret::redact;
 use crate::ops::alerts::{AlertConfig, Notification};
@@ -33,6 +34,9 @@ pub struct Config {
     pub(crate) heavy_read_cache_ttl: Duration,
     pub(crate) heavy_read_timeout: Duration,
     pub(crate) read_threads: usize,
+    /// Prometheus bucket bounds per `HistogramKind` (in its order), nanoseconds; `None`: the
+    /// default.
+    pub(crate) buckets: [Option<Vec<u64>>; 4],
 }
 
 impl std::fmt::Debug for Config {
@@ -62,6 +66,7 @@ impl std::fmt::Debug for Config {
             .field("heavy_read_cache_ttl", &self.heavy_read_cache_ttl)
             .field("heavy_read_timeout", &self.heavy_read_timeout)
             .field("read_threads", &self.read_threads)
+            .field("buckets", &self.buckets)
             .finish()
     }
 }
@@ -123,6 +128,7 @@ impl Default for Config {
             heavy_read_cache_ttl: Duration::from_secs(2),
             heavy_read_timeout: Duration::from_secs(60),
             read_threads: 1,
+            buckets: Default::default(),
         }
     }
 }
@@ -319,6 +325,22 @@ impl Config {
                 message: format!("{} is not allowed; 1 to 64 threads", self.read_threads),
             });
         }
+        for (kind, bounds) in HistogramKind::ALL.iter().zip(&self.buckets) {
+            if let Some(b) = bounds {
+                if b.is_empty()
+                    || b.len() > MAX_BUCKETS
+                    || b[0] == 0
+                    || b.windows(2).any(|w| w[0] >= w[1])
+                {
+                    return Err(ConfigError::Invalid {
+                        what: "histogram_buckets",
+                        message: format!(
+                            "the {kind:?} bounds must be 1 to {MAX_BUCKETS} durations above zero, strictly increasing"
+                        ),
+                    });
+                }
+            }
+        }
         if let Some(t) = &self.monitoring_token {
             if !valid_token(t) {
                 return Err(ConfigError::Invalid {
@@ -345,7 +367,17 @@ impl crate::export::RuleSource for Config {
     fn sla_targets(&self) -> SlaTargets {
         self.sla
     }
+
+    fn histogram_buckets(&self, kind: HistogramKind) -> Vec<Duration> {
+        match &self.buckets[kind as usize] {
+            Some(b) => b.iter().map(|&ns| Duration::from_nanos(ns)).collect(),
+            None => crate::core::hist::default_bounds(),
+        }
+    }
 }
+
+/// Bucket bounds per histogram kind, at most.
+const MAX_BUCKETS: usize = 64;
 
 /// What a monitoring token must be.
 const TOKEN_RULE: &str =
@@ -501,6 +533,20 @@ impl ConfigBuilder {
     /// pool starts, at the first such read.
     pub fn read_threads(mut self, n: usize) -> Self {
         self.config.read_threads = n;
+        self
+    }
+    /// The Prometheus bucket bounds of one kind of histogram (default: 100 µs, 250 µs, 500 µs,
+    /// 1 ms, 2.5 ms, 5 ms, 10 ms, 25 ms, 50 ms, 100 ms, 250 ms, 500 ms, 1 s, 2.5 s, 3 s, 5 s, 10 s,
+    /// 30 s, 60 s): 1 to 64 durations, strictly increasing. Each bucket's count is exact up to
+    /// the HDR bin width (0.1%). Changing the bounds at a later `init` starts the histograms'
+    /// lifetime counts again (a counter reset, to Prometheus).
+    pub fn histogram_buckets(mut self, kind: HistogramKind, bounds: &[Duration]) -> Self {
+        self.config.buckets[kind as usize] = Some(
+            bounds
+                .iter()
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+                .collect(),
+        );
         self
     }
     /// The configuration; `init` validates it.

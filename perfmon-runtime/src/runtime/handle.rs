@@ -147,6 +147,7 @@ fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
         cache_key_segments: config.cache_key_segments,
     });
     set_cache_ttl(config.health_cache_ttl);
+    crate::core::hist::set_bounds(std::array::from_fn(|i| config.buckets[i].as_deref()));
     #[cfg(feature = "axum")]
     crate::http::access::install_token(config.monitoring_token());
     #[cfg(feature = "axum")]
