@@ -81,10 +81,23 @@ pub(crate) fn post_json(
     tries: u32,
     timeout: Duration,
 ) -> Result<u16, String> {
+    send("POST", url, "application/json", body, tries, timeout)
+}
+
+/// Sends `body` with `method` to an `http://host[:port]/path` URL, retrying with backoff; the
+/// status code of a 2xx answer, else what went wrong.
+pub(crate) fn send(
+    method: &str,
+    url: &str,
+    content_type: &str,
+    body: &str,
+    tries: u32,
+    timeout: Duration,
+) -> Result<u16, String> {
     use std::io::{Read, Write};
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{}: only http:// webhooks are supported", redact(url)))?;
+        .ok_or_else(|| format!("{}: only http:// URLs are supported", redact(url)))?;
     let (hostport, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
@@ -113,7 +126,7 @@ pub(crate) fn post_json(
                 .map_err(|e| e.to_string())?;
             write!(
                 s,
-                "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: perfmon\r\n\r\n{body}",
+                "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: perfmon\r\n\r\n{body}",
                 body.len()
             )
             .map_err(|e| e.to_string())?;

@@ -37,6 +37,9 @@ pub struct Config {
     /// Prometheus bucket bounds per `HistogramKind` (in its order), nanoseconds; `None`: the
     /// default.
     pub(crate) buckets: [Option<Vec<u64>>; 4],
+    /// The Pushgateway's URL and the job the pushes are grouped under.
+    pub(crate) pushgateway: Option<(String, String)>,
+    pub(crate) push_interval: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -67,6 +70,14 @@ impl std::fmt::Debug for Config {
             .field("heavy_read_timeout", &self.heavy_read_timeout)
             .field("read_threads", &self.read_threads)
             .field("buckets", &self.buckets)
+            .field(
+                "pushgateway",
+                &self
+                    .pushgateway
+                    .as_ref()
+                    .map(|(url, job)| (redact(url), job)),
+            )
+            .field("push_interval", &self.push_interval)
             .finish()
     }
 }
@@ -129,6 +140,8 @@ impl Default for Config {
             heavy_read_timeout: Duration::from_secs(60),
             read_threads: 1,
             buckets: Default::default(),
+            pushgateway: None,
+            push_interval: Duration::from_secs(15),
         }
     }
 }
@@ -209,6 +222,17 @@ impl Config {
                 });
             }
             b = b.monitoring_token(v);
+        }
+        if let Some(v) = get("PERFMON_PUSHGATEWAY_URL") {
+            if !v.starts_with("http://") {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_PUSHGATEWAY_URL",
+                    value: redact(&v),
+                    expected: "an http:// URL such as http://127.0.0.1:9091",
+                });
+            }
+            let job = get("PERFMON_PUSHGATEWAY_JOB").unwrap_or_else(default_job);
+            b = b.pushgateway(v, job);
         }
         if let Some(v) = get("PERFMON_INSTANCE") {
             if !valid_label(&v) {
@@ -341,6 +365,29 @@ impl Config {
                 }
             }
         }
+        if let Some((url, job)) = &self.pushgateway {
+            if !url.starts_with("http://") {
+                return Err(ConfigError::Invalid {
+                    what: "pushgateway",
+                    message: format!(
+                        "{} is not allowed; an http:// URL such as http://127.0.0.1:9091",
+                        redact(url)
+                    ),
+                });
+            }
+            if !valid_label(job) {
+                return Err(ConfigError::Invalid {
+                    what: "pushgateway",
+                    message: format!("job {job:?} must be letters, digits, '-', '_', '.' or ':'"),
+                });
+            }
+        }
+        if self.push_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                what: "push_interval",
+                message: "must be greater than zero".into(),
+            });
+        }
         if let Some(t) = &self.monitoring_token {
             if !valid_token(t) {
                 return Err(ConfigError::Invalid {
@@ -385,6 +432,26 @@ const TOKEN_RULE: &str =
 
 fn valid_token(t: &str) -> bool {
     (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The job a Pushgateway groups pushes under by default: the program's file name.
+fn default_job() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "perfmon".into())
 }
 
 fn valid_label(s: &str) -> bool {
@@ -547,6 +614,19 @@ impl ConfigBuilder {
                 .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
                 .collect(),
         );
+        self
+    }
+    /// `PERFMON_PUSHGATEWAY_URL` (and `PERFMON_PUSHGATEWAY_JOB`, default the program's file
+    /// name): push the Prometheus text to this Pushgateway (`http://`), grouped by `job` and
+    /// this instance's name, every `push_interval` and once more at `shutdown()` — for batch
+    /// programs that end before a scrape would find them. Each push replaces the group.
+    pub fn pushgateway(mut self, url: impl Into<String>, job: impl Into<String>) -> Self {
+        self.config.pushgateway = Some((url.into(), job.into()));
+        self
+    }
+    /// How often the Pushgateway is pushed to while the program runs (default 15 s).
+    pub fn push_interval(mut self, d: Duration) -> Self {
+        self.config.push_interval = d;
         self
     }
     /// The configuration; `init` validates it.

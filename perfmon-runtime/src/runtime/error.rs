@@ -64,6 +64,9 @@ pub enum ShutdownError {
     /// The last flush to the retention tiers failed; what it held stays unwritten.
     #[error("the last flush failed: {0}")]
     Flush(#[source] TierError),
+    /// The last push to the Pushgateway failed (`ConfigBuilder::pushgateway`).
+    #[error("the last push to the Pushgateway failed: {0}")]
+    Push(String),
     /// A background worker panicked (statistics up to its last run are kept).
     #[error("the perfmon {worker} worker panicked or was already gone; statistics up to its last run are kept")]
     WorkerPanicked {

@@ -16,12 +16,14 @@ use crate::runtime::backends::Backends;
 use crate::runtime::config::{Config, ConfigError};
 use crate::runtime::error::{InitError, ShutdownError};
 use crate::runtime::tiers::{self, Tiers};
-use crate::runtime::workers::{Alerting, Drain};
+use crate::runtime::workers::{Alerting, Drain, Push};
 
 /// How long stopping the drain worker may take (one drain).
 const DRAIN_STOP: Duration = Duration::from_secs(5);
 /// How long stopping the alert worker may take (it may be waiting for a health check).
 const ALERTS_STOP: Duration = Duration::from_secs(15);
+/// How long stopping the push worker may take (one push: two tries of 5 s).
+const PUSH_STOP: Duration = Duration::from_secs(12);
 /// How long `Drop` waits for the alert worker before leaving it to finish on its own.
 const ALERTS_STOP_ON_DROP: Duration = Duration::from_secs(1);
 
@@ -56,6 +58,7 @@ impl Drop for Claim {
 /// What `init` started, in the order `shutdown` stops it.
 struct Running {
     alerts: Option<ThreadWorker<()>>,
+    push: Option<ThreadWorker<Result<(), String>>>,
     tiers: Option<Tiers>,
     drain: ThreadWorker<()>,
     backends: Backends,
@@ -183,6 +186,20 @@ fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
         }
         None => None,
     };
+    let push = match &config.pushgateway {
+        Some((url, job)) => Some(
+            ThreadWorker::spawn(
+                "push",
+                config.push_interval,
+                Push::new(url, job, &config.instance),
+            )
+            .map_err(|source| InitError::Worker {
+                worker: "push",
+                source,
+            })?,
+        ),
+        None => None,
+    };
     backends.register_checks(&config);
     let tiers = tiers::start(&config, &backends);
     tracing::debug!(target: "perfmon", instance = %config.instance, tiers = backends.any(), "perfmon started");
@@ -190,6 +207,7 @@ fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
         config,
         running: Some(Running {
             alerts,
+            push,
             tiers,
             drain,
             backends,
@@ -242,7 +260,8 @@ impl Perfmon {
         }
     }
 
-    /// Stops every worker — the alert engine, then the flush worker after a last flush, then the
+    /// Stops every worker — the alert engine, then the Pushgateway worker after a last push, then
+    /// the flush worker after a last flush, then the
     /// drain worker after a last drain — and closes the backends. Every wait is bounded and
     /// awaited (any executor); the first failure is returned, the rest are logged.
     pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
@@ -255,6 +274,14 @@ impl Perfmon {
                 errors.push(e.into());
             }
             publish(None);
+        }
+        if let Some(mut p) = r.push.take() {
+            // the last push: everything recorded up to now
+            match p.shutdown_async(PUSH_STOP).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(ShutdownError::Push(e)),
+                Err(e) => errors.push(e.into()),
+            }
         }
         if let Some(t) = r.tiers.take() {
             if let Err(e) = t.stop().await {
@@ -295,6 +322,15 @@ impl Drop for Perfmon {
                 tracing::debug!(target: "perfmon", error = %e, "alert worker on drop");
             }
             publish(None);
+        }
+        if let Some(mut p) = r.push.take() {
+            match p.shutdown(PUSH_STOP) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "perfmon", error = %e, "the last push to the Pushgateway on drop failed")
+                }
+                Err(e) => tracing::warn!(target: "perfmon", error = %e, "push worker on drop"),
+            }
         }
         if let Some(t) = r.tiers.take() {
             t.stop_on_drop();

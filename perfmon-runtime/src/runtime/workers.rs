@@ -78,3 +78,51 @@ impl Job for Alerting {
         }
     }
 }
+
+/// Pushes the Prometheus text to a Pushgateway, replacing its group (`PUT`), on every tick and
+/// at shutdown. A failing push is logged when the failures start and when they end.
+pub(crate) struct Push {
+    /// `{pushgateway}/metrics/job/{job}/instance/{instance}`.
+    pub url: String,
+    pub failing: bool,
+}
+
+impl Push {
+    pub(crate) fn new(base: &str, job: &str, instance: &str) -> Push {
+        Push {
+            url: format!(
+                "{}/metrics/job/{job}/instance/{instance}",
+                base.trim_end_matches('/')
+            ),
+            failing: false,
+        }
+    }
+}
+
+impl Job for Push {
+    type Output = Result<(), String>;
+
+    fn run(&mut self) -> Result<(), String> {
+        let text = crate::read::collector::collector().prometheus_text();
+        let sent = crate::ops::notify::send(
+            "PUT",
+            &self.url,
+            "text/plain; version=0.0.4; charset=utf-8",
+            &text,
+            2,
+            Duration::from_secs(5),
+        );
+        match &sent {
+            Ok(_) if self.failing => {
+                self.failing = false;
+                tracing::info!(target: "perfmon", "pushes to the Pushgateway resumed");
+            }
+            Err(e) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(target: "perfmon", url = %crate::core::secret::redact(&self.url), error = %e, "a push to the Pushgateway failed; retried at the next tick");
+            }
+            _ => {}
+        }
+        sent.map(|_| ())
+    }
+}

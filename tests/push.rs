@@ -1,0 +1,113 @@
+//! A batch program pushes its metrics to a Pushgateway (issue 11, item 6): every push interval
+//! while it runs, and once more at `shutdown()`, grouped by job and instance, with the right
+//! values. Tested against a real `prometheus-pushgateway` (`.ci/test` installs and starts one on
+//! 127.0.0.1:9191). Its own test binary: `init` is process-wide.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use perfmon_runtime::*;
+use perfmon_tests::unique_prefix;
+
+fn pushgateway() -> String {
+    std::env::var("PERFMON_TEST_PUSHGATEWAY_URL").unwrap_or_else(|_| "http://127.0.0.1:9191".into())
+}
+
+/// One plain HTTP/1.1 request to the Pushgateway; the status code and body.
+fn http(method: &str, path: &str) -> (u16, String) {
+    let base = pushgateway();
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).expect("the pushgateway listens");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+#[track_batch("nightly-push")]
+fn nightly(fail: bool) -> Result<u32, String> {
+    if fail {
+        Err("the clinic list was empty".into())
+    } else {
+        Ok(40)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_program_pushes_its_metrics_while_it_runs_and_at_shutdown() {
+    let job = unique_prefix("push").replace(':', "-");
+    let job_label = format!("job=\"{job}\"");
+    let perf = init(
+        Config::builder()
+            .pushgateway(pushgateway(), &job)
+            .push_interval(Duration::from_millis(200))
+            .instance("push-a")
+            .no_alerts()
+            .build(),
+    )
+    .await
+    .expect("init");
+
+    // while it runs: the first run is pushed at a tick
+    let _ = nightly(false);
+    let runs = |text: &str, result: &str| {
+        sample(
+            text,
+            "perfmon_batch_runs_total",
+            &[
+                &job_label,
+                "instance=\"push-a\"",
+                "name=\"nightly-push\"",
+                &format!("result=\"{result}\""),
+            ],
+        )
+    };
+    let mut seen = None;
+    for _ in 0..300 {
+        let (code, text) = http("GET", "/metrics");
+        assert_eq!(code, 200);
+        if let Some(v) = runs(&text, "success") {
+            seen = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, Some(1.0), "a tick pushed the first run");
+
+    // the last runs just before shutdown: the last push carries them
+    let _ = nightly(false);
+    let _ = nightly(true);
+    perf.shutdown().await.expect("shutdown, with the last push");
+    let (_, text) = http("GET", "/metrics");
+    assert_eq!(runs(&text, "success"), Some(2.0), "{text}");
+    assert_eq!(runs(&text, "failure"), Some(1.0));
+    // the pushgateway stamps the group's last push
+    assert!(sample(
+        &text,
+        "push_time_seconds",
+        &[&job_label, "instance=\"push-a\""]
+    )
+    .is_some_and(|t| t > 0.0));
+
+    let (code, _) = http("DELETE", &format!("/metrics/job/{job}/instance/push-a"));
+    assert_eq!(code, 202, "the test's group removed");
+}
