@@ -232,7 +232,7 @@
 //! that one runtime is running (`runtime`), the monitoring token and the long-window reads in
 //! flight and kept (`http`). Everything
 //! `init` starts is owned by the [`Perfmon`] handle. Every background worker follows one
-//! pattern: a thread (drain, alerts) or a tokio task (flush) that runs on a timer and answers
+//! pattern: a thread (drain, alerts, Pushgateway pushes) or a tokio task (flush) that runs on a timer and answers
 //! `Flush(reply)` and `Shutdown(reply)` messages, every wait for an answer under a timeout.
 //!
 //! ## Design
