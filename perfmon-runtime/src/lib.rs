@@ -304,7 +304,7 @@ pub mod alerts {
         Condition, Counters, CustomRule, Notification, Reading, RouteCounters, Rule, Severity,
         ALERT_HISTORY,
     };
-    pub use crate::ops::notify::{deliver, Sinks};
+    pub use crate::ops::notify::{deliver, Alertmanager, Sinks};
 }
 
 pub use crate::core::clock::rfc3339;

@@ -1,5 +1,6 @@
 //! Where alert notifications go: `tracing`, a callback, a webhook (plain `http://`, on its own
-//! thread, with retries), and the PostgreSQL event log (through the pipeline's outbox).
+//! thread, with retries), an Alertmanager (its API v2), and the PostgreSQL event log (through
+//! the pipeline's outbox).
 
 use std::time::Duration;
 
@@ -14,6 +15,84 @@ pub struct Sinks {
     pub webhook: Option<String>,
     /// Call this with each notification.
     pub callback: Option<Callback>,
+    /// Send the alerts to this Alertmanager.
+    pub alertmanager: Option<Alertmanager>,
+}
+
+/// An Alertmanager the alerts go to: `POST {url}/api/v2/alerts` with each alert's labels
+/// (`alertname` = the rule, `severity`, `instance`, and `key` when the alert is about one
+/// batch, route or the like), `annotations.summary`, `startsAt`, and `endsAt` once resolved;
+/// firing alerts are sent again at every tick of the alert engine, as Alertmanager expects
+/// (well inside its `resolve_timeout`).
+#[derive(Clone)]
+pub struct Alertmanager {
+    /// Its base URL (`http://`), such as `http://127.0.0.1:9093`.
+    pub url: String,
+    /// The `instance` label (`init` sets this instance's name).
+    pub instance: String,
+}
+
+impl std::fmt::Debug for Alertmanager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alertmanager")
+            .field("url", &redact(&self.url))
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+impl Alertmanager {
+    /// Alertmanager's JSON (API v2) for `ns`.
+    pub(crate) fn body(&self, ns: &[Notification]) -> String {
+        let alerts: Vec<serde_json::Value> = ns
+            .iter()
+            .map(|n| {
+                let mut labels = serde_json::Map::new();
+                labels.insert("alertname".into(), n.rule.clone().into());
+                labels.insert(
+                    "severity".into(),
+                    match n.severity {
+                        Severity::Critical => "critical",
+                        Severity::Warning => "warning",
+                    }
+                    .into(),
+                );
+                labels.insert("instance".into(), self.instance.clone().into());
+                if !n.key.is_empty() {
+                    labels.insert("key".into(), n.key.clone().into());
+                }
+                let mut a = serde_json::json!({
+                    "labels": labels,
+                    "annotations": { "summary": n.message, "value": n.value.to_string() },
+                    "startsAt": crate::core::clock::rfc3339(n.since),
+                });
+                if n.state == AlertState::Resolved {
+                    a["endsAt"] = crate::core::clock::rfc3339(n.at).into();
+                }
+                a
+            })
+            .collect();
+        serde_json::Value::Array(alerts).to_string()
+    }
+
+    /// Sends `ns` (on a thread of its own, 2 tries of 5 s).
+    pub(crate) fn send(&self, ns: &[Notification]) {
+        if ns.is_empty() {
+            return;
+        }
+        let url = format!("{}/api/v2/alerts", self.url.trim_end_matches('/'));
+        let body = self.body(ns);
+        let spawned = std::thread::Builder::new()
+            .name("perfmon-alertmanager".into())
+            .spawn(move || {
+                if let Err(e) = post_json(&url, &body, 2, Duration::from_secs(5)) {
+                    tracing::warn!(target: "perfmon::alerts", url = %redact(&url), error = %e, "Alertmanager delivery failed");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(target: "perfmon::alerts", error = %e, "could not start the Alertmanager thread");
+        }
+    }
 }
 
 impl std::fmt::Debug for Sinks {
@@ -21,6 +100,7 @@ impl std::fmt::Debug for Sinks {
         f.debug_struct("Sinks")
             .field("webhook", &self.webhook.as_deref().map(redact))
             .field("callback", &self.callback.is_some())
+            .field("alertmanager", &self.alertmanager)
             .finish()
     }
 }
@@ -58,6 +138,9 @@ pub fn deliver(n: &Notification, sinks: &Sinks) {
         if let Err(e) = spawned {
             tracing::warn!(target: "perfmon::alerts", error = %e, "could not start the webhook thread");
         }
+    }
+    if let Some(am) = &sinks.alertmanager {
+        am.send(std::slice::from_ref(n));
     }
     crate::pipeline::state::global().outbox.log(LoggedEvent {
         at_ns: crate::core::clock::unix_ns(n.at),

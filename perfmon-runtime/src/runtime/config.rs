@@ -223,6 +223,16 @@ impl Config {
             }
             b = b.monitoring_token(v);
         }
+        if let Some(v) = get("PERFMON_ALERTMANAGER_URL") {
+            if !v.starts_with("http://") {
+                return Err(ConfigError::InvalidEnv {
+                    var: "PERFMON_ALERTMANAGER_URL",
+                    value: redact(&v),
+                    expected: "an http:// URL such as http://127.0.0.1:9093",
+                });
+            }
+            b = b.alertmanager(v);
+        }
         if let Some(v) = get("PERFMON_PUSHGATEWAY_URL") {
             if !v.starts_with("http://") {
                 return Err(ConfigError::InvalidEnv {
@@ -379,6 +389,17 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     what: "pushgateway",
                     message: format!("job {job:?} must be letters, digits, '-', '_', '.' or ':'"),
+                });
+            }
+        }
+        if let Some(am) = &self.alert_sinks.alertmanager {
+            if !am.url.starts_with("http://") {
+                return Err(ConfigError::Invalid {
+                    what: "alertmanager",
+                    message: format!(
+                        "{} is not allowed; an http:// URL such as http://127.0.0.1:9093",
+                        redact(&am.url)
+                    ),
                 });
             }
         }
@@ -555,6 +576,16 @@ impl ConfigBuilder {
     /// `PERFMON_ALERT_WEBHOOK`: POST every alert notification as JSON to this `http://` URL.
     pub fn alert_webhook(mut self, url: impl Into<String>) -> Self {
         self.config.alert_sinks.webhook = Some(url.into());
+        self
+    }
+    /// `PERFMON_ALERTMANAGER_URL`: send the alerts to this Alertmanager's API v2 (`http://`,
+    /// such as `http://127.0.0.1:9093`), labelled with the rule, severity and this instance,
+    /// with `startsAt`, and `endsAt` once resolved; firing alerts are sent again at every tick.
+    pub fn alertmanager(mut self, url: impl Into<String>) -> Self {
+        self.config.alert_sinks.alertmanager = Some(crate::ops::notify::Alertmanager {
+            url: url.into(),
+            instance: String::new(),
+        });
         self
     }
     /// Call `f` with every alert notification.

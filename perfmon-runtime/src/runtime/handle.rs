@@ -170,9 +170,13 @@ fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
     })?;
     let alerts = match &config.alerts {
         Some(a) => {
+            let mut sinks = config.alert_sinks.clone();
+            if let Some(am) = &mut sinks.alertmanager {
+                am.instance = config.instance.clone();
+            }
             let job = Alerting {
                 engine: AlertEngine::new(a.clone()),
-                sinks: config.alert_sinks.clone(),
+                sinks,
                 #[cfg(any(feature = "redis", feature = "postgres"))]
                 runtime: tokio::runtime::Handle::try_current().ok(),
             };

@@ -72,9 +72,15 @@ impl Job for Alerting {
         };
         let inputs = self.engine.inputs(now, counters, health, batches);
         let notes = self.engine.tick(now, &inputs);
-        publish(Some(self.engine.board()));
+        let board = self.engine.board();
+        let active = board.active.clone();
+        publish(Some(board));
         for n in &notes {
             deliver(n, &self.sinks);
+        }
+        // Alertmanager expects firing alerts again and again until they end
+        if let Some(am) = &self.sinks.alertmanager {
+            am.send(&active);
         }
     }
 }

@@ -1,0 +1,149 @@
+//! Alerts go to a real Alertmanager (issue 11, item 4): a burst of errors fires the error-rate
+//! rules and Alertmanager's API shows them active, with perfmon's labels and `startsAt`; clean
+//! traffic resolves them, perfmon sends `endsAt`, and Alertmanager no longer lists them as
+//! active. `.ci/test` installs Debian's `prometheus-alertmanager` and starts it on
+//! 127.0.0.1:9193. Its own test binary: `init` is process-wide.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant, SystemTime};
+
+use perfmon_runtime::alerts::AlertConfig;
+use perfmon_runtime::*;
+use perfmon_tests::unique_prefix;
+use serde_json::Value;
+
+fn alertmanager() -> String {
+    std::env::var("PERFMON_TEST_ALERTMANAGER_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:9193".into())
+}
+
+/// Alertmanager's alerts for `instance` (`GET /api/v2/alerts`, active ones by default).
+fn alerts_of(instance: &str) -> Vec<Value> {
+    let base = alertmanager();
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).expect("the alertmanager listens");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let path = format!("/api/v2/alerts?filter=instance%3D%22{instance}%22");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // chunked or not: the JSON array is between the first '[' and the last ']'
+    let (Some(a), Some(b)) = (body.find('['), body.rfind(']')) else {
+        panic!("no JSON array in {out}");
+    };
+    serde_json::from_str::<Vec<Value>>(&body[a..=b])
+        .unwrap_or_else(|e| panic!("{e}: {body}"))
+        .into_iter()
+        .filter(|a| a["status"]["state"] == "active")
+        .collect()
+}
+
+fn burst(status: u16, n: usize) {
+    for _ in 0..n {
+        record_api_metric(ApiMetric {
+            method: "POST",
+            path: "/alertmanager/burst",
+            status_code: status,
+            duration: Duration::from_millis(3),
+            timestamp: SystemTime::now(),
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_active_in_alertmanager_then_resolved() {
+    let instance = unique_prefix("am").replace(':', "-");
+    let perf = init(
+        Config::builder()
+            .instance(&instance)
+            .alerts(AlertConfig {
+                tick: Duration::from_millis(100),
+                window: Duration::from_secs(2),
+                pending: Duration::from_millis(300),
+                ..AlertConfig::default()
+            })
+            .alertmanager(alertmanager())
+            .build(),
+    )
+    .await
+    .expect("init");
+
+    burst(200, 80);
+    burst(500, 20); // 20% errors
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let firing = loop {
+        let a = alerts_of(&instance);
+        if a.iter()
+            .any(|a| a["labels"]["alertname"] == "api-error-rate-critical")
+            || Instant::now() > deadline
+        {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let critical = firing
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "api-error-rate-critical")
+        .unwrap_or_else(|| panic!("active in Alertmanager: {firing:?}"));
+    assert_eq!(critical["labels"]["severity"], "critical");
+    assert_eq!(critical["labels"]["instance"], instance.as_str());
+    assert!(
+        critical["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{critical}"
+    );
+    assert!(
+        critical["startsAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{critical}"
+    );
+    let started = critical["startsAt"].clone();
+    let updated = critical["updatedAt"].clone();
+
+    // while firing it is sent again and again (Alertmanager's updatedAt moves), as the same
+    // incident (startsAt stays)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        burst(500, 5);
+        let a = alerts_of(&instance);
+        let c = a
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "api-error-rate-critical");
+        match c {
+            Some(c) if c["updatedAt"] != updated => break c,
+            _ if Instant::now() > deadline => panic!("never sent again while firing"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(again["startsAt"], started, "the same incident");
+
+    // clean traffic past the window: resolved, sent with endsAt; no longer active
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let still = loop {
+        burst(200, 50);
+        let a = alerts_of(&instance);
+        if !a
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "api-error-rate-critical")
+            || Instant::now() > deadline
+        {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !still
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "api-error-rate-critical"),
+        "resolved in Alertmanager: {still:?}"
+    );
+    perf.shutdown().await.expect("shutdown");
+}
