@@ -24,23 +24,29 @@ pub(crate) fn set_threads(n: usize) {
     THREADS.store(n.max(1), Ordering::Relaxed);
 }
 
+/// A multi-threaded runtime of perfmon's own with `threads` threads named `name`, `tuned` as
+/// each starts; `None` (logged) if they could not be started.
+fn start(name: &'static str, threads: usize, tuned: fn()) -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .max_blocking_threads(threads)
+        .thread_name(name)
+        .on_thread_start(tuned)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            tracing::warn!(target: "perfmon", error = %e, threads = name, "could not start perfmon's threads; the work runs on the caller's runtime");
+        })
+        .ok()
+}
+
 /// The pool, or `None` if its threads could not be started (then heavy reads run where they
 /// are called).
 fn pool() -> Option<&'static tokio::runtime::Runtime> {
     static POOL: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
     POOL.get_or_init(|| {
         let threads = THREADS.load(Ordering::Relaxed).max(1);
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .max_blocking_threads(threads)
-            .thread_name("perfmon-read")
-            .on_thread_start(lowest_priority)
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                tracing::warn!(target: "perfmon", error = %e, "could not start the perfmon-read threads; heavy reads run on the caller's runtime");
-            })
-            .ok()
+        start("perfmon-read", threads, lowest_priority)
     })
     .as_ref()
 }
@@ -49,19 +55,7 @@ fn pool() -> Option<&'static tokio::runtime::Runtime> {
 /// holds the connections and runs the flush worker, as it did before).
 fn io() -> Option<&'static tokio::runtime::Runtime> {
     static IO: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
-    IO.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(1)
-            .thread_name("perfmon-io")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                tracing::warn!(target: "perfmon", error = %e, "could not start the perfmon-io thread; the backends' I/O runs on the caller's runtime");
-            })
-            .ok()
-    })
-    .as_ref()
+    IO.get_or_init(|| start("perfmon-io", 1, || {})).as_ref()
 }
 
 /// A handle of the I/O runtime, else of the caller's runtime (`None` outside any).

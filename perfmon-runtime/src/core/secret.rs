@@ -1,5 +1,14 @@
 //! Credentials out of every message: URLs (backends, webhooks) as they may be shown in logs,
-//! errors and `Debug` output.
+//! errors and `Debug` output; and what a monitoring token must be.
+
+/// What a monitoring token must be.
+pub(crate) const TOKEN_RULE: &str =
+    "a monitoring token must be 16 to 256 printable ASCII characters without spaces";
+
+/// Whether `t` is a monitoring token [`TOKEN_RULE`] allows.
+pub(crate) fn valid_token(t: &str) -> bool {
+    (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// A URL — or a comma-separated list of them — with its password (`user:password@`), any
 /// `password=`/`token=`-like query value, and a webhook's path (which often *is* the secret, as

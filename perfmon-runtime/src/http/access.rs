@@ -31,7 +31,7 @@ fn from_env() -> Option<Arc<str>> {
     if v.is_empty() {
         return None;
     }
-    if !(16..=256).contains(&v.len()) || !v.bytes().all(|b| b.is_ascii_graphic()) {
+    if !crate::core::secret::valid_token(v) {
         // still the token (locked is the safe side), but say it is weak, once
         static WARNED: std::sync::Once = std::sync::Once::new();
         WARNED.call_once(|| {

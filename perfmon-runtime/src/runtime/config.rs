@@ -214,11 +214,11 @@ impl Config {
             b = b.alert_webhook(v);
         }
         if let Some(v) = get("PERFMON_MONITORING_TOKEN") {
-            if !valid_token(&v) {
+            if !crate::core::secret::valid_token(&v) {
                 return Err(ConfigError::InvalidEnv {
                     var: "PERFMON_MONITORING_TOKEN",
                     value: "<hidden>".into(),
-                    expected: TOKEN_RULE,
+                    expected: crate::core::secret::TOKEN_RULE,
                 });
             }
             b = b.monitoring_token(v);
@@ -410,10 +410,10 @@ impl Config {
             });
         }
         if let Some(t) = &self.monitoring_token {
-            if !valid_token(t) {
+            if !crate::core::secret::valid_token(t) {
                 return Err(ConfigError::Invalid {
                     what: "monitoring_token",
-                    message: TOKEN_RULE.into(),
+                    message: crate::core::secret::TOKEN_RULE.into(),
                 });
             }
         }
@@ -446,14 +446,6 @@ impl crate::export::RuleSource for Config {
 
 /// Bucket bounds per histogram kind, at most.
 const MAX_BUCKETS: usize = 64;
-
-/// What a monitoring token must be.
-const TOKEN_RULE: &str =
-    "a monitoring token must be 16 to 256 printable ASCII characters without spaces";
-
-fn valid_token(t: &str) -> bool {
-    (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic())
-}
 
 /// The job a Pushgateway groups pushes under by default: the program's file name.
 fn default_job() -> String {
