@@ -4,12 +4,11 @@
 //! active. `.ci/test` installs Debian's `prometheus-alertmanager` and starts it on
 //! 127.0.0.1:9193. Its own test binary: `init` is process-wide.
 
-use std::io::{Read, Write};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use perfmon_runtime::alerts::AlertConfig;
 use perfmon_runtime::*;
-use perfmon_tests::unique_prefix;
+use perfmon_tests::{api_burst, http, unique_prefix};
 use serde_json::Value;
 
 fn alertmanager() -> String {
@@ -19,41 +18,18 @@ fn alertmanager() -> String {
 
 /// Alertmanager's alerts for `instance` (`GET /api/v2/alerts`, active ones by default).
 fn alerts_of(instance: &str) -> Vec<Value> {
-    let base = alertmanager();
-    let host = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = std::net::TcpStream::connect(host).expect("the alertmanager listens");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
     let path = format!("/api/v2/alerts?filter=instance%3D%22{instance}%22");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (code, body) = http(&alertmanager(), "GET", &path);
+    assert_eq!(code, 200, "{body}");
     // chunked or not: the JSON array is between the first '[' and the last ']'
     let (Some(a), Some(b)) = (body.find('['), body.rfind(']')) else {
-        panic!("no JSON array in {out}");
+        panic!("no JSON array in {body}");
     };
     serde_json::from_str::<Vec<Value>>(&body[a..=b])
         .unwrap_or_else(|e| panic!("{e}: {body}"))
         .into_iter()
         .filter(|a| a["status"]["state"] == "active")
         .collect()
-}
-
-fn burst(status: u16, n: usize) {
-    for _ in 0..n {
-        record_api_metric(ApiMetric {
-            method: "POST",
-            path: "/alertmanager/burst",
-            status_code: status,
-            duration: Duration::from_millis(3),
-            timestamp: SystemTime::now(),
-        });
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,8 +50,8 @@ async fn alerts_are_active_in_alertmanager_then_resolved() {
     .await
     .expect("init");
 
-    burst(200, 80);
-    burst(500, 20); // 20% errors
+    api_burst("/alertmanager/burst", 200, 80);
+    api_burst("/alertmanager/burst", 500, 20); // 20% errors
     let deadline = Instant::now() + Duration::from_secs(30);
     let firing = loop {
         let a = alerts_of(&instance);
@@ -112,7 +88,7 @@ async fn alerts_are_active_in_alertmanager_then_resolved() {
     // incident (startsAt stays)
     let deadline = Instant::now() + Duration::from_secs(30);
     let again = loop {
-        burst(500, 5);
+        api_burst("/alertmanager/burst", 500, 5);
         let a = alerts_of(&instance);
         let c = a
             .into_iter()
@@ -128,7 +104,7 @@ async fn alerts_are_active_in_alertmanager_then_resolved() {
     // clean traffic past the window: resolved, sent with endsAt; no longer active
     let deadline = Instant::now() + Duration::from_secs(30);
     let still = loop {
-        burst(200, 50);
+        api_burst("/alertmanager/burst", 200, 50);
         let a = alerts_of(&instance);
         if !a
             .iter()

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::Request;
 use perfmon_runtime::alerts::{AlertConfig, AlertState, Notification, Severity};
 use perfmon_runtime::*;
+use perfmon_tests::api_burst;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -62,18 +63,6 @@ async fn get_json(uri: &str) -> serde_json::Value {
     serde_json::from_slice(&bytes).expect("JSON")
 }
 
-fn burst(status: u16, n: usize) {
-    for _ in 0..n {
-        record_api_metric(ApiMetric {
-            method: "POST",
-            path: "/alerts/burst",
-            status_code: status,
-            duration: Duration::from_millis(3),
-            timestamp: SystemTime::now(),
-        });
-    }
-}
-
 /// Waits (bounded) until `pred` holds over what the callback received.
 fn wait_for(seen: &Mutex<Vec<Notification>>, pred: impl Fn(&[Notification]) -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -120,8 +109,8 @@ async fn a_burst_of_errors_fires_once_and_resolves_once() {
     .await
     .expect("init");
 
-    burst(200, 80);
-    burst(500, 20); // 20% errors: both error-rate rules breach
+    api_burst("/alerts/burst", 200, 80);
+    api_burst("/alerts/burst", 500, 20); // 20% errors: both error-rate rules breach
     let critical = |ns: &[Notification], state| {
         ns.iter()
             .filter(|n| n.rule == "api-error-rate-critical" && n.state == state)
@@ -164,7 +153,7 @@ async fn a_burst_of_errors_fires_once_and_resolves_once() {
     while critical(&seen.lock().expect("lock"), AlertState::Resolved) == 0
         && Instant::now() < deadline
     {
-        burst(200, 50);
+        api_burst("/alerts/burst", 200, 50);
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(wait_for(&seen, |ns| critical(ns, AlertState::Resolved) == 1));

@@ -8,30 +8,12 @@
 //! reads the CPU time of the process' threads.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
 use perfmon_runtime::__tiers::{Aggregates, RedisTier};
 use perfmon_runtime::http::heavy_read_stats;
 use perfmon_runtime::*;
-use perfmon_tests::{cpu_by_thread, redis_url, serve_ping_and_monitoring, unique_prefix};
-
-fn get_status(addr: &str, path: &str) -> u16 {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("read");
-    String::from_utf8_lossy(&out[..12.min(out.len())])
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
+use perfmon_tests::{cpu_by_thread, http, redis_url, serve_ping_and_monitoring, unique_prefix};
 
 const QUERIES: [&str; 4] = [
     "/api/monitoring/metrics?window=24h&scope=cluster",
@@ -98,7 +80,7 @@ async fn long_window_requests_cost_the_applications_workers_next_to_nothing() {
                 .iter()
                 .map(|q| {
                     let addr = addr.clone();
-                    std::thread::spawn(move || get_status(&addr, q))
+                    std::thread::spawn(move || http(&addr, "GET", q).0)
                 })
                 .collect();
             clients

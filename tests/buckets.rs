@@ -7,14 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use perfmon_runtime::export::prometheus_rules;
 use perfmon_runtime::*;
-
-fn value(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit_once(' '))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {prefix}"))
-}
+use perfmon_tests::sample_value;
 
 #[test]
 fn api_buckets_of_their_own() {
@@ -53,14 +46,18 @@ fn api_buckets_of_their_own() {
     let text = collector().prometheus_text();
     let api = r#"perfmon_http_request_duration_seconds_bucket{method="GET",route="/buckets","#;
     for (le, n) in [("0.001", 1.0), ("0.007", 2.0), ("0.02", 3.0), ("+Inf", 4.0)] {
-        assert_eq!(value(&text, &format!("{api}le=\"{le}\"}}")), n, "le={le}");
+        assert_eq!(
+            sample_value(&text, &format!("{api}le=\"{le}\"}}")),
+            n,
+            "le={le}"
+        );
     }
     let lines = text.lines().filter(|l| l.starts_with(api)).count();
     assert_eq!(lines, 4, "three bounds and +Inf");
     // the other kinds keep the defaults, from 100 µs
     let db = r#"perfmon_db_query_duration_seconds_bucket{table="BucketStaff",operation="findMany",kind="read","#;
-    assert_eq!(value(&text, &format!("{db}le=\"0.0001\"}}")), 0.0);
-    assert_eq!(value(&text, &format!("{db}le=\"0.00025\"}}")), 1.0);
+    assert_eq!(sample_value(&text, &format!("{db}le=\"0.0001\"}}")), 0.0);
+    assert_eq!(sample_value(&text, &format!("{db}le=\"0.00025\"}}")), 1.0);
     // latency objectives measured on the API's own bounds, and said so
     assert!(rules.contains("le=\"0.02\""), "{rules}");
     assert!(

@@ -274,3 +274,52 @@ pub async fn serve_ping_and_monitoring() -> String {
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
+
+/// One plain HTTP/1.1 request (`Connection: close`, no body) to `addr` (`host:port`, or an
+/// `http://` base URL); the status code and the body as sent (chunked bodies keep their chunk
+/// lines).
+pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = addr.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("{host}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+/// The value of the Prometheus sample whose line starts with `prefix` (name and labels).
+pub fn sample_value(text: &str, prefix: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no sample {prefix}\n{text}"));
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no value in {line}"))
+}
+
+/// `n` API requests of 3 ms to `POST path`, answered `status`, recorded now.
+pub fn api_burst(path: &str, status: u16, n: usize) {
+    for _ in 0..n {
+        perfmon_runtime::record_api_metric(perfmon_runtime::ApiMetric {
+            method: "POST",
+            path,
+            status_code: status,
+            duration: Duration::from_millis(3),
+            timestamp: std::time::SystemTime::now(),
+        });
+    }
+}

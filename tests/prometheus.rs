@@ -2,6 +2,7 @@
 //! already out of the window, and `promtool check metrics` on the real output.
 
 use perfmon_runtime::*;
+use perfmon_tests::sample_value;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
@@ -14,18 +15,6 @@ fn api(path: &str, status_code: u16, ms: u64, timestamp: SystemTime) {
         duration: Duration::from_millis(ms),
         timestamp,
     });
-}
-
-/// The value of the sample whose line starts with `prefix` (name and labels).
-fn value(text: &str, prefix: &str) -> f64 {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no sample {prefix}\n{text}"));
-    line.rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no value in {line}"))
 }
 
 #[test]
@@ -60,55 +49,55 @@ fn exposition_counts_everything_since_start() {
     let text = collector().prometheus_text();
     let l = r#"method="GET",route="/prom/items/{id}""#;
     assert_eq!(
-        value(
+        sample_value(
             &text,
             &format!("perfmon_http_requests_total{{{l},status=\"200\"}}")
         ),
         6.0
     );
     assert_eq!(
-        value(
+        sample_value(
             &text,
             &format!("perfmon_http_requests_total{{{l},status=\"404\"}}")
         ),
         1.0
     );
     assert_eq!(
-        value(
+        sample_value(
             &text,
             &format!("perfmon_http_request_duration_seconds_count{{{l}}}")
         ),
         7.0
     );
     assert_eq!(
-        value(
+        sample_value(
             &text,
             &format!("perfmon_http_request_duration_seconds_bucket{{{l},le=\"0.005\"}}")
         ),
         2.0
     );
     assert_eq!(
-        value(
+        sample_value(
             &text,
             &format!("perfmon_http_request_duration_seconds_bucket{{{l},le=\"0.01\"}}")
         ),
         4.0
     );
     assert_eq!(
-        value(
+        sample_value(
             &text,
             &format!("perfmon_http_request_duration_seconds_bucket{{{l},le=\"0.05\"}}")
         ),
         6.0
     );
     assert_eq!(
-        value(
+        sample_value(
             &text,
             &format!("perfmon_http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}}")
         ),
         7.0
     );
-    let sum = value(
+    let sum = sample_value(
         &text,
         &format!("perfmon_http_request_duration_seconds_sum{{{l}}}"),
     );
@@ -120,41 +109,41 @@ fn exposition_counts_everything_since_start() {
     );
 
     assert_eq!(
-        value(
+        sample_value(
             &text,
             r#"perfmon_cache_operations_total{key="prom:cache",result="miss"}"#
         ),
         1.0
     );
     assert_eq!(
-        value(
+        sample_value(
             &text,
             r#"perfmon_batch_runs_total{name="prom-batch",result="failure"}"#
         ),
         1.0
     );
     assert!(
-        value(
+        sample_value(
             &text,
             r#"perfmon_batch_last_failure_timestamp_seconds{name="prom-batch"}"#
         ) > 1.7e9
     );
     assert_eq!(
-        value(
+        sample_value(
             &text,
             r#"perfmon_business_tag_events_total{name="prom-signup",tag="plan",value="pro \"gold\""}"#
         ),
         1.0
     );
     assert_eq!(
-        value(
+        sample_value(
             &text,
             r#"perfmon_db_slow_queries_total{table="PromStaff",operation="findMany",kind="read"}"#
         ),
         1.0
     );
-    assert!(value(&text, "process_resident_memory_bytes") > 0.0);
-    assert!(value(&text, "process_open_fds") > 0.0);
+    assert!(sample_value(&text, "process_resident_memory_bytes") > 0.0);
+    assert!(sample_value(&text, "process_open_fds") > 0.0);
     for line in text.lines().filter(|l| {
         l.starts_with("perfmon_http_request_duration_seconds_bucket{method=\"GET\",route=\"/prom")
     }) {
@@ -209,7 +198,7 @@ fn sub_millisecond_calls_land_in_their_own_buckets() {
         ("0.001", 4.0),
     ] {
         assert_eq!(
-            value(
+            sample_value(
                 &text,
                 &format!("perfmon_http_request_duration_seconds_bucket{{{l},le=\"{le}\"}}")
             ),

@@ -3,35 +3,13 @@
 //! values. Tested against a real `prometheus-pushgateway` (`.ci/test` installs and starts one on
 //! 127.0.0.1:9191). Its own test binary: `init` is process-wide.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use perfmon_runtime::*;
-use perfmon_tests::unique_prefix;
+use perfmon_tests::{http, unique_prefix};
 
 fn pushgateway() -> String {
     std::env::var("PERFMON_TEST_PUSHGATEWAY_URL").unwrap_or_else(|_| "http://127.0.0.1:9191".into())
-}
-
-/// One plain HTTP/1.1 request to the Pushgateway; the status code and body.
-fn http(method: &str, path: &str) -> (u16, String) {
-    let base = pushgateway();
-    let host = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = std::net::TcpStream::connect(host).expect("the pushgateway listens");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (
-        head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
-        body.to_string(),
-    )
 }
 
 /// The value of the sample of `name` whose labels include every one of `labels`.
@@ -83,7 +61,7 @@ async fn a_batch_program_pushes_its_metrics_while_it_runs_and_at_shutdown() {
     };
     let mut seen = None;
     for _ in 0..300 {
-        let (code, text) = http("GET", "/metrics");
+        let (code, text) = http(&pushgateway(), "GET", "/metrics");
         assert_eq!(code, 200);
         if let Some(v) = runs(&text, "success") {
             seen = Some(v);
@@ -97,7 +75,7 @@ async fn a_batch_program_pushes_its_metrics_while_it_runs_and_at_shutdown() {
     let _ = nightly(false);
     let _ = nightly(true);
     perf.shutdown().await.expect("shutdown, with the last push");
-    let (_, text) = http("GET", "/metrics");
+    let (_, text) = http(&pushgateway(), "GET", "/metrics");
     assert_eq!(runs(&text, "success"), Some(2.0), "{text}");
     assert_eq!(runs(&text, "failure"), Some(1.0));
     // the pushgateway stamps the group's last push
@@ -108,6 +86,10 @@ async fn a_batch_program_pushes_its_metrics_while_it_runs_and_at_shutdown() {
     )
     .is_some_and(|t| t > 0.0));
 
-    let (code, _) = http("DELETE", &format!("/metrics/job/{job}/instance/push-a"));
+    let (code, _) = http(
+        &pushgateway(),
+        "DELETE",
+        &format!("/metrics/job/{job}/instance/push-a"),
+    );
     assert_eq!(code, 202, "the test's group removed");
 }

@@ -73,14 +73,23 @@ impl Job for Alerting {
         let inputs = self.engine.inputs(now, counters, health, batches);
         let notes = self.engine.tick(now, &inputs);
         let board = self.engine.board();
-        let active = board.active.clone();
+        // Alertmanager expects firing alerts again and again until they end; those that fired
+        // on this tick are sent by `deliver`
+        let again: Vec<_> = match &self.sinks.alertmanager {
+            Some(_) => board
+                .active
+                .iter()
+                .filter(|a| !notes.iter().any(|n| n.rule == a.rule && n.key == a.key))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
         publish(Some(board));
         for n in &notes {
             deliver(n, &self.sinks);
         }
-        // Alertmanager expects firing alerts again and again until they end
         if let Some(am) = &self.sinks.alertmanager {
-            am.send(&active);
+            am.send(&again);
         }
     }
 }
