@@ -39,20 +39,11 @@ impl Drop for Example {
     }
 }
 
+/// `GET path`, which must answer 200; its body.
 fn get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect to the example");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-    body.to_string()
+    let (status, body) = request(addr, path, None);
+    assert_eq!(status, 200, "{path}: {body}");
+    body
 }
 
 fn chromium(args: &[&str]) -> String {
@@ -267,7 +258,7 @@ fn start_example_with(
     (guard, addr, monitoring)
 }
 
-/// One raw request; the status code and the body.
+/// One raw `GET`, with an `Authorization` header if given; the status code and the body.
 fn request(addr: &str, path: &str, auth: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect to the example");
     s.set_read_timeout(Some(Duration::from_secs(10)))

@@ -305,117 +305,77 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if !valid_label(&self.key_prefix) {
-            return Err(ConfigError::Invalid {
-                what: "key_prefix",
-                message: format!(
-                    "{:?} must be non-empty letters, digits, '-', '_', '.' or ':'",
-                    self.key_prefix
-                ),
-            });
+        let require = |ok: bool, what: &'static str, message: &dyn Fn() -> String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    what,
+                    message: message(),
+                })
+            }
+        };
+        for (what, v) in [
+            ("key_prefix", &self.key_prefix),
+            ("instance", &self.instance),
+        ] {
+            require(valid_label(v), what, &|| {
+                format!("{v:?} must be non-empty letters, digits, '-', '_', '.' or ':'")
+            })?;
         }
-        if !valid_label(&self.instance) {
-            return Err(ConfigError::Invalid {
-                what: "instance",
-                message: format!(
-                    "{:?} must be non-empty letters, digits, '-', '_', '.' or ':'",
-                    self.instance
-                ),
-            });
+        for (what, n) in [
+            ("cache_key_segments", self.cache_key_segments),
+            ("max_heavy_reads", self.max_heavy_reads),
+        ] {
+            require(n > 0, what, &|| "must be at least 1".into())?;
         }
-        if self.cache_key_segments == 0 {
-            return Err(ConfigError::Invalid {
-                what: "cache_key_segments",
-                message: "must be at least 1".into(),
-            });
+        for (what, d) in [
+            ("flush_interval", self.flush_interval),
+            ("drain_interval", self.drain_interval),
+            ("heavy_read_timeout", self.heavy_read_timeout),
+            ("push_interval", self.push_interval),
+        ] {
+            require(!d.is_zero(), what, &|| "must be greater than zero".into())?;
         }
-        if self.flush_interval.is_zero() {
-            return Err(ConfigError::Invalid {
-                what: "flush_interval",
-                message: "must be greater than zero".into(),
-            });
-        }
-        if self.drain_interval.is_zero() {
-            return Err(ConfigError::Invalid {
-                what: "drain_interval",
-                message: "must be greater than zero".into(),
-            });
-        }
-        if self.max_heavy_reads == 0 {
-            return Err(ConfigError::Invalid {
-                what: "max_heavy_reads",
-                message: "must be at least 1".into(),
-            });
-        }
-        if self.heavy_read_timeout.is_zero() {
-            return Err(ConfigError::Invalid {
-                what: "heavy_read_timeout",
-                message: "must be greater than zero".into(),
-            });
-        }
-        if !(1..=64).contains(&self.read_threads) {
-            return Err(ConfigError::Invalid {
-                what: "read_threads",
-                message: format!("{} is not allowed; 1 to 64 threads", self.read_threads),
-            });
-        }
+        require(
+            (1..=64).contains(&self.read_threads),
+            "read_threads",
+            &|| format!("{} is not allowed; 1 to 64 threads", self.read_threads),
+        )?;
         for (kind, bounds) in HistogramKind::ALL.iter().zip(&self.buckets) {
             if let Some(b) = bounds {
-                if b.is_empty()
-                    || b.len() > MAX_BUCKETS
-                    || b[0] == 0
-                    || b.windows(2).any(|w| w[0] >= w[1])
-                {
-                    return Err(ConfigError::Invalid {
-                        what: "histogram_buckets",
-                        message: format!(
-                            "the {kind:?} bounds must be 1 to {MAX_BUCKETS} durations above zero, strictly increasing"
-                        ),
-                    });
-                }
+                let ok = !b.is_empty()
+                    && b.len() <= MAX_BUCKETS
+                    && b[0] > 0
+                    && b.windows(2).all(|w| w[0] < w[1]);
+                require(ok, "histogram_buckets", &|| {
+                    format!("the {kind:?} bounds must be 1 to {MAX_BUCKETS} durations above zero, strictly increasing")
+                })?;
             }
         }
+        let http_url = |what: &'static str, url: &str, example: &str| {
+            require(url.starts_with("http://"), what, &|| {
+                format!(
+                    "{} is not allowed; an http:// URL such as {example}",
+                    redact(url)
+                )
+            })
+        };
         if let Some((url, job)) = &self.pushgateway {
-            if !url.starts_with("http://") {
-                return Err(ConfigError::Invalid {
-                    what: "pushgateway",
-                    message: format!(
-                        "{} is not allowed; an http:// URL such as http://127.0.0.1:9091",
-                        redact(url)
-                    ),
-                });
-            }
-            if !valid_label(job) {
-                return Err(ConfigError::Invalid {
-                    what: "pushgateway",
-                    message: format!("job {job:?} must be letters, digits, '-', '_', '.' or ':'"),
-                });
-            }
+            http_url("pushgateway", url, "http://127.0.0.1:9091")?;
+            require(valid_label(job), "pushgateway", &|| {
+                format!("job {job:?} must be letters, digits, '-', '_', '.' or ':'")
+            })?;
         }
         if let Some(am) = &self.alert_sinks.alertmanager {
-            if !am.url.starts_with("http://") {
-                return Err(ConfigError::Invalid {
-                    what: "alertmanager",
-                    message: format!(
-                        "{} is not allowed; an http:// URL such as http://127.0.0.1:9093",
-                        redact(&am.url)
-                    ),
-                });
-            }
-        }
-        if self.push_interval.is_zero() {
-            return Err(ConfigError::Invalid {
-                what: "push_interval",
-                message: "must be greater than zero".into(),
-            });
+            http_url("alertmanager", &am.url, "http://127.0.0.1:9093")?;
         }
         if let Some(t) = &self.monitoring_token {
-            if !crate::core::secret::valid_token(t) {
-                return Err(ConfigError::Invalid {
-                    what: "monitoring_token",
-                    message: crate::core::secret::TOKEN_RULE.into(),
-                });
-            }
+            require(
+                crate::core::secret::valid_token(t),
+                "monitoring_token",
+                &|| crate::core::secret::TOKEN_RULE.into(),
+            )?;
         }
         Ok(())
     }
