@@ -7,7 +7,9 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
+use axum::extract::Request;
 use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
 
 use super::access::{access, locked, Access, Challenge};
 use super::heavy::{self, Answer};
@@ -54,14 +56,35 @@ pub const PARAMS: [&str; 4] = ["type", "path", "window", "scope"];
 /// To keep the monitoring routes off the application's port, serve this router on a listener
 /// of its own (`axum::serve(monitoring_listener, perfmon_runtime::http::router())`).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
+    // the token, when set, guards these as one: programs are asked for a bearer token...
+    let locked = Router::new()
         .route("/api/monitoring/metrics", get(metrics))
+        .route("/api/monitoring/alerts", get(alerts))
+        .route("/metrics", get(prometheus))
+        .route_layer(middleware::from_fn(|req: Request, next: Next| {
+            guard(req, next, Challenge::Bearer)
+        }));
+    // ...and browsers, on the page, for a password
+    let page = Router::new()
+        .route("/api/monitoring/dashboard", get(super::dashboard::page))
+        .route_layer(middleware::from_fn(|req: Request, next: Next| {
+            guard(req, next, Challenge::Browser)
+        }));
+    // the probes answer anyone, their details only with the token
+    Router::new()
         .route("/api/monitoring/health", get(health))
         .route("/api/monitoring/live", get(live))
         .route("/api/monitoring/ready", get(ready))
-        .route("/api/monitoring/dashboard", get(super::dashboard::page))
-        .route("/api/monitoring/alerts", get(alerts))
-        .route("/metrics", get(prometheus))
+        .merge(locked)
+        .merge(page)
+}
+
+/// Lets a request through to a locked route only with the token (when one is set).
+async fn guard(req: Request, next: Next, challenge: Challenge) -> Response {
+    match locked(req.headers(), challenge) {
+        Some(denied) => denied,
+        None => next.run(req).await,
+    }
 }
 
 /// A user-supplied value, made safe to quote in a message: at most 64 printable characters,
@@ -159,13 +182,7 @@ pub(crate) fn parse(query: Option<&str>) -> Result<Params, String> {
     Ok(p)
 }
 
-async fn metrics(
-    headers: HeaderMap,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> Response {
-    if let Some(denied) = locked(&headers, Challenge::Bearer) {
-        return denied;
-    }
+async fn metrics(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Response {
     let p = match parse(query.as_deref()) {
         Ok(p) => p,
         Err(e) => return bad_request(e),
@@ -220,10 +237,7 @@ async fn health(headers: HeaderMap) -> Response {
     }
 }
 
-async fn alerts(headers: HeaderMap) -> Response {
-    if let Some(denied) = locked(&headers, Challenge::Bearer) {
-        return denied;
-    }
+async fn alerts() -> Response {
     let board = alert_board();
     axum::Json(
         json!({ "success": true, "data": { "active": board.active, "history": board.history } }),
@@ -261,10 +275,7 @@ async fn ready(headers: HeaderMap) -> Response {
     (health_code(h.status), axum::Json(body)).into_response()
 }
 
-async fn prometheus(headers: HeaderMap) -> Response {
-    if let Some(denied) = locked(&headers, Challenge::Bearer) {
-        return denied;
-    }
+async fn prometheus() -> Response {
     // streamed: rendered a chunk at a time as the client takes it, never held whole
     let mut families = families(&collector());
     families.extend(heavy::families());
