@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,6 @@ struct Heavy {
     shared: AtomicU64,
     cached: AtomicU64,
     rejected: AtomicU64,
-    in_progress: AtomicUsize,
 }
 
 fn heavy() -> &'static Heavy {
@@ -134,7 +133,6 @@ fn heavy() -> &'static Heavy {
         shared: AtomicU64::new(0),
         cached: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
-        in_progress: AtomicUsize::new(0),
     })
 }
 
@@ -158,7 +156,7 @@ pub fn heavy_read_stats() -> HeavyReadStats {
         shared: h.shared.load(Ordering::Relaxed),
         cached: h.cached.load(Ordering::Relaxed),
         rejected: h.rejected.load(Ordering::Relaxed),
-        in_progress: h.in_progress.load(Ordering::Relaxed) as u64,
+        in_progress: lock(&h.flights).len() as u64,
     }
 }
 
@@ -239,7 +237,6 @@ impl Drop for Landing {
             }
             flights.remove(&self.key);
         }
-        h.in_progress.fetch_sub(1, Ordering::Relaxed);
         self.flight.finish(self.answer.take());
     }
 }
@@ -273,7 +270,6 @@ where
             None => {
                 let f = Flight::start();
                 flights.insert(key.clone(), f.clone());
-                h.in_progress.fetch_add(1, Ordering::Relaxed);
                 (f, true)
             }
         }
