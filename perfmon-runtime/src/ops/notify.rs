@@ -81,17 +81,22 @@ impl Alertmanager {
             return;
         }
         let url = format!("{}/api/v2/alerts", self.url.trim_end_matches('/'));
-        let body = self.body(ns);
-        let spawned = std::thread::Builder::new()
-            .name("perfmon-alertmanager".into())
-            .spawn(move || {
-                if let Err(e) = post_json(&url, &body, 2, Duration::from_secs(5)) {
-                    tracing::warn!(target: "perfmon::alerts", url = %redact(&url), error = %e, "Alertmanager delivery failed");
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(target: "perfmon::alerts", error = %e, "could not start the Alertmanager thread");
-        }
+        post_in_background("alertmanager", url, self.body(ns), 2);
+    }
+}
+
+/// POSTs `body` as JSON to `url` on a thread of its own (`perfmon-{sink}`), `tries` times at
+/// most (5 s each); a failure is logged.
+fn post_in_background(sink: &'static str, url: String, body: String, tries: u32) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("perfmon-{sink}"))
+        .spawn(move || {
+            if let Err(e) = post_json(&url, &body, tries, Duration::from_secs(5)) {
+                tracing::warn!(target: "perfmon::alerts", sink, url = %redact(&url), error = %e, "alert delivery failed");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(target: "perfmon::alerts", sink, error = %e, "could not start an alert delivery thread");
     }
 }
 
@@ -130,14 +135,7 @@ pub fn deliver(n: &Notification, sinks: &Sinks) {
     }
     if let Some(url) = sinks.webhook.clone() {
         let body = serde_json::to_string(n).unwrap_or_default();
-        let spawned = std::thread::Builder::new().name("perfmon-webhook".into()).spawn(move || {
-            if let Err(e) = post_json(&url, &body, 3, Duration::from_secs(5)) {
-                tracing::warn!(target: "perfmon::alerts", url = %redact(&url), error = %e, "webhook delivery failed");
-            }
-        });
-        if let Err(e) = spawned {
-            tracing::warn!(target: "perfmon::alerts", error = %e, "could not start the webhook thread");
-        }
+        post_in_background("webhook", url, body, 3);
     }
     if let Some(am) = &sinks.alertmanager {
         am.send(std::slice::from_ref(n));
