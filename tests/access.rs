@@ -197,17 +197,21 @@ async fn a_monitoring_token_locks_the_routes_and_hides_health_details() {
     const ENV_TOKEN: &str = "env-token-51c0a7d2b9e84f31";
     // SAFETY: this binary's one test; nothing else reads the environment meanwhile
     unsafe { std::env::set_var("PERFMON_MONITORING_TOKEN", ENV_TOKEN) };
+    // `/metrics` answered with no token, the variable's and the configuration's
+    let metrics_with = |token: Option<&'static str>| {
+        let monitoring = monitoring.clone();
+        async move {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            get_with(&monitoring, "/metrics", auth.as_deref()).await.0
+        }
+    };
     let perf = init(Config::builder().build()).await.expect("init");
-    assert_eq!(get_with(&monitoring, "/metrics", None).await.0, 401);
     assert_eq!(
-        get_with(
-            &monitoring,
-            "/metrics",
-            Some(&format!("Bearer {ENV_TOKEN}"))
-        )
-        .await
-        .0,
-        200
+        (
+            metrics_with(None).await,
+            metrics_with(Some(ENV_TOKEN)).await
+        ),
+        (401, 200)
     );
     // the configuration's token wins over the variable
     perf.shutdown().await.expect("shutdown");
@@ -215,20 +219,11 @@ async fn a_monitoring_token_locks_the_routes_and_hides_health_details() {
         .await
         .expect("init");
     assert_eq!(
-        get_with(
-            &monitoring,
-            "/metrics",
-            Some(&format!("Bearer {ENV_TOKEN}"))
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        get_with(&monitoring, "/metrics", Some(&format!("Bearer {TOKEN}")))
-            .await
-            .0,
-        200
+        (
+            metrics_with(Some(ENV_TOKEN)).await,
+            metrics_with(Some(TOKEN)).await
+        ),
+        (401, 200)
     );
     unsafe { std::env::remove_var("PERFMON_MONITORING_TOKEN") };
     perf.shutdown().await.expect("shutdown");
