@@ -307,6 +307,14 @@ pub mod alerts {
     pub use crate::ops::notify::{deliver, Alertmanager, Sinks};
 }
 
+/// Trace ids: the W3C trace context a tracked call belongs to, carried into the slow list, the
+/// recent requests, batch failures and the OpenMetrics exemplars. `PerfmonLayer` reads the
+/// `traceparent` header; code outside a request sets one with [`with_trace_id`](trace::with_trace_id)
+/// or [`in_trace`](trace::in_trace).
+pub mod trace {
+    pub use crate::core::trace::{current_trace_id, in_trace, with_trace_id, InTrace, TraceId};
+}
+
 pub use crate::core::clock::rfc3339;
 pub use crate::core::hist::{HistogramKind, Merged};
 pub use crate::core::kind::OTHER;

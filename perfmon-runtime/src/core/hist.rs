@@ -313,6 +313,89 @@ pub(crate) struct Buckets {
     generation: u32,
     counts: Vec<u64>,
     pub sum_ns: u64,
+    /// Recent traced calls, for the buckets' exemplars.
+    pub exemplars: Exemplars,
+}
+
+/// One traced call, as an OpenMetrics exemplar: its trace id, value and time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Exemplar {
+    /// The trace id, high and low 64 bits (never both 0 in a kept exemplar).
+    pub trace: [u64; 2],
+    pub value_ns: u64,
+    pub unix_ns: u64,
+    /// The call's status code or outcome, for the counter it also counts in.
+    pub status: u16,
+}
+
+impl Exemplar {
+    /// The trace id as one number.
+    pub(crate) fn trace_raw(&self) -> u128 {
+        u128::from(self.trace[0]) << 64 | u128::from(self.trace[1])
+    }
+}
+
+/// Slots of [`Exemplars`]: two per power of two from 1 µs (2^10 ns) to 73 minutes (2^42 ns);
+/// values outside fall in the first or last slot.
+const EXEMPLAR_SLOTS: usize = 64;
+
+/// The newest traced call in each of [`EXEMPLAR_SLOTS`] value ranges (half a power of two each),
+/// so that every histogram bucket — whatever the configured bounds — finds a recent call of its
+/// own range if one was traced. Allocated on a series' first traced call (2.5 KiB).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Exemplars(Option<Box<[Exemplar; EXEMPLAR_SLOTS]>>);
+
+impl Exemplars {
+    fn slot(v: u64) -> usize {
+        let log2 = 63 - (v | 1).leading_zeros() as usize;
+        let half = (v >> log2.saturating_sub(1) & 1) as usize;
+        (2 * log2 + half).clamp(20, 20 + EXEMPLAR_SLOTS - 1) - 20
+    }
+
+    /// Keeps `e` as its range's exemplar if it is the newest there.
+    pub(crate) fn record(&mut self, e: Exemplar) {
+        let slots = self
+            .0
+            .get_or_insert_with(|| Box::new([Exemplar::default(); EXEMPLAR_SLOTS]));
+        let slot = &mut slots[Self::slot(e.value_ns)];
+        if e.unix_ns >= slot.unix_ns {
+            *slot = e;
+        }
+    }
+
+    /// Keeps the newer exemplar of each range.
+    pub(crate) fn merge(&mut self, o: &Exemplars) {
+        for e in o.iter() {
+            self.record(*e);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Exemplar> {
+        self.0
+            .iter()
+            .flat_map(|s| s.iter())
+            .filter(|e| e.trace != [0, 0])
+    }
+
+    /// The newest exemplar with a value in `(above, at_most]` that `keep` accepts.
+    pub(crate) fn newest_in(
+        &self,
+        above: u64,
+        at_most: u64,
+        keep: impl Fn(&Exemplar) -> bool,
+    ) -> Option<Exemplar> {
+        self.iter()
+            .filter(|e| e.value_ns > above && e.value_ns <= at_most && keep(e))
+            .max_by_key(|e| e.unix_ns)
+            .copied()
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<[Exemplar; EXEMPLAR_SLOTS]>())
+    }
 }
 
 impl Buckets {
@@ -360,6 +443,7 @@ impl Buckets {
     /// only).
     pub(crate) fn add(&mut self, o: &Buckets) {
         self.on_grid();
+        self.exemplars.merge(&o.exemplars);
         if o.generation == self.generation && o.counts.len() == self.counts.len() {
             for (a, b) in self.counts.iter_mut().zip(o.counts.iter()) {
                 *a += b;
@@ -389,9 +473,9 @@ impl Buckets {
         (out, total)
     }
 
-    /// Heap bytes of the counts.
+    /// Heap bytes of the counts and exemplars.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.counts.capacity() * std::mem::size_of::<u64>()
+        self.counts.capacity() * std::mem::size_of::<u64>() + self.exemplars.heap_bytes()
     }
 }
 
@@ -569,6 +653,59 @@ impl Accum {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_bucket_finds_the_newest_traced_call_of_its_range() {
+        let mut x = Exemplars::default();
+        assert_eq!(x.heap_bytes(), 0, "nothing allocated before a traced call");
+        let at = |value_ns, unix_ns, trace| Exemplar {
+            trace: [0, trace],
+            value_ns,
+            unix_ns,
+            status: 200,
+        };
+        x.record(at(2_000_000, 10, 1)); // 2 ms
+        x.record(at(2_010_000, 20, 2)); // 2.01 ms: same range, newer
+        x.record(at(2_005_000, 15, 3)); // same range, older: not kept
+        x.record(at(40_000_000, 5, 4)); // 40 ms
+        x.record(at(3_000_000_000, 7, 5)); // 3 s
+        let trace = |e: Option<Exemplar>| e.map(|e| e.trace[1]);
+        assert_eq!(trace(x.newest_in(1_000_000, 2_500_000, |_| true)), Some(2));
+        assert_eq!(
+            trace(x.newest_in(25_000_000, 50_000_000, |_| true)),
+            Some(4)
+        );
+        assert_eq!(
+            trace(x.newest_in(2_500_000, 3_000_000_000, |_| true)),
+            Some(5)
+        );
+        assert_eq!(
+            trace(x.newest_in(2_500_000, 2_999_999_999, |_| true)),
+            Some(4)
+        );
+        assert_eq!(
+            trace(x.newest_in(50_000_000, 2_999_999_999, |_| true)),
+            None
+        );
+        assert_eq!(trace(x.newest_in(0, u64::MAX, |_| true)), Some(2));
+        assert_eq!(
+            trace(x.newest_in(0, u64::MAX, |e| e.trace[1] != 2)),
+            Some(5)
+        );
+        let mut merged = Exemplars::default();
+        merged.record(at(2_200_000, 30, 6));
+        merged.merge(&x);
+        assert_eq!(trace(merged.newest_in(0, 2_500_000, |_| true)), Some(6));
+        assert_eq!(
+            trace(merged.newest_in(2_500_000, u64::MAX, |_| true)),
+            Some(5)
+        );
+        // values off either end fall in the first or last range
+        x.record(at(1, 40, 7));
+        x.record(at(u64::MAX, 41, 8));
+        assert_eq!(trace(x.newest_in(0, 1, |_| true)), Some(7));
+        assert_eq!(trace(x.newest_in(1 << 50, u64::MAX, |_| true)), Some(8));
+    }
     use super::*;
 
     #[test]

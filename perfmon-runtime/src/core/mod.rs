@@ -15,5 +15,6 @@ pub(crate) mod process;
 pub(crate) mod secret;
 pub(crate) mod status;
 pub(crate) mod sync;
+pub(crate) mod trace;
 pub(crate) mod window;
 pub(crate) mod worker;

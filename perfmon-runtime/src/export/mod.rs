@@ -8,4 +8,5 @@ pub(crate) mod json;
 pub(crate) mod prometheus;
 pub(crate) mod rules;
 
+pub use prometheus::Format;
 pub use rules::{prometheus_rules, RuleSource};

@@ -12,9 +12,10 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::core::hist::{bounds_of, HistogramKind};
+use crate::core::hist::{bounds_of, Exemplar, HistogramKind};
 use crate::core::kind::{Kind, CACHE_ERROR, FAILED, HIT, MISS, OK};
 use crate::core::process::proc_stats;
+use crate::core::trace::TraceId;
 use crate::ops::alerts::{alerts, Severity};
 use crate::pipeline::aggregator::Totals;
 use crate::pipeline::registry::SeriesInfo;
@@ -44,20 +45,66 @@ impl MetricType {
 pub(crate) enum Value {
     /// A counter or gauge.
     Number(f64),
-    /// Cumulative bucket counts at `bounds` (nanoseconds), then the sum (seconds) and count.
+    /// Cumulative bucket counts at `bounds` (nanoseconds), then the sum (seconds) and count;
+    /// each bucket's exemplar (`bounds.len() + 1` of them, `+Inf` last).
     Histogram {
         bounds: Arc<[u64]>,
         cumulative: Vec<u64>,
         sum_seconds: f64,
         count: u64,
+        exemplars: Vec<Option<Exemplar>>,
     },
 }
 
-/// One sample: its labels and value.
+/// One sample: its labels, value and (for a counter, in OpenMetrics) its exemplar.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Sample {
     pub labels: Vec<(&'static str, String)>,
     pub value: Value,
+    pub exemplar: Option<Exemplar>,
+}
+
+/// The exposition format a scraper asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4 (the default): no exemplars.
+    Text,
+    /// OpenMetrics 1.0: counters' families named without `_total`, exemplars on histogram
+    /// buckets and counters, `# EOF` at the end.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics when it names
+    /// `application/openmetrics-text` (with any `q` but 0), else the 0.0.4 text.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let wants = accept.is_some_and(|a| {
+            a.split(',').any(|part| {
+                let mut params = part.split(';').map(str::trim);
+                params
+                    .next()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"))
+                    && !params.any(|p| {
+                        p.strip_prefix("q=")
+                            .and_then(|q| q.parse::<f64>().ok())
+                            .is_some_and(|q| q <= 0.0)
+                    })
+            })
+        });
+        if wants {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// The response's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
 }
 
 /// One metric family.
@@ -92,11 +139,35 @@ impl Family {
         self.samples.push(Sample {
             labels,
             value: Value::Number(v.into()),
+            exemplar: None,
+        });
+    }
+
+    /// A counter's sample with the newest traced call of the series that `keep` accepts as its
+    /// exemplar.
+    fn push_counted(
+        &mut self,
+        labels: Vec<(&'static str, String)>,
+        v: u64,
+        t: &Totals,
+        keep: impl Fn(&Exemplar) -> bool,
+    ) {
+        self.samples.push(Sample {
+            labels,
+            value: Value::Number(v as f64),
+            exemplar: t.hist.exemplars.newest_in(0, u64::MAX, keep),
         });
     }
 
     fn histogram(&mut self, labels: Vec<(&'static str, String)>, t: &Totals, bounds: &Arc<[u64]>) {
         let (cumulative, count) = t.hist.cumulative(bounds);
+        // each bucket's exemplar lies in its own range (above the bucket below)
+        let mut exemplars = Vec::with_capacity(bounds.len() + 1);
+        let mut above = 0;
+        for &le in bounds.iter().chain([u64::MAX].iter()) {
+            exemplars.push(t.hist.exemplars.newest_in(above, le, |_| true));
+            above = le;
+        }
         self.samples.push(Sample {
             labels,
             value: Value::Histogram {
@@ -104,7 +175,9 @@ impl Family {
                 cumulative,
                 sum_seconds: t.hist.sum_ns as f64 / 1e9,
                 count,
+                exemplars,
             },
+            exemplar: None,
         });
     }
 }
@@ -170,8 +243,10 @@ fn api_families(all: &Series, out: &mut Vec<Family>) {
     let bounds = bounds_of(HistogramKind::Api);
     for (info, t) in &api {
         duration.histogram(route(info), t, &bounds);
-        for (code, n) in &t.statuses {
-            requests.push(with(route(info), "status", &code.to_string()), *n as f64);
+        for &(code, n) in &t.statuses {
+            requests.push_counted(with(route(info), "status", &code.to_string()), n, t, |e| {
+                e.status == code
+            });
         }
         slow.push(route(info), t.slow as f64);
     }
@@ -199,9 +274,11 @@ fn db_families(all: &Series, out: &mut Vec<Family>) {
     for (info, t) in &of(all, &[Kind::Query]) {
         duration.histogram(query(info), t, &bounds);
         for (result, i) in [("ok", OK), ("error", FAILED)] {
-            queries.push(
+            queries.push_counted(
                 with(query(info), "result", result),
-                t.outcomes[usize::from(i)] as f64,
+                t.outcomes[usize::from(i)],
+                t,
+                |e| e.status.min(FAILED) == i,
             );
         }
         slow.push(query(info), t.slow as f64);
@@ -238,9 +315,11 @@ fn batch_families(all: &Series, window: &Snapshot, out: &mut Vec<Family>) {
     for (info, t) in &of(all, &[Kind::Batch]) {
         duration.histogram(name(info), t, &bounds);
         for (result, i) in [("success", OK), ("failure", FAILED)] {
-            runs.push(
+            runs.push_counted(
                 with(name(info), "result", result),
-                t.outcomes[usize::from(i)] as f64,
+                t.outcomes[usize::from(i)],
+                t,
+                |e| e.status.min(FAILED) == i,
             );
         }
     }
@@ -589,31 +668,52 @@ fn label_set(labels: &[(&'static str, String)], extra: Option<(&str, &str)>) -> 
     }
 }
 
+/// Writes an exemplar after a sample's value (OpenMetrics only): trace id, value in seconds,
+/// Unix time in seconds.
+fn write_exemplar(o: &mut String, e: Option<&Exemplar>) {
+    if let Some(e) = e {
+        if let Some(id) = TraceId::from_raw(e.trace_raw()) {
+            let _ = write!(
+                o,
+                " # {{trace_id=\"{id}\"}} {} {}",
+                e.value_ns as f64 / 1e9,
+                e.unix_ns as f64 / 1e9
+            );
+        }
+    }
+}
+
 /// Writes one sample's lines.
-fn write_sample(o: &mut String, name: &str, s: &Sample) {
+fn write_sample(o: &mut String, name: &str, s: &Sample, format: Format) {
+    let om = format == Format::OpenMetrics;
     match &s.value {
         Value::Number(v) => {
-            let _ = writeln!(o, "{name}{} {v}", label_set(&s.labels, None));
+            let _ = write!(o, "{name}{} {v}", label_set(&s.labels, None));
+            if om {
+                write_exemplar(o, s.exemplar.as_ref());
+            }
+            o.push('\n');
         }
         Value::Histogram {
             bounds,
             cumulative,
             sum_seconds,
             count,
+            exemplars,
         } => {
-            for (le, n) in bounds.iter().zip(cumulative) {
-                let le = (*le as f64 / 1e9).to_string();
-                let _ = writeln!(
+            let les = bounds.iter().map(|le| (*le as f64 / 1e9).to_string());
+            let counts = cumulative.iter().chain([count]);
+            for (i, (le, n)) in les.chain(["+Inf".to_string()]).zip(counts).enumerate() {
+                let _ = write!(
                     o,
                     "{name}_bucket{} {n}",
                     label_set(&s.labels, Some(("le", &le)))
                 );
+                if om {
+                    write_exemplar(o, exemplars.get(i).and_then(Option::as_ref));
+                }
+                o.push('\n');
             }
-            let _ = writeln!(
-                o,
-                "{name}_bucket{} {count}",
-                label_set(&s.labels, Some(("le", "+Inf")))
-            );
             let _ = writeln!(o, "{name}_sum{} {sum_seconds}", label_set(&s.labels, None));
             let _ = writeln!(o, "{name}_count{} {count}", label_set(&s.labels, None));
         }
@@ -624,18 +724,22 @@ fn write_sample(o: &mut String, name: &str, s: &Sample) {
 /// take it past).
 pub(crate) const CHUNK_BYTES: usize = 32 * 1024;
 
-/// The text exposition format 0.0.4, rendered a chunk at a time: what a response streams, so
-/// that the text is never held whole (only the families, which are several times smaller).
+/// The exposition, rendered a chunk at a time: what a response streams, so that the text is
+/// never held whole (only the families, which are several times smaller).
 pub(crate) struct TextChunks {
     families: std::vec::IntoIter<Family>,
     current: Option<(Family, usize)>,
+    format: Format,
+    ended: bool,
 }
 
 impl TextChunks {
-    pub(crate) fn new(families: Vec<Family>) -> TextChunks {
+    pub(crate) fn new(families: Vec<Family>, format: Format) -> TextChunks {
         TextChunks {
             families: families.into_iter(),
             current: None,
+            format,
+            ended: false,
         }
     }
 }
@@ -649,13 +753,21 @@ impl Iterator for TextChunks {
             let (f, next) = match &mut self.current {
                 Some(c) => c,
                 None => match self.families.next() {
-                    Some(f) => self.current.insert((f.write_header(&mut o), 0)),
-                    None => break,
+                    Some(f) => self
+                        .current
+                        .insert((f.write_header(&mut o, self.format), 0)),
+                    None => {
+                        if self.format == Format::OpenMetrics && !self.ended {
+                            self.ended = true;
+                            o.push_str("# EOF\n");
+                        }
+                        break;
+                    }
                 },
             };
             match f.samples.get(*next) {
                 Some(sample) => {
-                    write_sample(&mut o, f.name, sample);
+                    write_sample(&mut o, f.name, sample, self.format);
                     *next += 1;
                 }
                 None => self.current = None,
@@ -666,17 +778,24 @@ impl Iterator for TextChunks {
 }
 
 impl Family {
-    /// Writes the family's `HELP` and `TYPE` lines; returns it.
-    fn write_header(self, o: &mut String) -> Family {
-        let _ = writeln!(o, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(o, "# TYPE {} {}", self.name, self.kind.as_str());
+    /// Writes the family's `HELP` and `TYPE` lines; returns it. In OpenMetrics a counter's
+    /// family is named without the `_total` its samples carry.
+    fn write_header(self, o: &mut String, format: Format) -> Family {
+        let name = match (format, self.kind) {
+            (Format::OpenMetrics, MetricType::Counter) => {
+                self.name.strip_suffix("_total").unwrap_or(self.name)
+            }
+            _ => self.name,
+        };
+        let _ = writeln!(o, "# HELP {name} {}", self.help);
+        let _ = writeln!(o, "# TYPE {name} {}", self.kind.as_str());
         self
     }
 }
 
-/// The text exposition format 0.0.4, whole.
-pub(crate) fn write_text(families: Vec<Family>) -> String {
-    TextChunks::new(families).collect()
+/// The exposition, whole.
+pub(crate) fn write_text(families: Vec<Family>, format: Format) -> String {
+    TextChunks::new(families, format).collect()
 }
 
 impl Collector {
@@ -684,12 +803,75 @@ impl Collector {
     /// standard `process_*` metrics. Counters are monotonic; histograms use buckets from 100 µs to
     /// 60 s. One read of the collector serves every family.
     pub fn prometheus_text(&self) -> String {
-        write_text(families(self))
+        write_text(families(self), Format::Text)
+    }
+
+    /// The same as OpenMetrics 1.0 text: counters' families without `_total`, each histogram
+    /// bucket and counter with the exemplar of a recent traced call in it (`# {trace_id="…"}
+    /// value timestamp`), `# EOF` at the end. What `GET /metrics` answers to
+    /// `Accept: application/openmetrics-text`.
+    pub fn openmetrics_text(&self) -> String {
+        write_text(families(self), Format::OpenMetrics)
     }
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn openmetrics_is_chosen_only_when_asked_for() {
+        let om = Format::OpenMetrics;
+        for accept in [
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            "application/openmetrics-text",
+            "text/plain, Application/OpenMetrics-Text; version=1.0.0",
+        ] {
+            assert_eq!(Format::negotiate(Some(accept)), om, "{accept}");
+        }
+        for accept in [
+            None,
+            Some("text/plain;version=0.0.4"),
+            Some("*/*"),
+            Some("application/openmetrics-text;q=0"),
+            Some("application/json"),
+        ] {
+            assert_eq!(Format::negotiate(accept), Format::Text, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn openmetrics_names_counters_without_total_carries_exemplars_and_ends_with_eof() {
+        let mut t = Totals::default();
+        t.hist.add_value(2_000_000);
+        t.statuses.push((200, 1));
+        t.hist.exemplars.record(Exemplar {
+            trace: [0x4bf9_2f35_77b3_4da6, 0xa3ce_929d_0e0e_4736],
+            value_ns: 2_000_000,
+            unix_ns: 1_700_000_000_500_000_000,
+            status: 200,
+        });
+        let mut h = Family::new("t_seconds", MetricType::Histogram, "A histogram.");
+        h.histogram(vec![], &t, &Arc::from(&[1_000_000u64, 5_000_000][..]));
+        let mut c = Family::new("t_total", MetricType::Counter, "A counter.");
+        c.push_counted(vec![("status", "200".into())], 1, &t, |e| e.status == 200);
+        c.push_counted(vec![("status", "500".into())], 0, &t, |e| e.status == 500);
+        let ex = r#" # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.002 1700000000.5"#;
+        let om = write_text(vec![c.clone(), h.clone()], Format::OpenMetrics);
+        assert_eq!(
+            om,
+            format!(
+                "# HELP t A counter.\n# TYPE t counter\nt_total{{status=\"200\"}} 1{ex}\n\
+                 t_total{{status=\"500\"}} 0\n\
+                 # HELP t_seconds A histogram.\n# TYPE t_seconds histogram\n\
+                 t_seconds_bucket{{le=\"0.001\"}} 0\nt_seconds_bucket{{le=\"0.005\"}} 1{ex}\n\
+                 t_seconds_bucket{{le=\"+Inf\"}} 1\nt_seconds_sum 0.002\nt_seconds_count 1\n# EOF\n"
+            )
+        );
+        let text = write_text(vec![c, h], Format::Text);
+        assert!(!text.contains('#') || !text.contains("trace_id"), "{text}");
+        assert!(text.contains("# TYPE t_total counter\nt_total{status=\"200\"} 1\n"));
+        assert!(!text.contains("EOF"));
+    }
     use super::*;
 
     #[test]
@@ -709,7 +891,7 @@ mod tests {
             &bounds_of(HistogramKind::Api),
         );
         let c = Family::new("t_total", MetricType::Counter, "A counter.").number(vec![], 3.0);
-        let text = write_text(vec![c, h]);
+        let text = write_text(vec![c, h], Format::Text);
         assert!(
             text.starts_with("# HELP t_total A counter.\n# TYPE t_total counter\nt_total 3\n"),
             "{text}"

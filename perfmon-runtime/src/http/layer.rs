@@ -13,11 +13,12 @@ use tower_service::Service;
 
 use crate::core::clock::{now_ticks, ticks_between_ns};
 use crate::core::kind::{method_index, METHODS};
+use crate::core::trace::{self, TraceId};
 use crate::pipeline::event::{Event, FLAG_SLOW, FLAG_TICKS};
 use crate::pipeline::handoff::{self, Frame, Series};
 use crate::pipeline::meta::Meta;
 use crate::pipeline::registry::{self, lookup_or_register};
-use crate::pipeline::state::push;
+use crate::pipeline::state::{push, push_traced};
 
 /// The route recorded for a request that matched no route.
 pub const UNMATCHED: &str = "unmatched";
@@ -25,6 +26,11 @@ pub const UNMATCHED: &str = "unmatched";
 /// A tower layer that records every request once: method, matched route template (never the
 /// raw path; `unmatched` when no route matched), the status code of the response and the
 /// duration from the call until the response is ready.
+///
+/// A request with a valid W3C `traceparent` header runs in that trace: the request, and every
+/// call tracked while its handler is polled, carry the trace id (slow list, recent requests,
+/// batch failures, exemplars). Without the header, the trace id current where the layer is
+/// polled (set by an outer layer or by [`in_trace`](crate::trace::in_trace)) applies.
 ///
 /// Add it with `Router::layer` so that it sees the matched route. A handler carrying
 /// `#[track_api]` inside it does not record a second time: it hands its `path` (if given),
@@ -186,9 +192,16 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = now_ticks();
         let method = method_index(req.method().as_str());
+        let trace = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceId::from_traceparent)
+            .map_or_else(trace::current_raw, TraceId::raw);
         let record = Some(Pending {
             start,
             method,
+            trace,
             frame: Frame {
                 route: req
                     .extensions()
@@ -209,6 +222,8 @@ where
 struct Pending {
     start: u64,
     method: usize,
+    /// The request's trace id (0 for none).
+    trace: u128,
     /// The request's route (filled in by an inner `PerfmonLayer` when this one, outside the
     /// router, did not see it) and the `#[track_api]` handler that ran inside it.
     frame: Frame,
@@ -231,13 +246,18 @@ impl Pending {
             flags |= FLAG_SLOW;
             slow_warning(series.id, status, took_ns);
         }
-        push(Event {
+        let ev = Event {
             series: series.id,
             status,
             flags,
             a: self.start,
             b: end,
-        });
+        };
+        if self.trace == 0 {
+            push(ev);
+        } else {
+            push_traced(ev, self.trace);
+        }
     }
 }
 
@@ -290,6 +310,7 @@ where
         let polled = match this.record.as_mut() {
             None => this.inner.poll(cx),
             Some(p) => {
+                let _trace = (p.trace != 0).then(|| trace::Scope::enter(p.trace));
                 let entered = handoff::enter(p.frame);
                 let polled = this.inner.poll(cx);
                 if let Some(frame) = entered.exit() {

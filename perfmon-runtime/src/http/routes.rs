@@ -16,7 +16,7 @@ use super::heavy::{self, Answer};
 use crate::core::process::proc_stats;
 use crate::core::window::{Scope, Window};
 use crate::export::json::metrics_data;
-use crate::export::prometheus::{families, TextChunks};
+use crate::export::prometheus::{families, Format, TextChunks};
 use crate::ops::alerts::alerts as alert_board;
 use crate::ops::health::{system_health, HealthStatus};
 use crate::read::collector::collector;
@@ -275,16 +275,14 @@ async fn ready(headers: HeaderMap) -> Response {
     (health_code(h.status), axum::Json(body)).into_response()
 }
 
-async fn prometheus() -> Response {
+async fn prometheus(headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     // streamed: rendered a chunk at a time as the client takes it, never held whole
     let mut families = families(&collector());
     families.extend(heavy::families());
-    let chunks = TextChunks::new(families).map(Ok::<_, std::convert::Infallible>);
+    let chunks = TextChunks::new(families, format).map(Ok::<_, std::convert::Infallible>);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, format.content_type())],
         axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
     )
         .into_response()

@@ -9,10 +9,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::core::clock::{ticks_between_ns, Anchor};
-use crate::core::hist::{Buckets, CompactHist, Merged, PagedHist};
+use crate::core::hist::{Buckets, CompactHist, Exemplar, Merged, PagedHist};
 use crate::core::kind::{Kind, CACHE_ERROR, FAILED, OK};
 use crate::core::window::{NS_PER_MINUTE, RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
-use crate::pipeline::event::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_TICKS, FLAG_VALUE};
+use crate::pipeline::event::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_TICKS, FLAG_TRACE, FLAG_VALUE};
 use crate::pipeline::registry::SeriesInfo;
 
 /// Closed minutes kept past the window (see `SeriesAgg::rotate`).
@@ -32,6 +32,8 @@ pub(crate) struct Minute<H> {
     /// Batches: the last successful and failed run in this minute (Unix ns, 0 for none).
     pub last_ok_ns: u64,
     pub last_fail_ns: u64,
+    /// The trace id of the run at `last_fail_ns` (0 for none).
+    pub last_fail_trace: u128,
     /// Changed since the retention tiers last took it.
     pub dirty: bool,
 }
@@ -56,6 +58,10 @@ pub(crate) struct SeriesAgg {
     totals: Minute<Buckets>,
     pub last_success_ns: Option<u64>,
     pub last_failure_ns: Option<u64>,
+    /// The trace id of the run at `last_failure_ns` (0 for none).
+    pub last_failure_trace: u128,
+    /// Recent traced calls, one per value range: the exemplars of the Prometheus buckets.
+    exemplars: crate::core::hist::Exemplars,
 }
 
 /// A series' counters and duration buckets since start.
@@ -68,6 +74,8 @@ pub(crate) struct RawRequest {
     pub status: u16,
     pub dur_ns: u64,
     pub unix_ns: u64,
+    /// The request's trace id (0 for none).
+    pub trace: u128,
 }
 
 /// What a read sees of one series over a window: its labels, and its counters and merged
@@ -79,6 +87,8 @@ pub(crate) struct View {
     pub data: Minute<Merged>,
     pub last_success_ns: Option<u64>,
     pub last_failure_ns: Option<u64>,
+    /// The trace id of the run at `last_failure_ns` (0 for none).
+    pub last_failure_trace: u128,
 }
 
 impl std::ops::Deref for View {
@@ -102,6 +112,9 @@ pub(crate) struct Aggregator {
     /// Events whose timestamp was older than the window when they arrived (hand-recorded with an
     /// old timestamp): counted, not filed.
     pub late: u64,
+    /// The trace id carried by the event just processed ([`FLAG_TRACE`]) for the series named,
+    /// applied to the next event, which the ring published together with it.
+    pending_trace: (u32, u128),
 }
 
 impl Aggregator {
@@ -116,6 +129,7 @@ impl Aggregator {
             minute_cache: (0, 0, 0),
             processed: 0,
             late: 0,
+            pending_trace: (0, 0),
         }
     }
 
@@ -154,6 +168,8 @@ impl Aggregator {
                     totals: Minute::default(),
                     last_success_ns: None,
                     last_failure_ns: None,
+                    last_failure_trace: 0,
+                    exemplars: Default::default(),
                 });
             }
         }
@@ -161,7 +177,7 @@ impl Aggregator {
     }
 
     /// Interprets an event: duration, wall-clock time and value, from ticks or nanoseconds.
-    fn sample(&self, ev: &Event) -> Option<Sample> {
+    fn sample(&self, ev: &Event, trace: u128) -> Option<Sample> {
         let (dur_ns, unix_ns, value) = if ev.flags & FLAG_TICKS != 0 {
             (
                 ticks_between_ns(ev.a, ev.b),
@@ -182,12 +198,21 @@ impl Aggregator {
             value,
             status: ev.status,
             slow: ev.flags & FLAG_SLOW != 0,
+            trace,
         })
     }
 
     pub(crate) fn process(&mut self, ev: Event) {
+        if ev.flags & FLAG_TRACE != 0 {
+            self.pending_trace = (ev.series, u128::from(ev.a) << 64 | u128::from(ev.b));
+            return;
+        }
+        let trace = match std::mem::take(&mut self.pending_trace) {
+            (series, trace) if series == ev.series => trace,
+            _ => 0,
+        };
         self.processed += 1;
-        let Some(x) = self.sample(&ev) else {
+        let Some(x) = self.sample(&ev, trace) else {
             return;
         };
         let minute = self.minute_of(x.unix_ns);
@@ -200,12 +225,21 @@ impl Aggregator {
             self.late += 1;
             return;
         }
+        if trace != 0 && matches!(kind, Kind::Api | Kind::Query | Kind::Batch | Kind::Measure) {
+            s.exemplars.record(Exemplar {
+                trace: [(trace >> 64) as u64, trace as u64],
+                value_ns: x.dur_ns,
+                unix_ns: x.unix_ns,
+                status: x.status,
+            });
+        }
         if kind == Kind::Api {
             let req = RawRequest {
                 series: ev.series,
                 status: x.status,
                 dur_ns: x.dur_ns,
                 unix_ns: x.unix_ns,
+                trace,
             };
             if self.recent.len() == RECENT_REQUESTS {
                 self.recent.pop_front();
@@ -276,6 +310,7 @@ impl Aggregator {
                 data: Minute::default(),
                 last_success_ns: s.last_success_ns,
                 last_failure_ns: s.last_failure_ns,
+                last_failure_trace: s.last_failure_trace,
             };
             self.add_minutes(id as u32, first, last, &mut v.data);
             let keep = v.events > 0
@@ -337,6 +372,7 @@ impl Aggregator {
             let mut t = Totals::default();
             t.fold(&s.totals, |b, h| b.add(h));
             t.fold(&s.cur, |b, h| b.add_paged(h));
+            t.hist.exemplars.merge(&s.exemplars);
             if t.events > 0 {
                 t.statuses.sort_unstable();
                 out.push((id as u32, &s.info, t));
@@ -375,7 +411,8 @@ impl Aggregator {
     pub(crate) fn heap_bytes(&self) -> usize {
         let mut total = self.series.capacity() * std::mem::size_of::<SeriesAgg>();
         for s in &self.series {
-            total += s.cur.hist.heap_bytes()
+            total += s.exemplars.heap_bytes()
+                + s.cur.hist.heap_bytes()
                 + s.cur.statuses.capacity() * 16
                 + s.totals.hist.heap_bytes()
                 + s.totals.statuses.capacity() * 16;
@@ -401,7 +438,10 @@ impl View {
         self.data.hist.add(&o.data.hist);
         self.data.statuses.sort_unstable();
         self.last_success_ns = self.last_success_ns.max(o.last_success_ns);
-        self.last_failure_ns = self.last_failure_ns.max(o.last_failure_ns);
+        if o.last_failure_ns > self.last_failure_ns {
+            self.last_failure_ns = o.last_failure_ns;
+            self.last_failure_trace = o.last_failure_trace;
+        }
     }
 }
 
@@ -426,7 +466,15 @@ impl<H> Minute<H> {
         self.events += m.events;
         self.value_sum += m.value_sum;
         self.last_ok_ns = self.last_ok_ns.max(m.last_ok_ns);
-        self.last_fail_ns = self.last_fail_ns.max(m.last_fail_ns);
+        self.fail_at(m.last_fail_ns, m.last_fail_trace);
+    }
+
+    /// A failed run at `at_ns` with trace id `trace`: kept if it is the latest.
+    pub(crate) fn fail_at(&mut self, at_ns: u64, trace: u128) {
+        if at_ns > self.last_fail_ns || (at_ns == self.last_fail_ns && trace != 0) {
+            self.last_fail_ns = at_ns;
+            self.last_fail_trace = trace;
+        }
     }
 
     pub(crate) fn count_status_n(&mut self, code: u16, n: u64) {
@@ -444,6 +492,8 @@ struct Sample {
     value: f64,
     status: u16,
     slow: bool,
+    /// Its trace id (0 for none).
+    trace: u128,
 }
 
 /// Adds a sample to a minute (or the totals), its duration through `record`.
@@ -454,7 +504,7 @@ fn apply<H>(m: &mut Minute<H>, kind: Kind, x: &Sample, record: impl FnOnce(&mut 
         if x.status == OK {
             m.last_ok_ns = m.last_ok_ns.max(x.unix_ns);
         } else {
-            m.last_fail_ns = m.last_fail_ns.max(x.unix_ns);
+            m.fail_at(x.unix_ns, x.trace);
         }
     }
     match kind {
@@ -485,7 +535,12 @@ impl SeriesAgg {
             Kind::Batch if x.status == OK => {
                 self.last_success_ns = self.last_success_ns.max(Some(x.unix_ns))
             }
-            Kind::Batch => self.last_failure_ns = self.last_failure_ns.max(Some(x.unix_ns)),
+            Kind::Batch => {
+                if Some(x.unix_ns) >= self.last_failure_ns {
+                    self.last_failure_ns = Some(x.unix_ns);
+                    self.last_failure_trace = x.trace;
+                }
+            }
             _ => {}
         }
         if minute > self.cur_minute {
@@ -527,6 +582,7 @@ impl SeriesAgg {
                 value_sum: self.cur.value_sum,
                 last_ok_ns: self.cur.last_ok_ns,
                 last_fail_ns: self.cur.last_fail_ns,
+                last_fail_trace: self.cur.last_fail_trace,
                 dirty: self.cur.dirty,
             };
             self.totals.fold(&closed, |b, h| b.add_compact(h));
@@ -537,6 +593,7 @@ impl SeriesAgg {
             self.cur.value_sum = 0.0;
             self.cur.last_ok_ns = 0;
             self.cur.last_fail_ns = 0;
+            self.cur.last_fail_trace = 0;
             self.cur.dirty = false;
         }
         self.cur_minute = minute;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::core::clock::now_ticks;
 use crate::pipeline::event::{Event, FLAG_SLOW, FLAG_TICKS};
-use crate::pipeline::state::push;
+use crate::pipeline::state::push_in_trace;
 
 pub use crate::core::status::probe as status;
 pub use crate::pipeline::meta::Meta;
@@ -66,7 +66,7 @@ fn record(meta: &'static Meta, start: u64, end: u64, status: u16) {
         flags |= FLAG_SLOW;
         meta.warn_slow(start, end);
     }
-    push(Event {
+    push_in_trace(Event {
         series,
         status,
         flags,

@@ -13,7 +13,7 @@ use crate::core::clock::{now_ticks, unix_ns};
 use crate::core::kind::{method_index, Kind, CACHE_ERROR, FAILED, HIT, MISS, OK};
 use crate::pipeline::event::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_VALUE};
 use crate::pipeline::registry::{self, lookup_or_register, lookup_with_slow};
-use crate::pipeline::state::push;
+use crate::pipeline::state::{push, push_in_trace};
 
 /// One API request.
 #[derive(Clone, Copy, Debug)]
@@ -112,7 +112,7 @@ fn push_timed(series: u32, status: u16, duration: Duration, timestamp: SystemTim
     if dur > slow_ns {
         flags |= FLAG_SLOW;
     }
-    push(Event {
+    push_in_trace(Event {
         series,
         status,
         flags,

@@ -69,7 +69,27 @@ impl Ring {
         true
     }
 
-    /// Re-reads the consumer's position; true if there is room now.
+    /// Producer side: appends `first` and `second` and publishes them together, so the
+    /// consumer sees both or neither; `false` (and nothing changed) without room for both.
+    #[inline]
+    pub(crate) fn try_push_pair(&self, first: Event, second: Event) -> bool {
+        let h = self.head.load(Ordering::Relaxed);
+        if h.wrapping_sub(self.cached_tail.load(Ordering::Relaxed)) >= RING_CAPACITY - 1
+            && !self.refresh_tail(h.wrapping_add(1))
+        {
+            return false;
+        }
+        // SAFETY: `h + 1 - tail < capacity`, so the consumer is done with both slots; the
+        // indices are masked into bounds.
+        unsafe {
+            (*self.buf.get_unchecked(h & MASK).get()).write(first);
+            (*self.buf.get_unchecked(h.wrapping_add(1) & MASK).get()).write(second);
+        }
+        self.head.store(h.wrapping_add(2), Ordering::Release);
+        true
+    }
+
+    /// Re-reads the consumer's position; true if slot `h` is free now.
     #[cold]
     #[inline(never)]
     fn refresh_tail(&self, h: usize) -> bool {
@@ -111,5 +131,45 @@ impl Ring {
     pub(crate) fn is_orphan_and_empty(&self) -> bool {
         !self.owner_alive.load(Ordering::Acquire)
             && self.head.load(Ordering::Acquire) == self.tail.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(n: u64) -> Event {
+        Event {
+            series: 1,
+            status: 0,
+            flags: 0,
+            a: n,
+            b: 0,
+        }
+    }
+
+    fn drained(r: &Ring) -> Vec<u64> {
+        let mut out = Vec::new();
+        // SAFETY: the test is the only consumer.
+        unsafe { r.drain(|e| out.push(e.a)) };
+        out
+    }
+
+    #[test]
+    fn a_pair_is_published_whole_or_not_at_all() {
+        let r = Ring::new(0);
+        for n in 0..(RING_CAPACITY - 1) as u64 {
+            assert!(r.try_push(ev(n)));
+        }
+        // one slot left: the pair does not fit, and nothing of it is written
+        assert!(!r.try_push_pair(ev(100_000), ev(100_001)));
+        assert_eq!(drained(&r).len(), RING_CAPACITY - 1);
+        // across the wrap-around, both or neither
+        assert!(r.try_push_pair(ev(7), ev(8)));
+        assert_eq!(drained(&r), vec![7, 8]);
+        for round in 0..(3 * RING_CAPACITY as u64) {
+            assert!(r.try_push_pair(ev(round), ev(round + 1)));
+            assert_eq!(drained(&r), vec![round, round + 1]);
+        }
     }
 }

@@ -92,6 +92,14 @@ impl State {
         agg.process(ev);
     }
 
+    /// A traced event recorded while the thread's ring is unavailable: both under one lock.
+    fn process_pair_directly(&self, carrier: Event, ev: Event) {
+        let mut agg = lock(&self.shards[0].0);
+        agg.begin();
+        agg.process(carrier);
+        agg.process(ev);
+    }
+
     /// The background worker's drain: one shard at a time, so recording threads that need their
     /// own shard wait for at most one shard's work.
     pub(crate) fn drain_incrementally(&self) {
@@ -348,6 +356,42 @@ pub(crate) fn push(ev: Event) {
     }
 }
 
+/// Appends an event, with the current trace id if the calling code runs in a trace.
+#[inline(always)]
+pub(crate) fn push_in_trace(ev: Event) {
+    let trace = crate::core::trace::current_raw();
+    if trace == 0 {
+        push(ev);
+    } else {
+        push_traced(ev, trace);
+    }
+}
+
+/// Appends an event with the trace id it belongs to (`trace` ≠ 0): two slots, published
+/// together (see [`FLAG_TRACE`](crate::pipeline::event::FLAG_TRACE)).
+#[inline]
+pub(crate) fn push_traced(ev: Event, trace: u128) {
+    let carrier = ev.trace_of(trace);
+    let pushed = LOCAL.try_with(|l| {
+        // SAFETY: as in `push`.
+        let slot = unsafe { &mut *l.slot.get() };
+        if slot.is_none() {
+            first_push_empty(slot);
+        }
+        if let Some(s) = slot {
+            if !s.ring.try_push_pair(carrier, ev) {
+                s.state.drain_full_ring(&s.ring);
+                if !s.ring.try_push_pair(carrier, ev) {
+                    s.state.process_pair_directly(carrier, ev);
+                }
+            }
+        }
+    });
+    if pushed.is_err() {
+        global().process_pair_directly(carrier, ev);
+    }
+}
+
 impl Slot {
     #[cold]
     #[inline(never)]
@@ -363,16 +407,23 @@ impl Slot {
 #[cold]
 #[inline(never)]
 fn first_push(slot: &mut Option<Slot>, ev: Event) {
-    let state = global().clone();
-    let ring = state.new_ring();
-    let s = slot.insert(Slot {
-        ring,
-        state,
-        scoped: false,
-    });
+    let s = first_push_empty(slot);
     if !s.ring.try_push(ev) {
         s.state.process_directly(ev);
     }
+}
+
+/// This thread's first event: gives it a ring.
+#[cold]
+#[inline(never)]
+fn first_push_empty(slot: &mut Option<Slot>) -> &mut Slot {
+    let state = global().clone();
+    let ring = state.new_ring();
+    slot.insert(Slot {
+        ring,
+        state,
+        scoped: false,
+    })
 }
 
 /// Runs `f` with this thread's events going to `state`; the thread's previous ring (if any) is

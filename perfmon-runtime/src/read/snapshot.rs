@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::core::clock::system_time;
 use crate::core::hist::Merged;
 use crate::core::kind::{Kind, CACHE_ERROR, FAILED, HIT, MISS, OK};
+use crate::core::trace::TraceId;
 use crate::core::window::{Scope, Window, NS_PER_MINUTE, SLOW_LIST_SIZE};
 use crate::pipeline::aggregator::{RawRequest, View};
 use crate::pipeline::registry::SeriesInfo;
@@ -54,6 +55,7 @@ pub(crate) fn to_request(r: RawRequest, info: &SeriesInfo) -> SlowRequest {
         status_code: r.status,
         duration: Duration::from_nanos(r.dur_ns),
         timestamp: system_time(r.unix_ns),
+        trace_id: TraceId::from_raw(r.trace),
     }
 }
 
@@ -238,6 +240,7 @@ impl Snapshot {
                     max_duration: v.hist.max(),
                     last_success: v.last_success_ns.map(system_time),
                     last_failure: v.last_failure_ns.map(system_time),
+                    last_failure_trace_id: TraceId::from_raw(v.last_failure_trace),
                 };
                 (v.info.name.to_string(), stats)
             })

@@ -132,6 +132,9 @@ pub struct SlowRequest {
     /// When it finished.
     #[serde(serialize_with = "ser_time")]
     pub timestamp: SystemTime,
+    /// The W3C trace it belongs to (`traceId`, 32 hex digits; absent when untraced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<crate::core::trace::TraceId>,
 }
 
 /// Cache counters of one key group or of all of them.
@@ -296,6 +299,9 @@ pub struct BatchJobStats {
     /// End of the last failed run since start, even outside the window.
     #[serde(serialize_with = "ser_opt_time")]
     pub last_failure: Option<SystemTime>,
+    /// The trace the last failed run belonged to (`lastFailureTraceId`; absent when untraced).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure_trace_id: Option<crate::core::trace::TraceId>,
 }
 
 /// Batch statistics (`collector().batch_stats()`).

@@ -5,7 +5,9 @@
 //! Integers are LEB128 varints. `b'P'`, `2`, a flags byte, then:
 //! - `events`; the three outcomes (flag `OUTCOMES`); `slow` (flag `SLOW`); `value_sum` as an
 //!   f64 LE (flag `VALUE_SUM`); the last successful and failed run (flags `LAST_OK`,
-//!   `LAST_FAIL`); the status codes as a count and (code, count) pairs;
+//!   `LAST_FAIL`); the failed run's trace id as 16 bytes big-endian (flag `FAIL_TRACE`, added
+//!   in 0.2: a reader from before it cannot read an aggregate that carries one); the status
+//!   codes as a count and (code, count) pairs;
 //! - the histogram: the number of non-zero bins, then per bin one word whose low two bits say
 //!   what it holds, the index's distance `delta` from the previous bin's (the first from 0):
 //!   `count << 2` for the very next index (dense runs: a byte a bin), `delta << 2 | 1` for a bin
@@ -62,6 +64,7 @@ const LAST_OK: u8 = 1 << 3;
 const LAST_FAIL: u8 = 1 << 4;
 const COUNT: u8 = 1 << 5;
 const RAW_MIN_MAX: u8 = 1 << 6;
+const FAIL_TRACE: u8 = 1 << 7;
 
 /// Bin tags (the low two bits of a bin's word): the next index, its count above; an index
 /// `delta` further, with one value; an index `delta` further, its count in the next varint.
@@ -142,6 +145,7 @@ pub(crate) fn encode(m: &Minute<Merged>) -> Result<Vec<u8>, CodecError> {
         (m.last_fail_ns != 0, LAST_FAIL),
         (s.count != total, COUNT),
         (!min_max_fit, RAW_MIN_MAX),
+        (m.last_fail_trace != 0, FAIL_TRACE),
     ] {
         if on {
             flags |= flag;
@@ -166,6 +170,9 @@ pub(crate) fn encode(m: &Minute<Merged>) -> Result<Vec<u8>, CodecError> {
     }
     if flags & LAST_FAIL != 0 {
         put(&mut out, m.last_fail_ns);
+    }
+    if flags & FAIL_TRACE != 0 {
+        out.extend_from_slice(&m.last_fail_trace.to_be_bytes());
     }
     put(&mut out, m.statuses.len() as u64);
     for &(code, n) in &m.statuses {
@@ -249,6 +256,10 @@ fn decode_v2(r: &mut Reader<'_>) -> Result<Minute<Merged>, CodecError> {
     }
     if flags & LAST_FAIL != 0 {
         m.last_fail_ns = r.u64()?;
+    }
+    if flags & FAIL_TRACE != 0 {
+        let b: [u8; 16] = r.bytes(16)?.try_into().map_err(|_| "truncated trace id")?;
+        m.last_fail_trace = u128::from_be_bytes(b);
     }
     statuses(r, &mut m)?;
     let n = usize::try_from(r.u64()?).map_err(|_| "bin count out of range")?;
@@ -504,6 +515,10 @@ mod tests {
             } else {
                 1_700_000_000_000_000_000 + case as u64
             };
+            if case % 3 == 1 {
+                m.last_fail_ns = 1_700_000_000_000_000_000 + case as u64;
+                m.last_fail_trace = u128::MAX / (case as u128 + 1);
+            }
             let blob = encode(&m).expect("encodes");
             let back = decode(&blob).expect("decodes");
 
@@ -532,6 +547,11 @@ mod tests {
                 (back.outcomes, back.slow, back.events, back.last_ok_ns),
                 (m.outcomes, m.slow, m.events, m.last_ok_ns),
                 "case {case}: counters"
+            );
+            assert_eq!(
+                (back.last_fail_ns, back.last_fail_trace),
+                (m.last_fail_ns, m.last_fail_trace),
+                "case {case}: the last failure and its trace"
             );
             assert_eq!(back.value_sum.to_bits(), m.value_sum.to_bits());
             assert_eq!(back.statuses, m.statuses);

@@ -566,6 +566,7 @@ pub(crate) fn view((info, data): (SeriesInfo, Minute<Merged>)) -> View {
         info: Arc::new(info),
         last_success_ns: (data.last_ok_ns > 0).then_some(data.last_ok_ns),
         last_failure_ns: (data.last_fail_ns > 0).then_some(data.last_fail_ns),
+        last_failure_trace: data.last_fail_trace,
         data,
     }
 }

@@ -15,6 +15,7 @@ use futures_util::TryStreamExt;
 use sqlx::PgPool;
 
 use crate::core::hist::Merged;
+use crate::core::trace::TraceId;
 use crate::core::window::{Scope, Window};
 use crate::pipeline::aggregator::Minute;
 use crate::pipeline::outbox::LoggedEvent;
@@ -212,11 +213,15 @@ impl Writer {
                 let name = codec::parse_series_key(key)
                     .map(|i| i.name.to_string())
                     .unwrap_or_default();
+                // the run's trace id, if it had one: {"traceId": "<32 hex>"}
+                let detail = TraceId::from_raw(m.last_fail_trace)
+                    .map(|t| serde_json::json!({ "traceId": t.to_string() }).to_string())
+                    .unwrap_or_default();
                 self.events.insert(LoggedEvent {
                     at_ns: m.last_fail_ns,
                     kind: "batch_failure",
                     name,
-                    detail: String::new(),
+                    detail,
                 });
             }
         }

@@ -3,6 +3,7 @@
 
 use crate::core::clock::{rfc3339, system_time};
 use crate::core::hist::Merged;
+use crate::core::trace::TraceId;
 use crate::pipeline::aggregator::{Minute, RawRequest};
 use crate::pipeline::registry::SeriesInfo;
 
@@ -50,13 +51,18 @@ pub(crate) struct Realtime {
     pub alerts: Vec<(String, String)>,
 }
 
+/// A slow-list or recent request as the realtime tier keeps it: the JSON of
+/// [`SlowRequest`](crate::SlowRequest), `traceId` included when the request was traced.
 pub(crate) fn request_json(r: RawRequest, i: &SeriesInfo) -> String {
-    serde_json::json!({
+    let mut j = serde_json::json!({
         "method": i.method,
         "path": &*i.name,
         "statusCode": r.status,
         "duration": r.dur_ns as f64 / 1e6,
         "timestamp": rfc3339(system_time(r.unix_ns)),
-    })
-    .to_string()
+    });
+    if let Some(t) = TraceId::from_raw(r.trace) {
+        j["traceId"] = t.to_string().into();
+    }
+    j.to_string()
 }

@@ -88,6 +88,7 @@ pub(crate) fn finish(acc: Minute<Accum>) -> Minute<Merged> {
         value_sum: acc.value_sum,
         last_ok_ns: acc.last_ok_ns,
         last_fail_ns: acc.last_fail_ns,
+        last_fail_trace: acc.last_fail_trace,
         dirty: false,
     }
 }
