@@ -4,40 +4,17 @@
 //! Needs Debian's `chromium` (`.ci/test` installs it). The example is the one `cargo test`
 //! builds beside this test.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use support::{request, start_example, start_example_with};
+
 use serde_json::Value;
-
-/// The example binary cargo built for this test run (`target/<profile>/examples/clinic`).
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let bin = profile_dir
-        .join("examples")
-        .join(format!("clinic{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} not built: run the tests with `cargo test` (which builds examples)",
-        bin.display()
-    );
-    bin
-}
-
-struct Example(Child);
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `GET path`, which must answer 200; its body.
 fn get(addr: &str, path: &str) -> String {
@@ -212,70 +189,6 @@ fn the_dashboard_shows_what_the_json_endpoint_says() {
         "a real screenshot"
     );
     println!("dashboard screenshot: {}", shot.display());
-}
-
-/// Starts the example with `args` and `seconds` of traffic; returns it and its address once the
-/// traffic phase is over.
-fn start_example(args: &[&str], seconds: &str) -> (Example, String) {
-    let (example, addr, _) = start_example_with(args, seconds, &[]);
-    (example, addr)
-}
-
-/// [`start_example`] with more environment variables; also returns the monitoring address the
-/// first line names, when it is not the application's.
-fn start_example_with(
-    args: &[&str],
-    seconds: &str,
-    env: &[(&str, &str)],
-) -> (Example, String, Option<String>) {
-    let mut child = Command::new(example_binary())
-        .args(args)
-        .env("PERFMON_EXAMPLE_SECONDS", seconds)
-        .env("PERFMON_EXAMPLE_ADDR", "127.0.0.1:0")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the example");
-    let stdout = child.stdout.take().expect("stdout");
-    let guard = Example(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("a first line").expect("utf-8");
-    let addr = first
-        .strip_prefix("listening on http://")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
-    let monitoring = first
-        .split_once("(monitoring and dashboard: http://")
-        .and_then(|(_, r)| r.split('/').next())
-        .map(str::to_string);
-    for line in lines.by_ref() {
-        if line.expect("utf-8").starts_with("serving on") {
-            break;
-        }
-    }
-    (guard, addr, monitoring)
-}
-
-/// One raw `GET`, with an `Authorization` header if given; the status code and the body.
-fn request(addr: &str, path: &str, auth: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the example");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
-    (
-        head[9..12].parse().expect("a status code"),
-        body.to_string(),
-    )
 }
 
 const TOKEN: &str = "example-token-3f9e0b6c1d2a4e58";
