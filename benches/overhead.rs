@@ -8,6 +8,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use perfmon_runtime::trace::{with_trace_id, TraceId};
 use perfmon_runtime::{collector, measure, track_api, track_query};
 
 #[inline(never)]
@@ -239,6 +240,7 @@ fn main() {
     }
 
     let metered_ref = &metered;
+    let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736");
     let mut specs: Vec<Case<'_>> = vec![
         ("bare fn", iters, Box::new(bare)),
         ("floor: bare fn + 2 TSC reads", iters, Box::new(floor_call)),
@@ -250,6 +252,18 @@ fn main() {
         ),
         ("#[track_query]", iters, Box::new(tracked_query)),
         ("#[measure]", iters, Box::new(measured)),
+        // the cost of a trace id: the same calls inside `with_trace_id` (the scope's own cost is
+        // the first case's; the second's extra over it is the traced event's second ring slot)
+        (
+            "bare fn in with_trace_id",
+            iters,
+            Box::new(move |i| with_trace_id(trace, || bare(i))),
+        ),
+        (
+            "#[track_query] in with_trace_id",
+            iters,
+            Box::new(move |i| with_trace_id(trace, || tracked_query(i))),
+        ),
         (
             "bare async fn (polled)",
             iters,
@@ -280,7 +294,10 @@ fn main() {
     let cases = ns_per_call(rounds, &mut specs);
     drop(specs);
     let bare_ns = cases[0].1;
-    let bare_async_ns = cases[6].1;
+    let bare_async_ns = cases
+        .iter()
+        .find(|(n, _)| *n == "bare async fn (polled)")
+        .map_or(f64::NAN, |c| c.1);
     println!("\n{:<46} {:>10} {:>12}", "case", "ns/call", "added ns");
     for (name, ns) in &cases {
         let base = if name.contains("async") {
@@ -296,6 +313,11 @@ fn main() {
             .find(|(n, _)| *n == name)
             .map_or(f64::NAN, |(_, ns)| ns - bare_ns)
     };
+    println!(
+        "a trace id adds {:.1} ns to #[track_query] (traced call over the same scope around a bare fn; untraced #[track_query] adds {:.1})",
+        added("#[track_query] in with_trace_id") - added("bare fn in with_trace_id"),
+        added("#[track_query]")
+    );
     let ours = added("#[track_api]");
     let fastest_peer = added("metered #[measure([HitCount, ResponseTime])]")
         .min(added("metrics histogram! + Prometheus recorder"))

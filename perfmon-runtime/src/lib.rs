@@ -304,7 +304,9 @@ pub mod alerts {
         Condition, Counters, CustomRule, Notification, Reading, RouteCounters, Rule, Severity,
         ALERT_HISTORY,
     };
-    pub use crate::ops::notify::{deliver, Alertmanager, Sinks};
+    pub use crate::ops::notify::{
+        deliver, delivery_stats, Alertmanager, DeliveryStats, Sinks, DELIVERY_QUEUE,
+    };
 }
 
 /// Trace ids: the W3C trace context a tracked call belongs to, carried into the slow list, the

@@ -1,8 +1,14 @@
-//! Where alert notifications go: `tracing`, a callback, a webhook (plain `http://`, on its own
-//! thread, with retries), an Alertmanager (its API v2), and the PostgreSQL event log (through
-//! the pipeline's outbox).
+//! Where alert notifications go: `tracing`, a callback, a webhook and an Alertmanager (its API
+//! v2) over `http://` or `https://` (ureq with rustls; a bounded queue in front of one delivery
+//! thread, timeouts, retries with backoff, every outcome counted), and the PostgreSQL event log
+//! (through the pipeline's outbox).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
+
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::core::secret::redact;
 use crate::ops::alerts::{AlertState, Callback, Notification, Severity};
@@ -11,7 +17,8 @@ use crate::pipeline::outbox::LoggedEvent;
 /// Where notifications go.
 #[derive(Clone, Default)]
 pub struct Sinks {
-    /// POST each notification as JSON to this `http://` URL (timeout 5 s, 3 tries).
+    /// POST each notification as JSON to this `http://` or `https://` URL (5 s an attempt, 3
+    /// tries with backoff, through the bounded delivery queue).
     pub webhook: Option<String>,
     /// Call this with each notification.
     pub callback: Option<Callback>,
@@ -26,7 +33,7 @@ pub struct Sinks {
 /// (well inside its `resolve_timeout`).
 #[derive(Clone)]
 pub struct Alertmanager {
-    /// Its base URL (`http://`), such as `http://127.0.0.1:9093`.
+    /// Its base URL (`http://` or `https://`), such as `http://127.0.0.1:9093`.
     pub url: String,
     /// The `instance` label (`init` sets this instance's name).
     pub instance: String,
@@ -75,7 +82,7 @@ impl Alertmanager {
         serde_json::Value::Array(alerts).to_string()
     }
 
-    /// Sends `ns` (on a thread of its own, 2 tries of 5 s).
+    /// Queues `ns` for the delivery thread (2 tries of 5 s).
     pub(crate) fn send(&self, ns: &[Notification]) {
         if ns.is_empty() {
             return;
@@ -85,19 +92,14 @@ impl Alertmanager {
     }
 }
 
-/// POSTs `body` as JSON to `url` on a thread of its own (`perfmon-{sink}`), `tries` times at
-/// most (5 s each); a failure is logged.
+/// Queues `body` to be POSTed as JSON to `url` by the delivery thread, `tries` times at most.
 fn post_in_background(sink: &'static str, url: String, body: String, tries: u32) {
-    let spawned = std::thread::Builder::new()
-        .name(format!("perfmon-{sink}"))
-        .spawn(move || {
-            if let Err(e) = post_json(&url, &body, tries, Duration::from_secs(5)) {
-                tracing::warn!(target: "perfmon::alerts", sink, url = %redact(&url), error = %e, "alert delivery failed");
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(target: "perfmon::alerts", sink, error = %e, "could not start an alert delivery thread");
-    }
+    outbound().enqueue(Delivery {
+        sink,
+        url,
+        body,
+        tries,
+    });
 }
 
 impl std::fmt::Debug for Sinks {
@@ -111,7 +113,8 @@ impl std::fmt::Debug for Sinks {
 }
 
 /// Sends one notification everywhere: `tracing` (error for critical, warn for warning), the
-/// callback, the webhook (on its own thread), the PostgreSQL event log.
+/// callback, the webhook and the Alertmanager (queued for the delivery thread), the PostgreSQL
+/// event log.
 pub fn deliver(n: &Notification, sinks: &Sinks) {
     // names and messages as escaped fields: a name holding a line break cannot forge a line
     let (rule, key, message) = (
@@ -155,18 +158,197 @@ pub fn deliver(n: &Notification, sinks: &Sinks) {
     });
 }
 
-/// POSTs `body` as JSON to an `http://host[:port]/path` URL, retrying with backoff.
-pub(crate) fn post_json(
-    url: &str,
-    body: &str,
-    tries: u32,
-    timeout: Duration,
-) -> Result<u16, String> {
-    send("POST", url, "application/json", body, tries, timeout)
+/// Notifications waiting for the delivery thread at most; past it a notification is dropped
+/// and counted ([`DeliveryStats::dropped`]).
+pub const DELIVERY_QUEUE: usize = 256;
+
+/// How long one attempt may take (connect, TLS, send, answer).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the delivery thread did since start (`perfmon_runtime::alerts::delivery_stats()`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryStats {
+    /// Notifications a webhook or Alertmanager accepted (2xx).
+    pub sent: u64,
+    /// Notifications given up after their last try.
+    pub failed: u64,
+    /// Notifications dropped because the queue held [`DELIVERY_QUEUE`] already.
+    pub dropped: u64,
+    /// Attempts that were retried (a connection error, a timeout or a non-2xx answer).
+    pub retries: u64,
+    /// Notifications in the queue now.
+    pub queued: u64,
 }
 
-/// Sends `body` with `method` to an `http://host[:port]/path` URL, retrying with backoff; the
-/// status code of a 2xx answer, else what went wrong.
+/// What the delivery thread did since start.
+pub fn delivery_stats() -> DeliveryStats {
+    let o = outbound();
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    DeliveryStats {
+        sent: n(&o.sent),
+        failed: n(&o.failed),
+        dropped: n(&o.dropped),
+        retries: n(&o.retries),
+        queued: n(&o.queued),
+    }
+}
+
+/// One notification on its way.
+struct Delivery {
+    sink: &'static str,
+    url: String,
+    body: String,
+    tries: u32,
+}
+
+/// The bounded queue in front of the delivery thread (`perfmon-notify`), which sends one
+/// notification at a time, retrying with backoff: a slow or unreachable webhook holds up only
+/// notifications, never the alert engine, and never more than [`DELIVERY_QUEUE`] of them.
+struct Outbound {
+    tx: Mutex<Option<SyncSender<Delivery>>>,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    retries: AtomicU64,
+    queued: AtomicU64,
+}
+
+fn outbound() -> &'static Outbound {
+    static OUTBOUND: OnceLock<Outbound> = OnceLock::new();
+    OUTBOUND.get_or_init(|| Outbound {
+        tx: Mutex::new(None),
+        sent: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+        queued: AtomicU64::new(0),
+    })
+}
+
+impl Outbound {
+    fn enqueue(&'static self, d: Delivery) {
+        let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        if tx.is_none() {
+            *tx = self.start();
+        }
+        let Some(sender) = tx.as_ref() else {
+            self.drop_one(d.sink, "the delivery thread could not start");
+            return;
+        };
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        match sender.try_send(d) {
+            Ok(()) => {}
+            Err(TrySendError::Full(d)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.drop_one(d.sink, "the delivery queue is full");
+            }
+            Err(TrySendError::Disconnected(d)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                *tx = None;
+                self.drop_one(d.sink, "the delivery thread stopped");
+            }
+        }
+    }
+
+    fn drop_one(&self, sink: &'static str, why: &str) {
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // the first drop, then every 100th: a flood cannot flood the log
+        if n == 1 || n % 100 == 0 {
+            tracing::warn!(target: "perfmon::alerts", sink, dropped = n, "an alert notification was dropped: {why}");
+        }
+    }
+
+    fn start(&'static self) -> Option<SyncSender<Delivery>> {
+        let (tx, rx) = sync_channel::<Delivery>(DELIVERY_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("perfmon-notify".into())
+            .spawn(move || {
+                for d in rx {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                    let retries = &self.retries;
+                    match send_counted(
+                        "POST",
+                        &d.url,
+                        "application/json",
+                        &d.body,
+                        d.tries,
+                        ATTEMPT_TIMEOUT,
+                        retries,
+                    ) {
+                        Ok(_) => {
+                            self.sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            self.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(target: "perfmon::alerts", sink = d.sink, url = %redact(&d.url), error = %e, "alert delivery failed");
+                        }
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!(target: "perfmon::alerts", error = %e, "could not start the alert delivery thread");
+                None
+            }
+        }
+    }
+}
+
+/// The root certificates `https://` sinks are checked against: the Mozilla roots, or only the
+/// configured ones (`ConfigBuilder::tls_root_certificates`).
+static ROOTS: RwLock<Option<Arc<Vec<Certificate<'static>>>>> = RwLock::new(None);
+
+/// Trust only `certs` (DER) from now on; `None`: the Mozilla roots again.
+pub(crate) fn set_root_certificates(certs: Option<Vec<Vec<u8>>>) {
+    let certs = certs.map(|c| {
+        Arc::new(
+            c.iter()
+                .map(|der| Certificate::from_der(der).to_owned())
+                .collect(),
+        )
+    });
+    *ROOTS.write().unwrap_or_else(|e| e.into_inner()) = certs;
+}
+
+/// The DER certificates of a PEM text; an error naming what is wrong when it holds none.
+pub(crate) fn parse_pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c.der().to_vec()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("not a PEM file: {e}")),
+        }
+    }
+    if certs.is_empty() {
+        return Err("no CERTIFICATE block in the PEM text".into());
+    }
+    Ok(certs)
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    let roots = match ROOTS.read().unwrap_or_else(|e| e.into_inner()).clone() {
+        Some(certs) => RootCerts::Specific(certs),
+        None => RootCerts::WebPki,
+    };
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .user_agent("perfmon")
+        .tls_config(
+            TlsConfig::builder()
+                .provider(TlsProvider::Rustls)
+                .root_certs(roots)
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// Sends `body` with `method` to an `http://` or `https://` URL, `tries` times at most with
+/// backoff (200 ms, doubling); the status code of a 2xx answer, else what went wrong last.
 pub(crate) fn send(
     method: &str,
     url: &str,
@@ -175,57 +357,50 @@ pub(crate) fn send(
     tries: u32,
     timeout: Duration,
 ) -> Result<u16, String> {
-    use std::io::{Read, Write};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{}: only http:// URLs are supported", redact(url)))?;
-    let (hostport, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let addr = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    };
+    send_counted(
+        method,
+        url,
+        content_type,
+        body,
+        tries,
+        timeout,
+        &AtomicU64::new(0),
+    )
+}
+
+fn send_counted(
+    method: &str,
+    url: &str,
+    content_type: &str,
+    body: &str,
+    tries: u32,
+    timeout: Duration,
+    retries: &AtomicU64,
+) -> Result<u16, String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "{}: only http:// and https:// URLs are supported",
+            redact(url)
+        ));
+    }
+    let agent = agent(timeout);
     let mut last = String::new();
     for attempt in 0..tries.max(1) {
         if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(200 << attempt));
+            retries.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(200 << (attempt - 1).min(5)));
         }
-        let result = (|| -> Result<u16, String> {
-            use std::net::ToSocketAddrs;
-            let sock = addr
-                .to_socket_addrs()
-                .map_err(|e| e.to_string())?
-                .next()
-                .ok_or("no address")?;
-            let mut s =
-                std::net::TcpStream::connect_timeout(&sock, timeout).map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(timeout))
-                .map_err(|e| e.to_string())?;
-            s.set_write_timeout(Some(timeout))
-                .map_err(|e| e.to_string())?;
-            write!(
-                s,
-                "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: perfmon\r\n\r\n{body}",
-                body.len()
-            )
-            .map_err(|e| e.to_string())?;
-            let mut resp = String::new();
-            s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
-            let code: u16 = resp
-                .get(9..12)
-                .and_then(|c| c.parse().ok())
-                .ok_or("no HTTP status")?;
-            if (200..300).contains(&code) {
-                Ok(code)
-            } else {
-                Err(format!("answered {code}"))
-            }
-        })();
-        match result {
-            Ok(code) => return Ok(code),
-            Err(e) => last = e,
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("Content-Type", content_type)
+            .body(body.to_string())
+            .map_err(|e| format!("{}: {e}", redact(url)))?;
+        match agent.run(request) {
+            Ok(resp) if resp.status().is_success() => return Ok(resp.status().as_u16()),
+            Ok(resp) => last = format!("answered {}", resp.status().as_u16()),
+            // ureq's errors may quote the URL, whose path or user part can hold a secret
+            Err(e) => last = e.to_string().replace(url, &redact(url)),
         }
     }
     Err(last)

@@ -40,6 +40,8 @@ pub struct Config {
     /// The Pushgateway's URL and the job the pushes are grouped under.
     pub(crate) pushgateway: Option<(String, String)>,
     pub(crate) push_interval: Duration,
+    /// PEM root certificates `https://` sinks are checked against instead of the Mozilla roots.
+    pub(crate) tls_roots: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -58,6 +60,7 @@ impl std::fmt::Debug for Config {
             .field("health_check_timeout", &self.health_check_timeout)
             .field("critical_overrides", &self.critical_overrides)
             .field("flush_interval", &self.flush_interval)
+            .field("tls_root_certificates", &self.tls_roots.is_some())
             .field("alerts", &self.alerts)
             .field("alert_sinks", &self.alert_sinks)
             .field("sla", &self.sla)
@@ -142,6 +145,7 @@ impl Default for Config {
             buckets: Default::default(),
             pushgateway: None,
             push_interval: Duration::from_secs(15),
+            tls_roots: None,
         }
     }
 }
@@ -204,14 +208,30 @@ impl Config {
             b = b.key_prefix(v);
         }
         if let Some(v) = get("PERFMON_ALERT_WEBHOOK") {
-            if !v.starts_with("http://") {
+            if !is_http_url(&v) {
                 return Err(ConfigError::InvalidEnv {
                     var: "PERFMON_ALERT_WEBHOOK",
                     value: v,
-                    expected: "an http:// URL such as http://127.0.0.1:9000/alerts",
+                    expected: "an http:// or https:// URL such as http://127.0.0.1:9000/alerts",
                 });
             }
             b = b.alert_webhook(v);
+        }
+        if let Some(path) = get("PERFMON_TLS_CA_FILE") {
+            match std::fs::read(&path) {
+                Ok(pem) => b = b.tls_root_certificates(pem),
+                Err(e) => {
+                    return Err(ConfigError::InvalidEnv {
+                        var: "PERFMON_TLS_CA_FILE",
+                        value: path,
+                        expected: if e.kind() == std::io::ErrorKind::NotFound {
+                            "a readable PEM file of root certificates (it does not exist)"
+                        } else {
+                            "a readable PEM file of root certificates"
+                        },
+                    })
+                }
+            }
         }
         if let Some(v) = get("PERFMON_MONITORING_TOKEN") {
             if !crate::core::secret::valid_token(&v) {
@@ -224,21 +244,21 @@ impl Config {
             b = b.monitoring_token(v);
         }
         if let Some(v) = get("PERFMON_ALERTMANAGER_URL") {
-            if !v.starts_with("http://") {
+            if !is_http_url(&v) {
                 return Err(ConfigError::InvalidEnv {
                     var: "PERFMON_ALERTMANAGER_URL",
                     value: redact(&v),
-                    expected: "an http:// URL such as http://127.0.0.1:9093",
+                    expected: "an http:// or https:// URL such as http://127.0.0.1:9093",
                 });
             }
             b = b.alertmanager(v);
         }
         if let Some(v) = get("PERFMON_PUSHGATEWAY_URL") {
-            if !v.starts_with("http://") {
+            if !is_http_url(&v) {
                 return Err(ConfigError::InvalidEnv {
                     var: "PERFMON_PUSHGATEWAY_URL",
                     value: redact(&v),
-                    expected: "an http:// URL such as http://127.0.0.1:9091",
+                    expected: "an http:// or https:// URL such as http://127.0.0.1:9091",
                 });
             }
             let job = get("PERFMON_PUSHGATEWAY_JOB").unwrap_or_else(default_job);
@@ -354,13 +374,24 @@ impl Config {
             }
         }
         let http_url = |what: &'static str, url: &str, example: &str| {
-            require(url.starts_with("http://"), what, &|| {
+            require(is_http_url(url), what, &|| {
                 format!(
-                    "{} is not allowed; an http:// URL such as {example}",
+                    "{} is not allowed; an http:// or https:// URL such as {example}",
                     redact(url)
                 )
             })
         };
+        if let Some(url) = &self.alert_sinks.webhook {
+            http_url("alert_webhook", url, "https://hooks.example.com/alerts")?;
+        }
+        if let Some(pem) = &self.tls_roots {
+            if let Err(e) = crate::ops::notify::parse_pem_certificates(pem) {
+                return Err(ConfigError::Invalid {
+                    what: "tls_root_certificates",
+                    message: e,
+                });
+            }
+        }
         if let Some((url, job)) = &self.pushgateway {
             http_url("pushgateway", url, "http://127.0.0.1:9091")?;
             require(valid_label(job), "pushgateway", &|| {
@@ -408,6 +439,11 @@ impl crate::export::RuleSource for Config {
 const MAX_BUCKETS: usize = 64;
 
 /// The job a Pushgateway groups pushes under by default: the program's file name.
+/// An `http://` or `https://` URL (what the HTTP sinks accept).
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
 fn default_job() -> String {
     std::env::current_exe()
         .ok()
@@ -520,18 +556,28 @@ impl ConfigBuilder {
         self.config.alerts = Some(alerts);
         self
     }
+    /// `PERFMON_TLS_CA_FILE` (a file's path): check the certificates of `https://` webhooks,
+    /// Alertmanagers and Pushgateways against these PEM root certificates only, instead of the
+    /// Mozilla roots built in (a private CA, a self-signed test server).
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.config.tls_roots = Some(pem.into());
+        self
+    }
     /// No alert evaluation.
     pub fn no_alerts(mut self) -> Self {
         self.config.alerts = None;
         self
     }
-    /// `PERFMON_ALERT_WEBHOOK`: POST every alert notification as JSON to this `http://` URL.
+    /// `PERFMON_ALERT_WEBHOOK`: POST every alert notification as JSON to this `http://` or
+    /// `https://` URL (5 s an attempt, 3 tries with backoff, through a queue of
+    /// [`DELIVERY_QUEUE`](crate::alerts::DELIVERY_QUEUE); see
+    /// [`delivery_stats`](crate::alerts::delivery_stats)).
     pub fn alert_webhook(mut self, url: impl Into<String>) -> Self {
         self.config.alert_sinks.webhook = Some(url.into());
         self
     }
-    /// `PERFMON_ALERTMANAGER_URL`: send the alerts to this Alertmanager's API v2 (`http://`,
-    /// such as `http://127.0.0.1:9093`), labelled with the rule, severity and this instance,
+    /// `PERFMON_ALERTMANAGER_URL`: send the alerts to this Alertmanager's API v2 (`http://` or
+    /// `https://`, such as `http://127.0.0.1:9093`), labelled with the rule, severity and this instance,
     /// with `startsAt`, and `endsAt` once resolved; firing alerts are sent again at every tick.
     pub fn alertmanager(mut self, url: impl Into<String>) -> Self {
         self.config.alert_sinks.alertmanager = Some(crate::ops::notify::Alertmanager {

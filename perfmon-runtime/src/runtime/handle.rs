@@ -151,6 +151,13 @@ fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
     });
     set_cache_ttl(config.health_cache_ttl);
     crate::core::hist::set_bounds(std::array::from_fn(|i| config.buckets[i].as_deref()));
+    // validated by `Config::validate`
+    crate::ops::notify::set_root_certificates(
+        config
+            .tls_roots
+            .as_deref()
+            .and_then(|pem| crate::ops::notify::parse_pem_certificates(pem).ok()),
+    );
     #[cfg(feature = "axum")]
     crate::http::access::install_token(config.monitoring_token());
     #[cfg(feature = "axum")]
