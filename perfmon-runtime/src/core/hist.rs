@@ -390,6 +390,15 @@ impl Exemplars {
             .copied()
     }
 
+    /// Only the exemplars `keep` accepts.
+    pub(crate) fn filtered(&self, keep: impl Fn(&Exemplar) -> bool) -> Exemplars {
+        let mut out = Exemplars::default();
+        for e in self.iter().filter(|e| keep(e)) {
+            out.record(*e);
+        }
+        out
+    }
+
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.0

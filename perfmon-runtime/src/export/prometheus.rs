@@ -17,7 +17,7 @@ use crate::core::kind::{Kind, CACHE_ERROR, FAILED, HIT, MISS, OK};
 use crate::core::process::proc_stats;
 use crate::core::trace::TraceId;
 use crate::ops::alerts::{alerts, Severity};
-use crate::pipeline::aggregator::Totals;
+use crate::pipeline::aggregator::{class_of, Totals, STATUS_CLASSES};
 use crate::pipeline::registry::SeriesInfo;
 use crate::read::collector::{recorder_stats, Collector};
 use crate::read::snapshot::Snapshot;
@@ -222,7 +222,10 @@ fn of(all: &Series, kinds: &[Kind]) -> Vec<(Arc<SeriesInfo>, Totals)> {
         .collect()
 }
 
-fn api_families(all: &Series, out: &mut Vec<Family>) {
+/// API series' duration buckets by status class (`Arc::as_ptr` of the labels → 1xx … 5xx).
+type ByClass = std::collections::BTreeMap<usize, [crate::core::hist::Buckets; 5]>;
+
+fn api_families(all: &Series, classes: &ByClass, out: &mut Vec<Family>) {
     use MetricType::*;
     let api = of(all, &[Kind::Api]);
     let mut duration = Family::new(
@@ -242,7 +245,27 @@ fn api_families(all: &Series, out: &mut Vec<Family>) {
     );
     let bounds = bounds_of(HistogramKind::Api);
     for (info, t) in &api {
-        duration.histogram(route(info), t, &bounds);
+        match classes.get(&(Arc::as_ptr(info) as usize)) {
+            // `status_class_label`: one histogram per status class the route answered with
+            Some(by_class) => {
+                for (i, (class, b)) in STATUS_CLASSES.iter().zip(by_class.iter()).enumerate() {
+                    let mut of_class = Totals {
+                        hist: b.clone(),
+                        ..Totals::default()
+                    };
+                    of_class.hist.exemplars =
+                        t.hist.exemplars.filtered(|e| class_of(e.status) == i);
+                    if of_class.hist.cumulative(&bounds).1 > 0 {
+                        duration.histogram(
+                            with(route(info), "status_class", class),
+                            &of_class,
+                            &bounds,
+                        );
+                    }
+                }
+            }
+            None => duration.histogram(route(info), t, &bounds),
+        }
         for &(code, n) in &t.statuses {
             requests.push_counted(with(route(info), "status", &code.to_string()), n, t, |e| {
                 e.status == code
@@ -535,7 +558,29 @@ fn sla_and_alert_families(window: &Snapshot, out: &mut Vec<Family>) {
         let n = active.iter().filter(|a| a.severity == sev).count();
         firing.push(vec![("severity", label.to_string())], n as f64);
     }
-    out.extend([target_s, current_s, target_r, current_r, met, firing]);
+    let d = crate::ops::notify::delivery_stats();
+    let mut deliveries = Family::new(
+        "perfmon_alert_deliveries_total",
+        Counter,
+        "Alert notifications for the webhook and Alertmanager: sent, failed after their last try, dropped with the queue full, and attempts retried.",
+    );
+    for (result, n) in [
+        ("sent", d.sent),
+        ("failed", d.failed),
+        ("dropped", d.dropped),
+        ("retried", d.retries),
+    ] {
+        deliveries.push(vec![("result", result.to_string())], n as f64);
+    }
+    let queue = Family::new(
+        "perfmon_alert_delivery_queue",
+        Gauge,
+        "Alert notifications waiting for the delivery thread.",
+    )
+    .number(vec![], d.queued as f64);
+    out.extend([
+        target_s, current_s, target_r, current_r, met, firing, deliveries, queue,
+    ]);
 }
 
 fn process_families(out: &mut Vec<Family>) {
@@ -605,10 +650,11 @@ fn process_families(out: &mut Vec<Family>) {
 
 /// Every metric family of `collector`, from one drained view of it.
 pub(crate) fn families(collector: &Collector) -> Vec<Family> {
-    let (all, window, recorder) = {
+    let (all, classes, window, recorder) = {
         let d = collector.state.drained();
         (
             d.totals(&Kind::ALL),
+            d.class_totals(),
             Snapshot::memory(
                 &d,
                 &[Kind::Api, Kind::Cache, Kind::Query, Kind::Batch],
@@ -618,7 +664,7 @@ pub(crate) fn families(collector: &Collector) -> Vec<Family> {
         )
     };
     let mut out = Vec::with_capacity(40);
-    api_families(&all, &mut out);
+    api_families(&all, &classes, &mut out);
     db_families(&all, &mut out);
     batch_families(&all, &window, &mut out);
     function_and_business_families(&all, &mut out);

@@ -18,6 +18,31 @@ use crate::pipeline::registry::SeriesInfo;
 /// Closed minutes kept past the window (see `SeriesAgg::rotate`).
 pub(crate) const EVICTION_GRACE_MINUTES: u64 = 2;
 
+/// The status classes API durations are split by when `status_class_label` is on: 1xx … 5xx
+/// (codes outside 100–599 count as 5xx).
+pub(crate) const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+static SPLIT_BY_CLASS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns on (or off) the per-status-class duration totals of API series, counted from the next
+/// request on.
+pub(crate) fn set_status_classes(on: bool) {
+    SPLIT_BY_CLASS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether API durations are split by status class.
+pub(crate) fn status_classes() -> bool {
+    SPLIT_BY_CLASS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The index in [`STATUS_CLASSES`] of a status code.
+pub(crate) fn class_of(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100 - 1),
+        _ => 4,
+    }
+}
+
 /// One minute (or a merge of minutes) of one series.
 #[derive(Clone, Default)]
 pub(crate) struct Minute<H> {
@@ -62,6 +87,9 @@ pub(crate) struct SeriesAgg {
     pub last_failure_trace: u128,
     /// Recent traced calls, one per value range: the exemplars of the Prometheus buckets.
     exemplars: crate::core::hist::Exemplars,
+    /// API series with `status_class_label` on: the duration buckets since start by status
+    /// class (allocated on the first request counted so).
+    by_class: Option<Box<[Buckets; 5]>>,
 }
 
 /// A series' counters and duration buckets since start.
@@ -170,6 +198,7 @@ impl Aggregator {
                     last_failure_ns: None,
                     last_failure_trace: 0,
                     exemplars: Default::default(),
+                    by_class: None,
                 });
             }
         }
@@ -232,6 +261,9 @@ impl Aggregator {
                 unix_ns: x.unix_ns,
                 status: x.status,
             });
+        }
+        if kind == Kind::Api && status_classes() {
+            s.by_class.get_or_insert_with(Default::default)[class_of(x.status)].add_value(x.dur_ns);
         }
         if kind == Kind::Api {
             let req = RawRequest {
@@ -381,6 +413,14 @@ impl Aggregator {
         out
     }
 
+    /// API series' duration buckets since start by status class (only those counted so).
+    pub(crate) fn class_totals(&self) -> impl Iterator<Item = (u32, &[Buckets; 5])> {
+        self.series
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| Some((id as u32, &**s.by_class.as_ref()?)))
+    }
+
     /// Slow requests of the window, slowest first.
     pub(crate) fn slow_requests(&self, n: usize) -> Vec<(RawRequest, &SeriesInfo)> {
         let now = self.now_minute();
@@ -411,7 +451,11 @@ impl Aggregator {
     pub(crate) fn heap_bytes(&self) -> usize {
         let mut total = self.series.capacity() * std::mem::size_of::<SeriesAgg>();
         for s in &self.series {
-            total += s.exemplars.heap_bytes()
+            total += s
+                .by_class
+                .as_ref()
+                .map_or(0, |c| c.iter().map(|b| b.heap_bytes() + 64).sum::<usize>())
+                + s.exemplars.heap_bytes()
                 + s.cur.hist.heap_bytes()
                 + s.cur.statuses.capacity() * 16
                 + s.totals.hist.heap_bytes()

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::core::hist::Merged;
+use crate::core::hist::{Buckets, Merged};
 use crate::core::kind::Kind;
 use crate::core::sync::lock;
 use crate::core::window::{BUCKET_MINUTES, RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
@@ -252,6 +252,22 @@ impl Drained<'_> {
             }
         }
         by_id.into_values().collect()
+    }
+
+    /// API series' duration buckets since start by status class, merged across shards, keyed
+    /// by the address of the series' labels (`Arc::as_ptr`, as `totals` returns them).
+    pub(crate) fn class_totals(&self) -> BTreeMap<usize, [Buckets; 5]> {
+        let mut by_id: BTreeMap<usize, [Buckets; 5]> = BTreeMap::new();
+        for agg in &self.shards {
+            for (id, classes) in agg.class_totals() {
+                let Some(info) = agg.info(id) else { continue };
+                let mine = by_id.entry(Arc::as_ptr(info) as usize).or_default();
+                for (m, c) in mine.iter_mut().zip(classes.iter()) {
+                    m.add(c);
+                }
+            }
+        }
+        by_id
     }
 
     /// Slow requests of the window across shards, slowest first.

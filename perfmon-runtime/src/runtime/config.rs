@@ -42,6 +42,8 @@ pub struct Config {
     pub(crate) push_interval: Duration,
     /// PEM root certificates `https://` sinks are checked against instead of the Mozilla roots.
     pub(crate) tls_roots: Option<Vec<u8>>,
+    /// Split `perfmon_http_request_duration_seconds` by a `status_class` label.
+    pub(crate) status_class_label: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -61,6 +63,7 @@ impl std::fmt::Debug for Config {
             .field("critical_overrides", &self.critical_overrides)
             .field("flush_interval", &self.flush_interval)
             .field("tls_root_certificates", &self.tls_roots.is_some())
+            .field("status_class_label", &self.status_class_label)
             .field("alerts", &self.alerts)
             .field("alert_sinks", &self.alert_sinks)
             .field("sla", &self.sla)
@@ -146,6 +149,7 @@ impl Default for Config {
             pushgateway: None,
             push_interval: Duration::from_secs(15),
             tls_roots: None,
+            status_class_label: false,
         }
     }
 }
@@ -216,6 +220,20 @@ impl Config {
                 });
             }
             b = b.alert_webhook(v);
+        }
+        if let Some(v) = get("PERFMON_STATUS_CLASS_LABEL") {
+            let on = match v.as_str() {
+                "1" | "true" | "on" => true,
+                "0" | "false" | "off" => false,
+                _ => {
+                    return Err(ConfigError::InvalidEnv {
+                        var: "PERFMON_STATUS_CLASS_LABEL",
+                        value: v,
+                        expected: "1, true or on; 0, false or off",
+                    })
+                }
+            };
+            b = b.status_class_label(on);
         }
         if let Some(path) = get("PERFMON_TLS_CA_FILE") {
             match std::fs::read(&path) {
@@ -561,6 +579,14 @@ impl ConfigBuilder {
     /// Mozilla roots built in (a private CA, a self-signed test server).
     pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.config.tls_roots = Some(pem.into());
+        self
+    }
+    /// `PERFMON_STATUS_CLASS_LABEL=1`: split `perfmon_http_request_duration_seconds` by a
+    /// `status_class` label (`1xx` … `5xx`), so that latency objectives can leave out errors.
+    /// Off by default: it multiplies the duration series by the classes each route answers
+    /// with, and costs the aggregator one bucket update per request (off the hot path).
+    pub fn status_class_label(mut self, on: bool) -> Self {
+        self.config.status_class_label = on;
         self
     }
     /// No alert evaluation.
