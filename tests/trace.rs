@@ -57,6 +57,13 @@ async fn traced_handler() -> Result<&'static str, StatusCode> {
     Ok("ok")
 }
 
+/// The OpenTelemetry test's handler (its own series: tests run in parallel).
+#[track_api(slow = "1us")]
+async fn otel_handler() -> &'static str {
+    spin(Duration::from_micros(20));
+    "ok"
+}
+
 fn app() -> Router {
     Router::new()
         .route("/trace/assign", get(traced_handler))
@@ -243,6 +250,57 @@ async fn a_traceparent_reaches_the_slow_list_recent_requests_batch_failures_and_
     assert_eq!(
         json["data"]["batch"]["batches"]["trace-nightly"]["lastFailureTraceId"], T1,
         "{json}"
+    );
+}
+
+/// With the `opentelemetry` feature, a request without `traceparent` takes the trace id of the
+/// current `tracing` span's OpenTelemetry context; a `traceparent` header still wins.
+#[tokio::test(flavor = "current_thread")]
+async fn the_current_opentelemetry_span_gives_a_request_its_trace_id() {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId as OtelId, TraceState,
+    };
+    use tracing::Instrument;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    const T3: &str = "11112222333344445555666677778888";
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_opentelemetry::layer().with_tracer(opentelemetry::trace::noop::NoopTracer::new()),
+    );
+    // this test's thread only (a current-thread runtime polls the request here)
+    let _default = tracing::subscriber::set_default(subscriber);
+    let app = Router::new()
+        .route("/trace/otel", get(otel_handler))
+        .layer(PerfmonLayer::new());
+    let in_span = |hex: &str| {
+        let span = tracing::info_span!("request");
+        let remote = SpanContext::new(
+            OtelId::from_hex(hex).expect("trace id"),
+            SpanId::from_hex("00f067aa0ba902b7").expect("span id"),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        span
+    };
+    call(&app, "/trace/otel", &[]).instrument(in_span(T3)).await;
+    let header = format!("00-{T2}-00f067aa0ba902b7-01");
+    call(&app, "/trace/otel", &[("traceparent", &header)])
+        .instrument(in_span(T3))
+        .await;
+    call(&app, "/trace/otel", &[]).await; // outside any span: no trace
+    let mut traced: Vec<Option<String>> = collector()
+        .slow_requests(SLOW_LIST_SIZE)
+        .into_iter()
+        .filter(|r| r.path == "/trace/otel")
+        .map(|r| r.trace_id.map(|t| t.to_string()))
+        .collect();
+    traced.sort();
+    assert_eq!(
+        traced,
+        vec![None, Some(T2.to_string()), Some(T3.to_string())]
     );
 }
 

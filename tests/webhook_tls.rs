@@ -129,8 +129,7 @@ async fn https_webhooks_verify_retry_and_queue_within_bounds() {
     // a malformed root is refused at init, by name
     let err = init(Config::builder().tls_root_certificates("not a pem").build())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(err.to_string().contains("tls_root_certificates"), "{err}");
     let _pm = init(
         Config::builder()

@@ -85,6 +85,7 @@
 //! | feature | adds |
 //! | --- | --- |
 //! | `axum` | `http::PerfmonLayer` (records every request once, with its route template and real status) and `http::router`: `/api/monitoring/metrics`, `/api/monitoring/health`, `/api/monitoring/live`, `/api/monitoring/ready`, `/metrics` (Prometheus), `/api/monitoring/dashboard`; locked by `PERFMON_MONITORING_TOKEN` when set |
+//! | `opentelemetry` | with `axum`: a request without a `traceparent` header takes the OpenTelemetry trace id of the current `tracing` span (tracing-opentelemetry), for the slow list, the recent requests and the exemplars |
 //! | `postgres` | `PERFMON_DATABASE_URL`: a sqlx pool opened by [`init`], which applies the embedded migrations; the built-in `database` health check (`SELECT 1`, pool counts; critical); the PostgreSQL tier |
 //! | `redis` | `PERFMON_REDIS_URL`: a reconnecting connection opened by [`init`] — to one Redis, or to a Redis Cluster named by `redis+cluster://host1:7000,host2:7000` or a comma-separated list of node URLs; the built-in `redis` health check (`PING`; not critical); the Redis tier |
 //!

@@ -30,7 +30,9 @@ pub const UNMATCHED: &str = "unmatched";
 /// A request with a valid W3C `traceparent` header runs in that trace: the request, and every
 /// call tracked while its handler is polled, carry the trace id (slow list, recent requests,
 /// batch failures, exemplars). Without the header, the trace id current where the layer is
-/// polled (set by an outer layer or by [`in_trace`](crate::trace::in_trace)) applies.
+/// called (set by an outer layer or by [`in_trace`](crate::trace::in_trace)) applies, else,
+/// with the `opentelemetry` feature, the OpenTelemetry trace id of the current `tracing` span
+/// (put the layer inside your tracing layer, such as tower-http's `TraceLayer`).
 ///
 /// Add it with `Router::layer` so that it sees the matched route. A handler carrying
 /// `#[track_api]` inside it does not record a second time: it hands its `path` (if given),
@@ -197,7 +199,7 @@ where
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .and_then(TraceId::from_traceparent)
-            .map_or_else(trace::current_raw, TraceId::raw);
+            .map_or_else(context_trace, TraceId::raw);
         let record = Some(Pending {
             start,
             method,
@@ -216,6 +218,39 @@ where
             polled: false,
         }
     }
+}
+
+/// The trace id of a request without a `traceparent` header: the one current where the layer
+/// runs (an outer layer's, or `in_trace`'s), else, with the `opentelemetry` feature, the
+/// OpenTelemetry trace id of the current `tracing` span.
+fn context_trace() -> u128 {
+    match trace::current_raw() {
+        0 => otel_trace(),
+        t => t,
+    }
+}
+
+#[cfg(feature = "opentelemetry")]
+fn otel_trace() -> u128 {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::Span::current();
+    if span.is_none() {
+        return 0;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    if sc.is_valid() {
+        u128::from_be_bytes(sc.trace_id().to_bytes())
+    } else {
+        0
+    }
+}
+
+#[cfg(not(feature = "opentelemetry"))]
+#[inline]
+fn otel_trace() -> u128 {
+    0
 }
 
 /// What the layer knows of a request until its response is ready.

@@ -579,11 +579,9 @@ impl SeriesAgg {
             Kind::Batch if x.status == OK => {
                 self.last_success_ns = self.last_success_ns.max(Some(x.unix_ns))
             }
-            Kind::Batch => {
-                if Some(x.unix_ns) >= self.last_failure_ns {
-                    self.last_failure_ns = Some(x.unix_ns);
-                    self.last_failure_trace = x.trace;
-                }
+            Kind::Batch if Some(x.unix_ns) >= self.last_failure_ns => {
+                self.last_failure_ns = Some(x.unix_ns);
+                self.last_failure_trace = x.trace;
             }
             _ => {}
         }
