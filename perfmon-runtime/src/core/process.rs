@@ -1,8 +1,12 @@
-//! What `/proc` says about this process: memory, CPU, threads, file descriptors, start time.
+//! What the operating system says about this process: memory, CPU, threads, file descriptors,
+//! start time. On Linux through the `procfs` crate (the real clock-tick rate and page size, from
+//! `sysconf`); elsewhere what the standard library can tell (the uptime since perfmon first
+//! looked), and zeros or `None` for the rest.
 
 use std::time::Duration;
 
-/// What `/proc` says about this process (zeros and `None` where it is not available).
+/// What the operating system says about this process (zeros and `None` where it is not
+/// available).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ProcStats {
     pub rss_bytes: u64,
@@ -15,61 +19,95 @@ pub(crate) struct ProcStats {
     pub uptime: Duration,
 }
 
-/// Linux reports `/proc/<pid>/stat` times in USER_HZ, which is 100 on every architecture.
-const USER_HZ: f64 = 100.0;
-
+#[cfg(target_os = "linux")]
 pub(crate) fn proc_stats() -> ProcStats {
+    use procfs::prelude::*;
+    use procfs::process::{LimitValue, Process};
+    use std::sync::OnceLock;
+
+    static TICKS_AND_BOOT: OnceLock<(f64, Option<u64>)> = OnceLock::new();
+    let &(ticks, boot) = TICKS_AND_BOOT.get_or_init(|| {
+        (
+            procfs::ticks_per_second().max(1) as f64,
+            procfs::boot_time_secs().ok(),
+        )
+    });
     let mut p = ProcStats::default();
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+    let Ok(me) = Process::myself() else {
+        return p;
+    };
+    if let Ok(stat) = me.stat() {
+        p.rss_bytes = stat.rss_bytes().get();
+        p.virtual_bytes = stat.vsize;
+        p.threads = u64::try_from(stat.num_threads).unwrap_or(0);
+        p.cpu_seconds = (stat.utime + stat.stime) as f64 / ticks;
+        let start = stat.starttime as f64 / ticks;
+        if let Some(boot) = boot {
+            let started = boot as f64 + start;
+            p.start_time_seconds = Some(started);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            p.uptime = Duration::from_secs_f64((now - started).max(0.0));
+        }
+    }
+    p.open_fds = me.fd_count().map_or(0, |n| n as u64);
+    p.max_fds = me
+        .limits()
+        .ok()
+        .and_then(|l| match l.max_open_files.soft_limit {
+            LimitValue::Value(v) => Some(v),
+            LimitValue::Unlimited => None,
+        });
+    p
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn proc_stats() -> ProcStats {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    static FIRST_LOOK: OnceLock<Instant> = OnceLock::new();
+    ProcStats {
+        uptime: FIRST_LOOK.get_or_init(Instant::now).elapsed(),
+        ..ProcStats::default()
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The figures agree with what `/proc` says by other means, read here by hand.
+    #[test]
+    fn figures_agree_with_proc() {
+        let p = proc_stats();
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
         let field = |name: &str| {
             status
                 .lines()
                 .find(|l| l.starts_with(name))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<u64>().ok())
+                .expect("field")
         };
-        p.rss_bytes = field("VmRSS:").unwrap_or(0) * 1024;
-        p.virtual_bytes = field("VmSize:").unwrap_or(0) * 1024;
-        p.threads = field("Threads:").unwrap_or(0);
+        assert!(p.rss_bytes > 0 && p.virtual_bytes >= p.rss_bytes, "{p:?}");
+        // resident memory moves between the two reads; the thread count too, by a little
+        let rss = field("VmRSS:") * 1024;
+        assert!(
+            p.rss_bytes.abs_diff(rss) < 64 << 20,
+            "{} vs {rss}",
+            p.rss_bytes
+        );
+        assert!(p.threads >= 1);
+        assert!(p.open_fds >= 3, "stdin, stdout, stderr at least: {p:?}");
+        assert!(p.max_fds.is_none_or(|m| m >= p.open_fds));
+        let start = p.start_time_seconds.expect("start time");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        assert!(start <= now + 1.0 && start > now - 86_400.0 * 365.0);
+        assert!(p.uptime.as_secs_f64() <= now - start + 1.0);
     }
-    // Fields after the command name (which may contain spaces) of /proc/self/stat:
-    // 14 utime, 15 stime, 22 starttime (1-based in proc(5); 11, 12, 19 after the name).
-    let stat = std::fs::read_to_string("/proc/self/stat").ok();
-    let fields: Vec<&str> = stat
-        .as_deref()
-        .and_then(|s| s.rsplit_once(')'))
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let num = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    if let (Some(u), Some(s)) = (num(11), num(12)) {
-        p.cpu_seconds = (u + s) / USER_HZ;
-    }
-    let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("btime "))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<f64>()
-            .ok()
-    });
-    let since_boot = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
-    if let Some(start) = num(19) {
-        let start = start / USER_HZ;
-        p.start_time_seconds = boot_time.map(|b| b + start);
-        if let Some(up) = since_boot {
-            p.uptime = Duration::from_secs_f64((up - start).max(0.0));
-        }
-    }
-    p.open_fds = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count() as u64)
-        .unwrap_or(0);
-    p.max_fds = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("Max open files"))?;
-            line.split_whitespace().nth(3)?.parse().ok()
-        });
-    p
 }

@@ -298,9 +298,13 @@ impl Pending {
 
 #[cold]
 fn slow_warning(series: u32, status: u16, took_ns: u64) {
+    let Some(n) = crate::pipeline::slowlog::admit(series) else {
+        return;
+    };
+    let more = crate::pipeline::slowlog::more(n);
     if let Some(i) = registry::read().info(series) {
         let took = std::time::Duration::from_nanos(took_ns);
-        tracing::warn!(target: "perfmon", method = i.method, route = &*i.name, status, ?took, "slow request");
+        tracing::warn!(target: "perfmon", method = i.method, route = &*i.name, status, ?took, suppressed = n, "slow request{more}");
     }
 }
 

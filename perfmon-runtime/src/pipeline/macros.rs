@@ -64,7 +64,7 @@ fn record(meta: &'static Meta, start: u64, end: u64, status: u16) {
     let mut flags = FLAG_TICKS;
     if end.saturating_sub(start) > meta.slow_ticks.load(Ordering::Relaxed) {
         flags |= FLAG_SLOW;
-        meta.warn_slow(start, end);
+        meta.warn_slow(series, start, end);
     }
     push_in_trace(Event {
         series,

@@ -136,22 +136,27 @@ impl Meta {
         id
     }
 
-    /// Logs a call over the threshold.
+    /// Logs a call over the threshold: at most one warning per series per interval
+    /// (`slowlog`), with the count of those not logged since.
     #[cold]
     #[inline(never)]
-    pub(crate) fn warn_slow(&self, start: u64, end: u64) {
+    pub(crate) fn warn_slow(&self, series: u32, start: u64, end: u64) {
+        let Some(n) = crate::pipeline::slowlog::admit(series) else {
+            return;
+        };
+        let more = crate::pipeline::slowlog::more(n);
         let took =
             std::time::Duration::from_nanos(crate::core::clock::ticks_between_ns(start, end));
         let threshold = std::time::Duration::from_nanos(self.slow_ns);
         match self.kind {
             Kind::Api => {
-                tracing::warn!(target: "perfmon", method = self.method, route = self.name, ?took, ?threshold, "slow request")
+                tracing::warn!(target: "perfmon", method = self.method, route = self.name, ?took, ?threshold, suppressed = n, "slow request{more}")
             }
             Kind::Query => {
-                tracing::warn!(target: "perfmon", table = self.table, op = self.name, ?took, ?threshold, "slow query")
+                tracing::warn!(target: "perfmon", table = self.table, op = self.name, ?took, ?threshold, suppressed = n, "slow query{more}")
             }
             _ => {
-                tracing::warn!(target: "perfmon", name = self.name, ?took, ?threshold, "slow call")
+                tracing::warn!(target: "perfmon", name = self.name, ?took, ?threshold, suppressed = n, "slow call{more}")
             }
         }
     }

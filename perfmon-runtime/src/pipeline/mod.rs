@@ -17,4 +17,5 @@ pub(crate) mod outbox;
 pub(crate) mod record;
 pub(crate) mod registry;
 pub(crate) mod ring;
+pub(crate) mod slowlog;
 pub(crate) mod state;

@@ -13,6 +13,7 @@ use crate::core::clock::{now_ticks, unix_ns};
 use crate::core::kind::{method_index, Kind, CACHE_ERROR, FAILED, HIT, MISS, OK};
 use crate::pipeline::event::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_VALUE};
 use crate::pipeline::registry::{self, lookup_or_register, lookup_with_slow};
+use crate::pipeline::slowlog;
 use crate::pipeline::state::{push, push_in_trace};
 
 /// One API request.
@@ -142,7 +143,10 @@ pub fn record_api_metric(m: ApiMetric<'_>) {
         |r, s| r.api(method, m.path, s.api_slow_ns),
     );
     if nanos(m.duration) > slow_ns {
-        tracing::warn!(target: "perfmon", method = m.method, route = m.path, took = ?m.duration, "slow request");
+        if let Some(n) = slowlog::admit(id) {
+            let more = slowlog::more(n);
+            tracing::warn!(target: "perfmon", method = m.method, route = m.path, took = ?m.duration, suppressed = n, "slow request{more}");
+        }
     }
     push_timed(id, m.status_code, m.duration, m.timestamp, slow_ns);
 }
@@ -175,7 +179,10 @@ pub fn record_database_metric<'a>(metric: impl IntoDatabaseMetric<'a>) {
         |r, s| r.query(m.table, m.operation, write, s.query_slow_ns),
     );
     if nanos(m.duration) > slow_ns {
-        tracing::warn!(target: "perfmon", table = m.table, op = m.operation, took = ?m.duration, "slow query");
+        if let Some(n) = slowlog::admit(id) {
+            let more = slowlog::more(n);
+            tracing::warn!(target: "perfmon", table = m.table, op = m.operation, took = ?m.duration, suppressed = n, "slow query{more}");
+        }
     }
     push_timed(
         id,

@@ -44,6 +44,8 @@ pub struct Config {
     pub(crate) tls_roots: Option<Vec<u8>>,
     /// Split `perfmon_http_request_duration_seconds` by a `status_class` label.
     pub(crate) status_class_label: bool,
+    /// At most one slow-call warning per series per this interval.
+    pub(crate) slow_log_interval: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -64,6 +66,7 @@ impl std::fmt::Debug for Config {
             .field("flush_interval", &self.flush_interval)
             .field("tls_root_certificates", &self.tls_roots.is_some())
             .field("status_class_label", &self.status_class_label)
+            .field("slow_log_interval", &self.slow_log_interval)
             .field("alerts", &self.alerts)
             .field("alert_sinks", &self.alert_sinks)
             .field("sla", &self.sla)
@@ -150,6 +153,7 @@ impl Default for Config {
             push_interval: Duration::from_secs(15),
             tls_roots: None,
             status_class_label: false,
+            slow_log_interval: Duration::from_secs(10),
         }
     }
 }
@@ -587,6 +591,14 @@ impl ConfigBuilder {
     /// with, and costs the aggregator one bucket update per request (off the hot path).
     pub fn status_class_label(mut self, on: bool) -> Self {
         self.config.status_class_label = on;
+        self
+    }
+    /// At most one "slow request" / "slow query" / "slow call" warning per series per
+    /// `interval` (default 10 s), each saying how many slow calls of the series it stands for
+    /// since the previous one; `Duration::ZERO` logs every slow call. The slow lists and counters
+    /// still count every one.
+    pub fn slow_log_interval(mut self, interval: Duration) -> Self {
+        self.config.slow_log_interval = interval;
         self
     }
     /// No alert evaluation.

@@ -152,6 +152,7 @@ fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
     set_cache_ttl(config.health_cache_ttl);
     crate::core::hist::set_bounds(std::array::from_fn(|i| config.buckets[i].as_deref()));
     crate::pipeline::aggregator::set_status_classes(config.status_class_label);
+    crate::pipeline::slowlog::set_interval_ns(nanos(config.slow_log_interval));
     // validated by `Config::validate`
     crate::ops::notify::set_root_certificates(
         config
