@@ -99,7 +99,7 @@ fn request_durations_split_by_status_class() {
         .collect();
     assert_eq!(with_exemplar.len(), 1, "{with_exemplar:?}");
     assert!(
-        with_exemplar[0].contains(r#"status_class="5xx",le="10""#),
+        with_exemplar[0].contains(r#"status_class="5xx",le="10.0""#),
         "{}",
         with_exemplar[0]
     );

@@ -207,7 +207,12 @@ impl App {
         self.db.find_staff(clinic).await
     }
 
-    #[track_api(method = "POST", path = "/api/schedule/assign", slow = "3s")]
+    #[track_api(
+        method = "POST",
+        path = "/api/schedule/assign",
+        slow = "3s",
+        apdex = "1s"
+    )]
     pub(crate) async fn assign(
         &self,
         clinic: u32,

@@ -120,6 +120,10 @@ fn the_dashboard_shows_what_the_json_endpoint_says() {
         d["api"]["totalRequests"].to_string()
     );
     assert_eq!(by_id(&dom, "api-error-rate"), pct(&d["api"]["errorRate"]));
+    assert_eq!(
+        by_id(&dom, "api-apdex"),
+        format!("{:.2}", d["api"]["apdex"].as_f64().expect("an Apdex score"))
+    );
     assert_eq!(by_id(&dom, "cache-hit-rate"), pct(&d["cache"]["hitRate"]));
     assert_eq!(
         by_id(&dom, "cache-total"),

@@ -114,7 +114,7 @@ impl MacroKind {
     }
     fn keys(self) -> &'static [&'static str] {
         match self {
-            MacroKind::Api => &["slow", "path", "method", "crate"],
+            MacroKind::Api => &["slow", "path", "method", "apdex", "crate"],
             MacroKind::Query => &["table", "kind", "op", "slow", "crate"],
             MacroKind::Batch => &["name", "crate"],
             MacroKind::Cache => &["key", "crate"],
@@ -137,6 +137,8 @@ pub enum QueryKind {
 pub struct Args {
     pub kind: MacroKind,
     pub slow_ns: Option<u64>,
+    /// `#[track_api(apdex = "300ms")]`: the route's Apdex threshold T.
+    pub apdex_ns: Option<u64>,
     pub path: Option<String>,
     pub method: Option<String>,
     pub table: Option<String>,
@@ -165,7 +167,7 @@ fn expect_str(errors: &mut Errors, key: &Ident, value: &syn::Lit) -> Option<LitS
         syn::Lit::Str(s) => Some(s.clone()),
         other => {
             let example = match key.to_string().as_str() {
-                "slow" | "threshold" => "\"250ms\"",
+                "slow" | "threshold" | "apdex" => "\"250ms\"",
                 "kind" => "\"read\"",
                 "method" => "\"POST\"",
                 "path" => "\"/api/items\"",
@@ -198,6 +200,7 @@ impl Args {
         let mut args = Args {
             kind,
             slow_ns: None,
+            apdex_ns: None,
             path: None,
             method: None,
             table: None,
@@ -274,6 +277,11 @@ impl Args {
                     match k.as_str() {
                         "slow" | "threshold" => match parse_duration(&lit.value()) {
                             Ok(ns) => args.slow_ns = Some(ns),
+                            Err(msg) => errors.spanned(&lit, msg),
+                        },
+                        // zero is refused by `parse_duration`
+                        "apdex" => match parse_duration(&lit.value()) {
+                            Ok(ns) => args.apdex_ns = Some(ns),
                             Err(msg) => errors.spanned(&lit, msg),
                         },
                         "path" => {

@@ -170,7 +170,9 @@ fn meta_init(args: &Args, krate: &TokenStream, fn_name: &str) -> TokenStream {
                     false,
                 ),
             };
-            quote!(#krate::__private::Meta::api(#method, #route, #explicit, #slow))
+            // 0: the configured Apdex threshold
+            let apdex = args.apdex_ns.unwrap_or(0);
+            quote!(#krate::__private::Meta::api(#method, #route, #explicit, #slow).with_apdex(#apdex))
         }
         MacroKind::Query => {
             let table = lit(args.table.as_deref().unwrap_or_default());

@@ -10,7 +10,7 @@ fn plain() -> u32 {
     7
 }
 
-#[track_api(slow = "3s", method = "POST", path = "/api/schedule/assign")]
+#[track_api(slow = "3s", method = "POST", path = "/api/schedule/assign", apdex = "300ms")]
 fn with_question_mark(input: &str) -> Result<u32, std::num::ParseIntError> {
     let n: u32 = input.parse()?;
     Ok(n * 2)

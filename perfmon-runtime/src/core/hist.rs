@@ -335,49 +335,73 @@ impl Exemplar {
     }
 }
 
-/// Slots of [`Exemplars`]: two per power of two from 1 µs (2^10 ns) to 73 minutes (2^42 ns);
-/// values outside fall in the first or last slot.
-const EXEMPLAR_SLOTS: usize = 64;
+/// Groups of [`Exemplars`] a caller sorts calls into (an API call's status class, a query's or
+/// batch's outcome), each keeping its newest call whatever its duration.
+pub(crate) const EXEMPLAR_GROUPS: usize = 5;
 
-/// The newest traced call in each of [`EXEMPLAR_SLOTS`] value ranges (half a power of two each),
-/// so that every histogram bucket — whatever the configured bounds — finds a recent call of its
-/// own range if one was traced. Allocated on a series' first traced call (2.5 KiB).
+/// The newest traced call in each slot of the bucket grid (the union of every kind's bounds, as
+/// the lifetime [`Buckets`] count), so that every bucket of every kind keeps a recent call of its
+/// own range; and the newest call of each group, for the counters and histograms split by
+/// status. Allocated on a series' first traced call (40 bytes a grid slot and a group).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Exemplars(Option<Box<[Exemplar; EXEMPLAR_SLOTS]>>);
+pub(crate) struct Exemplars(Option<Box<ExemplarSlots>>);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ExemplarSlots {
+    generation: u32,
+    /// One per grid slot (the last above every bound).
+    slots: Vec<Exemplar>,
+    groups: [Exemplar; EXEMPLAR_GROUPS],
+}
+
+fn keep_newer(slot: &mut Exemplar, e: &Exemplar) {
+    if e.trace != [0, 0] && (slot.trace == [0, 0] || e.unix_ns >= slot.unix_ns) {
+        *slot = *e;
+    }
+}
 
 impl Exemplars {
-    fn slot(v: u64) -> usize {
-        let log2 = 63 - (v | 1).leading_zeros() as usize;
-        let half = (v >> log2.saturating_sub(1) & 1) as usize;
-        (2 * log2 + half).clamp(20, 20 + EXEMPLAR_SLOTS - 1) - 20
-    }
-
-    /// Keeps `e` as its range's exemplar if it is the newest there.
-    pub(crate) fn record(&mut self, e: Exemplar) {
-        let slots = self
-            .0
-            .get_or_insert_with(|| Box::new([Exemplar::default(); EXEMPLAR_SLOTS]));
-        let slot = &mut slots[Self::slot(e.value_ns)];
-        if e.unix_ns >= slot.unix_ns {
-            *slot = e;
+    /// Keeps `e` as its grid slot's and its group's exemplar where it is the newest.
+    pub(crate) fn record(&mut self, e: Exemplar, group: usize) {
+        let (generation, grid) = grid();
+        let x = self.0.get_or_insert_with(Default::default);
+        if x.generation != generation || x.slots.len() != grid.len() + 1 {
+            x.generation = generation;
+            x.slots = vec![Exemplar::default(); grid.len() + 1];
         }
+        let slot = grid.partition_point(|&le| le < e.value_ns);
+        keep_newer(&mut x.slots[slot], &e);
+        keep_newer(&mut x.groups[group.min(EXEMPLAR_GROUPS - 1)], &e);
     }
 
-    /// Keeps the newer exemplar of each range.
+    /// Keeps the newer exemplar of each slot and group (slots of an older grid are dropped).
     pub(crate) fn merge(&mut self, o: &Exemplars) {
-        for e in o.iter() {
-            self.record(*e);
+        let Some(o) = &o.0 else {
+            return;
+        };
+        let x = self.0.get_or_insert_with(Default::default);
+        if x.slots.is_empty() || o.generation > x.generation {
+            x.generation = o.generation;
+            x.slots = o.slots.clone();
+        } else if o.generation == x.generation && o.slots.len() == x.slots.len() {
+            for (a, b) in x.slots.iter_mut().zip(&o.slots) {
+                keep_newer(a, b);
+            }
+        }
+        for (a, b) in x.groups.iter_mut().zip(&o.groups) {
+            keep_newer(a, b);
         }
     }
 
     fn iter(&self) -> impl Iterator<Item = &Exemplar> {
         self.0
             .iter()
-            .flat_map(|s| s.iter())
+            .flat_map(|x| x.slots.iter().chain(x.groups.iter()))
             .filter(|e| e.trace != [0, 0])
     }
 
-    /// The newest exemplar with a value in `(above, at_most]` that `keep` accepts.
+    /// The newest exemplar with a value in `(above, at_most]` that `keep` accepts (`above` = 0
+    /// takes a zero duration too).
     pub(crate) fn newest_in(
         &self,
         above: u64,
@@ -385,25 +409,37 @@ impl Exemplars {
         keep: impl Fn(&Exemplar) -> bool,
     ) -> Option<Exemplar> {
         self.iter()
-            .filter(|e| e.value_ns > above && e.value_ns <= at_most && keep(e))
+            .filter(|e| (e.value_ns > above || above == 0) && e.value_ns <= at_most && keep(e))
             .max_by_key(|e| e.unix_ns)
             .copied()
     }
 
-    /// Only the exemplars `keep` accepts.
-    pub(crate) fn filtered(&self, keep: impl Fn(&Exemplar) -> bool) -> Exemplars {
-        let mut out = Exemplars::default();
-        for e in self.iter().filter(|e| keep(e)) {
-            out.record(*e);
-        }
-        out
+    /// Only the exemplars of group `group`: its newest call, and the slots' calls `in_group`
+    /// accepts.
+    pub(crate) fn of_group(&self, group: usize, in_group: impl Fn(&Exemplar) -> bool) -> Exemplars {
+        let Some(x) = &self.0 else {
+            return Exemplars::default();
+        };
+        let g = group.min(EXEMPLAR_GROUPS - 1);
+        let mut out = ExemplarSlots {
+            generation: x.generation,
+            slots: x
+                .slots
+                .iter()
+                .map(|e| if in_group(e) { *e } else { Exemplar::default() })
+                .collect(),
+            groups: Default::default(),
+        };
+        out.groups[g] = x.groups[g];
+        Exemplars(Some(Box::new(out)))
     }
 
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.0
-            .as_ref()
-            .map_or(0, |_| std::mem::size_of::<[Exemplar; EXEMPLAR_SLOTS]>())
+        self.0.as_ref().map_or(0, |x| {
+            std::mem::size_of::<ExemplarSlots>()
+                + x.slots.capacity() * std::mem::size_of::<Exemplar>()
+        })
     }
 }
 
@@ -571,6 +607,16 @@ impl Merged {
         self.summary.count
     }
 
+    /// Values at or below `v`: every bin whose lowest value is at most `v` (exact but for a
+    /// value in the same 0.1%-wide bin as `v`, counted as at most `v`).
+    pub(crate) fn count_at_most(&self, v: u64) -> u64 {
+        self.bins
+            .iter()
+            .take_while(|&&(i, _)| lowest_of(i) <= v)
+            .map(|&(_, c)| c)
+            .sum()
+    }
+
     /// Exact mean (from the exact sum, not from the bins).
     pub fn mean(&self) -> Duration {
         Duration::from_nanos(
@@ -665,55 +711,54 @@ mod tests {
 
     #[test]
     fn every_bucket_finds_the_newest_traced_call_of_its_range() {
+        // the default grid (unit tests never set bounds): ..., 1 ms, 2.5 ms, 5 ms, ..., 2.5 s,
+        // 3 s, 5 s, ...
         let mut x = Exemplars::default();
         assert_eq!(x.heap_bytes(), 0, "nothing allocated before a traced call");
-        let at = |value_ns, unix_ns, trace| Exemplar {
+        let at = |value_ns, unix_ns, trace, status| Exemplar {
             trace: [0, trace],
             value_ns,
             unix_ns,
-            status: 200,
+            status,
         };
-        x.record(at(2_000_000, 10, 1)); // 2 ms
-        x.record(at(2_010_000, 20, 2)); // 2.01 ms: same range, newer
-        x.record(at(2_005_000, 15, 3)); // same range, older: not kept
-        x.record(at(40_000_000, 5, 4)); // 40 ms
-        x.record(at(3_000_000_000, 7, 5)); // 3 s
+        x.record(at(2_000_000, 10, 1, 200), 1); // 2 ms: bucket (1 ms, 2.5 ms]
+        x.record(at(2_400_000, 20, 2, 200), 1); // same bucket, newer
+        x.record(at(1_500_000, 15, 3, 500), 4); // same bucket, older, a 5xx
+        x.record(at(2_600_000_000, 7, 4, 200), 1); // 2.6 s: bucket (2.5 s, 3 s]
+        x.record(at(2_400_000_000, 8, 5, 200), 1); // 2.4 s: bucket (1 s, 2.5 s], newer
         let trace = |e: Option<Exemplar>| e.map(|e| e.trace[1]);
-        assert_eq!(trace(x.newest_in(1_000_000, 2_500_000, |_| true)), Some(2));
+        let all = |_: &Exemplar| true;
+        assert_eq!(trace(x.newest_in(1_000_000, 2_500_000, all)), Some(2));
+        // neighbouring buckets that share a power of two keep one each
         assert_eq!(
-            trace(x.newest_in(25_000_000, 50_000_000, |_| true)),
+            trace(x.newest_in(2_500_000_000, 3_000_000_000, all)),
             Some(4)
         );
         assert_eq!(
-            trace(x.newest_in(2_500_000, 3_000_000_000, |_| true)),
+            trace(x.newest_in(1_000_000_000, 2_500_000_000, all)),
             Some(5)
         );
+        assert_eq!(trace(x.newest_in(3_000_000_000, u64::MAX, all)), None);
+        // the 5xx lost its bucket's slot to a newer 2xx, but its group keeps it
         assert_eq!(
-            trace(x.newest_in(2_500_000, 2_999_999_999, |_| true)),
-            Some(4)
+            trace(x.newest_in(0, u64::MAX, |e| e.status == 500)),
+            Some(3)
         );
-        assert_eq!(
-            trace(x.newest_in(50_000_000, 2_999_999_999, |_| true)),
-            None
-        );
-        assert_eq!(trace(x.newest_in(0, u64::MAX, |_| true)), Some(2));
-        assert_eq!(
-            trace(x.newest_in(0, u64::MAX, |e| e.trace[1] != 2)),
-            Some(5)
-        );
+        let only_5xx = x.of_group(4, |e| e.status >= 500);
+        assert_eq!(trace(only_5xx.newest_in(0, u64::MAX, all)), Some(3));
+        assert_eq!(trace(x.newest_in(0, u64::MAX, all)), Some(2));
         let mut merged = Exemplars::default();
-        merged.record(at(2_200_000, 30, 6));
+        merged.record(at(2_200_000, 30, 6, 200), 1);
         merged.merge(&x);
-        assert_eq!(trace(merged.newest_in(0, 2_500_000, |_| true)), Some(6));
+        assert_eq!(trace(merged.newest_in(1_000_000, 2_500_000, all)), Some(6));
         assert_eq!(
-            trace(merged.newest_in(2_500_000, u64::MAX, |_| true)),
-            Some(5)
+            trace(merged.newest_in(2_500_000_000, 3_000_000_000, all)),
+            Some(4)
         );
-        // values off either end fall in the first or last range
-        x.record(at(1, 40, 7));
-        x.record(at(u64::MAX, 41, 8));
-        assert_eq!(trace(x.newest_in(0, 1, |_| true)), Some(7));
-        assert_eq!(trace(x.newest_in(1 << 50, u64::MAX, |_| true)), Some(8));
+        // a zero duration (a call faster than the clock's resolution) is an exemplar too
+        x.record(at(0, 40, 7, 200), 1);
+        assert_eq!(trace(x.newest_in(0, 100_000, all)), Some(7));
+        assert!(x.heap_bytes() > 0);
     }
     use super::*;
 

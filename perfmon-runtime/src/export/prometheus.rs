@@ -75,27 +75,29 @@ pub enum Format {
 }
 
 impl Format {
-    /// The format an `Accept` header asks for: OpenMetrics when it names
-    /// `application/openmetrics-text` (with any `q` but 0), else the 0.0.4 text.
+    /// The format an `Accept` header prefers: of the media ranges it lists with their `q`
+    /// (default 1), the highest-q one perfmon serves — `application/openmetrics-text` for
+    /// OpenMetrics; `text/plain`, `text/*` or `*/*` for the 0.0.4 text — the first listed on a
+    /// tie. The 0.0.4 text without a header or when nothing listed is served.
     pub fn negotiate(accept: Option<&str>) -> Format {
-        let wants = accept.is_some_and(|a| {
-            a.split(',').any(|part| {
-                let mut params = part.split(';').map(str::trim);
-                params
-                    .next()
-                    .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"))
-                    && !params.any(|p| {
-                        p.strip_prefix("q=")
-                            .and_then(|q| q.parse::<f64>().ok())
-                            .is_some_and(|q| q <= 0.0)
-                    })
-            })
-        });
-        if wants {
-            Format::OpenMetrics
-        } else {
-            Format::Text
+        let mut best: Option<(f64, Format)> = None;
+        for range in accept.unwrap_or_default().split(',') {
+            let mut params = range.split(';').map(str::trim);
+            let media = params.next().unwrap_or_default().to_ascii_lowercase();
+            let format = match media.as_str() {
+                "application/openmetrics-text" => Format::OpenMetrics,
+                "text/plain" | "text/*" | "*/*" => Format::Text,
+                _ => continue,
+            };
+            let q = params
+                .find_map(|p| p.strip_prefix("q="))
+                .map_or(Some(1.0), |q| q.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+                best = Some((q, format));
+            }
         }
+        best.map_or(Format::Text, |(_, f)| f)
     }
 
     /// The response's `Content-Type`.
@@ -254,7 +256,7 @@ fn api_families(all: &Series, classes: &ByClass, out: &mut Vec<Family>) {
                         ..Totals::default()
                     };
                     of_class.hist.exemplars =
-                        t.hist.exemplars.filtered(|e| class_of(e.status) == i);
+                        t.hist.exemplars.of_group(i, |e| class_of(e.status) == i);
                     if of_class.hist.cumulative(&bounds).1 > 0 {
                         duration.histogram(
                             with(route(info), "status_class", class),
@@ -558,29 +560,60 @@ fn sla_and_alert_families(window: &Snapshot, out: &mut Vec<Family>) {
         let n = active.iter().filter(|a| a.severity == sev).count();
         firing.push(vec![("severity", label.to_string())], n as f64);
     }
-    let d = crate::ops::notify::delivery_stats();
     let mut deliveries = Family::new(
         "perfmon_alert_deliveries_total",
         Counter,
-        "Alert notifications for the webhook and Alertmanager: sent, failed after their last try, dropped with the queue full, and attempts retried.",
+        "Alert notifications by sink and result: sent, failed after their last try, dropped with the sink's queue full.",
     );
-    for (result, n) in [
-        ("sent", d.sent),
-        ("failed", d.failed),
-        ("dropped", d.dropped),
-        ("retried", d.retries),
-    ] {
-        deliveries.push(vec![("result", result.to_string())], n as f64);
-    }
-    let queue = Family::new(
+    let mut retries = Family::new(
+        "perfmon_alert_delivery_retries_total",
+        Counter,
+        "Delivery attempts retried after a connection error, a timeout or a non-2xx answer, by sink.",
+    );
+    let mut queue = Family::new(
         "perfmon_alert_delivery_queue",
         Gauge,
-        "Alert notifications waiting for the delivery thread.",
-    )
-    .number(vec![], d.queued as f64);
+        "Alert notifications waiting for their sink's delivery thread.",
+    );
+    for sink in ["webhook", "alertmanager"] {
+        let d = crate::ops::notify::sink_stats(sink);
+        for (result, n) in [
+            ("sent", d.sent),
+            ("failed", d.failed),
+            ("dropped", d.dropped),
+        ] {
+            deliveries.push(
+                vec![("sink", sink.to_string()), ("result", result.to_string())],
+                n as f64,
+            );
+        }
+        retries.push(vec![("sink", sink.to_string())], d.retries as f64);
+        queue.push(vec![("sink", sink.to_string())], d.queued as f64);
+    }
     out.extend([
-        target_s, current_s, target_r, current_r, met, firing, deliveries, queue,
+        target_s, current_s, target_r, current_r, met, firing, deliveries, retries, queue,
     ]);
+}
+
+fn apdex_families(window: &Snapshot, out: &mut Vec<Family>) {
+    let mut score = Family::new(
+        "perfmon_http_apdex",
+        MetricType::Gauge,
+        "Apdex of each route over the last 5 minutes, from 0 to 1 (satisfied at or under T, tolerating at or under 4T).",
+    );
+    let mut threshold = Family::new(
+        "perfmon_http_apdex_threshold_seconds",
+        MetricType::Gauge,
+        "The Apdex threshold T of each route, in seconds.",
+    );
+    for r in window.api_routes() {
+        let labels = vec![("method", r.method), ("route", r.path)];
+        if let Some(a) = r.stats.apdex {
+            score.push(labels.clone(), a);
+        }
+        threshold.push(labels, r.stats.apdex_threshold.as_secs_f64());
+    }
+    out.extend([score, threshold]);
 }
 
 fn process_families(out: &mut Vec<Family>) {
@@ -669,6 +702,7 @@ pub(crate) fn families(collector: &Collector) -> Vec<Family> {
     batch_families(&all, &window, &mut out);
     function_and_business_families(&all, &mut out);
     recorder_families(&recorder, &mut out);
+    apdex_families(&window, &mut out);
     sla_and_alert_families(&window, &mut out);
     process_families(&mut out);
     out.push(
@@ -747,7 +781,16 @@ fn write_sample(o: &mut String, name: &str, s: &Sample, format: Format) {
             count,
             exemplars,
         } => {
-            let les = bounds.iter().map(|le| (*le as f64 / 1e9).to_string());
+            // OpenMetrics asks for the canonical float (`1.0`, not `1`); the 0.0.4 text keeps
+            // the short form its scrapers have stored
+            let les = bounds.iter().map(|le| {
+                let v = *le as f64 / 1e9;
+                if om {
+                    format!("{v:?}")
+                } else {
+                    v.to_string()
+                }
+            });
             let counts = cumulative.iter().chain([count]);
             for (i, (le, n)) in les.chain(["+Inf".to_string()]).zip(counts).enumerate() {
                 let _ = write!(
@@ -870,7 +913,7 @@ mod tests {
         for accept in [
             "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
             "application/openmetrics-text",
-            "text/plain, Application/OpenMetrics-Text; version=1.0.0",
+            "text/plain;q=0.5, Application/OpenMetrics-Text; version=1.0.0",
         ] {
             assert_eq!(Format::negotiate(Some(accept)), om, "{accept}");
         }
@@ -880,6 +923,9 @@ mod tests {
             Some("*/*"),
             Some("application/openmetrics-text;q=0"),
             Some("application/json"),
+            // Prometheus 2.49+ with the 0.0.4 text put first in `scrape_protocols`
+            Some("text/plain;version=0.0.4;q=0.5,application/openmetrics-text;version=1.0.0;q=0.4,*/*;q=0.1"),
+            Some("text/plain, application/openmetrics-text"),
         ] {
             assert_eq!(Format::negotiate(accept), Format::Text, "{accept:?}");
         }
@@ -890,12 +936,15 @@ mod tests {
         let mut t = Totals::default();
         t.hist.add_value(2_000_000);
         t.statuses.push((200, 1));
-        t.hist.exemplars.record(Exemplar {
-            trace: [0x4bf9_2f35_77b3_4da6, 0xa3ce_929d_0e0e_4736],
-            value_ns: 2_000_000,
-            unix_ns: 1_700_000_000_500_000_000,
-            status: 200,
-        });
+        t.hist.exemplars.record(
+            Exemplar {
+                trace: [0x4bf9_2f35_77b3_4da6, 0xa3ce_929d_0e0e_4736],
+                value_ns: 2_000_000,
+                unix_ns: 1_700_000_000_500_000_000,
+                status: 200,
+            },
+            1,
+        );
         let mut h = Family::new("t_seconds", MetricType::Histogram, "A histogram.");
         h.histogram(vec![], &t, &Arc::from(&[1_000_000u64, 5_000_000][..]));
         let mut c = Family::new("t_total", MetricType::Counter, "A counter.");

@@ -168,6 +168,9 @@ fn handler_series(base: u32, meta: &'static Meta) -> Series {
     } else {
         base_method
     };
+    if meta.apdex_ns() != 0 {
+        crate::pipeline::apdex::set_code(route, meta.apdex_ns());
+    }
     let series = register(method_index(method), route, Some(meta.slow_ns()));
     let _ = CACHES.try_with(|c| {
         let mut c = c.borrow_mut();

@@ -94,7 +94,7 @@ impl Alertmanager {
 
 /// Queues `body` to be POSTed as JSON to `url` by the delivery thread, `tries` times at most.
 fn post_in_background(sink: &'static str, url: String, body: String, tries: u32) {
-    outbound().enqueue(Delivery {
+    outbound(sink).enqueue(Delivery {
         sink,
         url,
         body,
@@ -181,9 +181,21 @@ pub struct DeliveryStats {
     pub queued: u64,
 }
 
-/// What the delivery thread did since start.
+/// What the delivery threads did since start, the webhook's and the Alertmanager's together.
 pub fn delivery_stats() -> DeliveryStats {
-    let o = outbound();
+    let (w, a) = (sink_stats("webhook"), sink_stats("alertmanager"));
+    DeliveryStats {
+        sent: w.sent + a.sent,
+        failed: w.failed + a.failed,
+        dropped: w.dropped + a.dropped,
+        retries: w.retries + a.retries,
+        queued: w.queued + a.queued,
+    }
+}
+
+/// What the delivery thread of one sink (`webhook` or `alertmanager`) did since start.
+pub(crate) fn sink_stats(sink: &'static str) -> DeliveryStats {
+    let o = outbound(sink);
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
     DeliveryStats {
         sent: n(&o.sent),
@@ -202,10 +214,12 @@ struct Delivery {
     tries: u32,
 }
 
-/// The bounded queue in front of the delivery thread (`perfmon-notify`), which sends one
-/// notification at a time, retrying with backoff: a slow or unreachable webhook holds up only
-/// notifications, never the alert engine, and never more than [`DELIVERY_QUEUE`] of them.
+/// The bounded queue in front of one sink's delivery thread (`perfmon-webhook`,
+/// `perfmon-alertmanager`), which sends one notification at a time, retrying with backoff: a
+/// slow or unreachable webhook holds up only its own notifications — never the alert engine,
+/// never the other sink — and never more than [`DELIVERY_QUEUE`] of them.
 struct Outbound {
+    sink: &'static str,
     tx: Mutex<Option<SyncSender<Delivery>>>,
     sent: AtomicU64,
     failed: AtomicU64,
@@ -214,9 +228,15 @@ struct Outbound {
     queued: AtomicU64,
 }
 
-fn outbound() -> &'static Outbound {
-    static OUTBOUND: OnceLock<Outbound> = OnceLock::new();
-    OUTBOUND.get_or_init(|| Outbound {
+fn outbound(sink: &'static str) -> &'static Outbound {
+    static WEBHOOK: OnceLock<Outbound> = OnceLock::new();
+    static ALERTMANAGER: OnceLock<Outbound> = OnceLock::new();
+    let (cell, sink) = match sink {
+        "alertmanager" => (&ALERTMANAGER, "alertmanager"),
+        _ => (&WEBHOOK, "webhook"),
+    };
+    cell.get_or_init(|| Outbound {
+        sink,
         tx: Mutex::new(None),
         sent: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -262,20 +282,25 @@ impl Outbound {
     fn start(&'static self) -> Option<SyncSender<Delivery>> {
         let (tx, rx) = sync_channel::<Delivery>(DELIVERY_QUEUE);
         let spawned = std::thread::Builder::new()
-            .name("perfmon-notify".into())
+            .name(format!("perfmon-{}", self.sink))
             .spawn(move || {
                 for d in rx {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
                     let retries = &self.retries;
-                    match send_counted(
-                        "POST",
-                        &d.url,
-                        "application/json",
-                        &d.body,
-                        d.tries,
-                        ATTEMPT_TIMEOUT,
-                        retries,
-                    ) {
+                    // a panic in the client must not end the thread with notifications queued
+                    let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        send_counted(
+                            "POST",
+                            &d.url,
+                            "application/json",
+                            &d.body,
+                            d.tries,
+                            ATTEMPT_TIMEOUT,
+                            retries,
+                        )
+                    }))
+                    .unwrap_or_else(|_| Err("the HTTP client panicked".into()));
+                    match sent {
                         Ok(_) => {
                             self.sent.fetch_add(1, Ordering::Relaxed);
                         }

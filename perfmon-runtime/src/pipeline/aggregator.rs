@@ -35,6 +35,14 @@ pub(crate) fn status_classes() -> bool {
     SPLIT_BY_CLASS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The exemplar group of a call: an API call's status class, a query's or batch's outcome.
+pub(crate) fn exemplar_group(kind: Kind, status: u16) -> usize {
+    match kind {
+        Kind::Api => class_of(status),
+        _ => usize::from(status.min(FAILED)),
+    }
+}
+
 /// The index in [`STATUS_CLASSES`] of a status code.
 pub(crate) fn class_of(status: u16) -> usize {
     match status {
@@ -250,20 +258,25 @@ impl Aggregator {
             return;
         };
         let kind = s.info.kind;
-        if !s.file(kind, minute, now_minute, &x) {
+        let filed = s.file(kind, minute, now_minute, &x);
+        // the class totals count late events too, as the lifetime totals do
+        if kind == Kind::Api && status_classes() {
+            s.by_class.get_or_insert_with(Default::default)[class_of(x.status)].add_value(x.dur_ns);
+        }
+        if !filed {
             self.late += 1;
             return;
         }
         if trace != 0 && matches!(kind, Kind::Api | Kind::Query | Kind::Batch | Kind::Measure) {
-            s.exemplars.record(Exemplar {
-                trace: [(trace >> 64) as u64, trace as u64],
-                value_ns: x.dur_ns,
-                unix_ns: x.unix_ns,
-                status: x.status,
-            });
-        }
-        if kind == Kind::Api && status_classes() {
-            s.by_class.get_or_insert_with(Default::default)[class_of(x.status)].add_value(x.dur_ns);
+            s.exemplars.record(
+                Exemplar {
+                    trace: [(trace >> 64) as u64, trace as u64],
+                    value_ns: x.dur_ns,
+                    unix_ns: x.unix_ns,
+                    status: x.status,
+                },
+                exemplar_group(kind, x.status),
+            );
         }
         if kind == Kind::Api {
             let req = RawRequest {

@@ -19,6 +19,8 @@ pub struct Meta {
     id: AtomicU32,
     /// The slow threshold in clock ticks, once registered.
     pub(crate) slow_ticks: AtomicU64,
+    /// `#[track_api(apdex = "…")]`: the route's Apdex threshold in ns (0: the configured one).
+    apdex_ns: u64,
 }
 
 impl Meta {
@@ -40,7 +42,20 @@ impl Meta {
             slow_ns,
             id: AtomicU32::new(0),
             slow_ticks: AtomicU64::new(u64::MAX),
+            apdex_ns: 0,
         }
+    }
+
+    /// The route's Apdex threshold T, in ns (0: the configured one).
+    pub const fn with_apdex(mut self, apdex_ns: u64) -> Meta {
+        self.apdex_ns = apdex_ns;
+        self
+    }
+
+    /// The call site's Apdex threshold in ns (0: the configured one).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn apdex_ns(&self) -> u64 {
+        self.apdex_ns
     }
 
     /// `#[track_api]`.
@@ -112,6 +127,9 @@ impl Meta {
     fn register(&'static self) -> u32 {
         let id = match self.kind {
             Kind::Api => {
+                if self.apdex_ns != 0 {
+                    crate::pipeline::apdex::set_code(self.name, self.apdex_ns);
+                }
                 let m = method_index(self.method);
                 lookup_or_register(
                     |r| r.find_api(m, self.name),

@@ -8,6 +8,7 @@
 //! besides aggregates. Imports only `core`.
 
 pub(crate) mod aggregator;
+pub(crate) mod apdex;
 pub(crate) mod event;
 #[cfg(feature = "axum")]
 pub(crate) mod handoff;

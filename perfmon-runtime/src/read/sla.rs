@@ -82,6 +82,13 @@ pub struct SlaReport {
     pub objectives: Vec<SlaObjective>,
     /// Every objective with data is met.
     pub all_met: bool,
+    /// The API's Apdex over the window (0–1, three decimals; `null` without requests), each
+    /// route with its own threshold.
+    #[serde(serialize_with = "crate::read::stats::ser_apdex")]
+    pub apdex: Option<f64>,
+    /// The default Apdex threshold T (`apdexThreshold`, ms).
+    #[serde(serialize_with = "crate::read::stats::ser_ms")]
+    pub apdex_threshold: std::time::Duration,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -150,5 +157,7 @@ pub(crate) fn report(
         scope,
         objectives,
         all_met,
+        apdex: api.apdex,
+        apdex_threshold: api.apdex_threshold,
     }
 }

@@ -11,9 +11,11 @@ use crate::core::kind::{Kind, CACHE_ERROR, FAILED, HIT, MISS, OK};
 use crate::core::trace::TraceId;
 use crate::core::window::{Scope, Window, NS_PER_MINUTE, SLOW_LIST_SIZE};
 use crate::pipeline::aggregator::{RawRequest, View};
+use crate::pipeline::apdex;
 use crate::pipeline::registry::SeriesInfo;
 use crate::pipeline::state::Drained;
 use crate::read::sla::{self, SlaReport};
+use crate::read::stats::ApdexCounts;
 use crate::read::stats::{
     percent, ApiStats, BatchJobStats, BatchStats, BusinessMetricStats, BusinessMetrics,
     CacheKeyStats, CacheStats, DatabaseStats, FnStats, FunctionStats, QueryStats, RouteStats,
@@ -312,12 +314,25 @@ fn merged<'a>(views: impl Iterator<Item = &'a View>) -> Merged {
 
 fn api_stats_of(views: &[&View]) -> ApiStats {
     let mut statuses = BTreeMap::new();
+    // one route: its T; several (or none): the configured default, each counted with its own
+    let mut apdex = ApdexCounts {
+        threshold_ns: apdex::default_ns(),
+        ..ApdexCounts::default()
+    };
+    let mut routes = views.iter().map(|v| &*v.info.name);
+    if let (Some(first), true) = (
+        routes.next(),
+        routes.all(|r| r == views[0].info.name.as_ref()),
+    ) {
+        apdex.threshold_ns = apdex::threshold_ns(first);
+    }
     for v in views {
         for &(code, n) in &v.statuses {
             *statuses.entry(code).or_insert(0) += n;
         }
+        apdex.add(ApdexCounts::of(&v.hist, apdex::threshold_ns(&v.info.name)));
     }
-    ApiStats::from_parts(&merged(views.iter().copied()), &statuses)
+    ApiStats::from_parts(&merged(views.iter().copied()), &statuses, apdex)
 }
 
 fn query_stats_of(views: &[&View]) -> QueryStats {

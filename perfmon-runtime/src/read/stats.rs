@@ -79,10 +79,61 @@ pub struct ApiStats {
     pub server_error_rate: f64,
     /// Status code → requests.
     pub status_codes: BTreeMap<u16, u64>,
+    /// Apdex over the window, 0–1 to three decimals: (satisfied + tolerating / 2) / requests,
+    /// satisfied at or under T, tolerating at or under 4T, from the histogram (each route with
+    /// its own T); `None` (JSON `null`) without requests.
+    #[serde(serialize_with = "ser_apdex")]
+    pub apdex: Option<f64>,
+    /// The Apdex threshold T (`apdexThreshold`, ms): the route's, or the configured default for
+    /// several routes together.
+    #[serde(serialize_with = "ser_ms")]
+    pub apdex_threshold: Duration,
+}
+
+pub(crate) fn ser_apdex<S: Serializer>(a: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(v) => s.serialize_f64((v * 1000.0).round() / 1000.0),
+        None => s.serialize_none(),
+    }
+}
+
+/// Requests at or under T and between T and 4T, and T itself, summed over routes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ApdexCounts {
+    pub satisfied: u64,
+    pub tolerating: u64,
+    pub threshold_ns: u64,
+}
+
+impl ApdexCounts {
+    /// The counts of one route's histogram with threshold `t_ns`.
+    pub(crate) fn of(h: &Merged, t_ns: u64) -> ApdexCounts {
+        let satisfied = h.count_at_most(t_ns);
+        ApdexCounts {
+            satisfied,
+            tolerating: h.count_at_most(t_ns.saturating_mul(4)) - satisfied,
+            threshold_ns: t_ns,
+        }
+    }
+
+    /// Adds another route's counts.
+    pub(crate) fn add(&mut self, o: ApdexCounts) {
+        self.satisfied += o.satisfied;
+        self.tolerating += o.tolerating;
+    }
+
+    /// The Apdex score of `total` requests.
+    pub(crate) fn score(&self, total: u64) -> Option<f64> {
+        (total > 0).then(|| (self.satisfied as f64 + self.tolerating as f64 / 2.0) / total as f64)
+    }
 }
 
 impl ApiStats {
-    pub(crate) fn from_parts(h: &Merged, statuses: &BTreeMap<u16, u64>) -> ApiStats {
+    pub(crate) fn from_parts(
+        h: &Merged,
+        statuses: &BTreeMap<u16, u64>,
+        apdex: ApdexCounts,
+    ) -> ApiStats {
         let total = h.count();
         let client: u64 = statuses.range(400..500).map(|(_, n)| n).sum();
         let server: u64 = statuses.range(500..600).map(|(_, n)| n).sum();
@@ -97,6 +148,8 @@ impl ApiStats {
             client_error_rate: percent(client, total),
             server_error_rate: percent(server, total),
             status_codes: statuses.clone(),
+            apdex: apdex.score(total),
+            apdex_threshold: Duration::from_nanos(apdex.threshold_ns),
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct Config {
     pub(crate) status_class_label: bool,
     /// At most one slow-call warning per series per this interval.
     pub(crate) slow_log_interval: Duration,
+    /// The Apdex threshold T of routes without their own.
+    pub(crate) apdex_threshold: Duration,
+    /// Routes' own Apdex thresholds (over their `#[track_api(apdex)]`).
+    pub(crate) route_apdex: Vec<(String, Duration)>,
 }
 
 impl std::fmt::Debug for Config {
@@ -67,6 +71,8 @@ impl std::fmt::Debug for Config {
             .field("tls_root_certificates", &self.tls_roots.is_some())
             .field("status_class_label", &self.status_class_label)
             .field("slow_log_interval", &self.slow_log_interval)
+            .field("apdex_threshold", &self.apdex_threshold)
+            .field("route_apdex", &self.route_apdex)
             .field("alerts", &self.alerts)
             .field("alert_sinks", &self.alert_sinks)
             .field("sla", &self.sla)
@@ -154,6 +160,8 @@ impl Default for Config {
             tls_roots: None,
             status_class_label: false,
             slow_log_interval: Duration::from_secs(10),
+            apdex_threshold: Duration::from_millis(500),
+            route_apdex: Vec::new(),
         }
     }
 }
@@ -219,7 +227,7 @@ impl Config {
             if !is_http_url(&v) {
                 return Err(ConfigError::InvalidEnv {
                     var: "PERFMON_ALERT_WEBHOOK",
-                    value: v,
+                    value: redact(&v),
                     expected: "an http:// or https:// URL such as http://127.0.0.1:9000/alerts",
                 });
             }
@@ -403,6 +411,13 @@ impl Config {
                 )
             })
         };
+        for t in
+            std::iter::once(&self.apdex_threshold).chain(self.route_apdex.iter().map(|(_, t)| t))
+        {
+            require(!t.is_zero(), "apdex_threshold", &|| {
+                "an Apdex threshold must be above zero, such as 300 ms".into()
+            })?;
+        }
         if let Some(url) = &self.alert_sinks.webhook {
             http_url("alert_webhook", url, "https://hooks.example.com/alerts")?;
         }
@@ -460,12 +475,12 @@ impl crate::export::RuleSource for Config {
 /// Bucket bounds per histogram kind, at most.
 const MAX_BUCKETS: usize = 64;
 
-/// The job a Pushgateway groups pushes under by default: the program's file name.
 /// An `http://` or `https://` URL (what the HTTP sinks accept).
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
 }
 
+/// The job a Pushgateway groups pushes under by default: the program's file name.
 fn default_job() -> String {
     std::env::current_exe()
         .ok()
@@ -599,6 +614,17 @@ impl ConfigBuilder {
     /// still count every one.
     pub fn slow_log_interval(mut self, interval: Duration) -> Self {
         self.config.slow_log_interval = interval;
+        self
+    }
+    /// The Apdex threshold T of routes without their own (default 500 ms): a request at or
+    /// under T is satisfied, at or under 4T tolerating, slower frustrated.
+    pub fn apdex_threshold(mut self, t: Duration) -> Self {
+        self.config.apdex_threshold = t;
+        self
+    }
+    /// The Apdex threshold T of one route template, over its `#[track_api(apdex = "…")]`.
+    pub fn route_apdex(mut self, route: impl Into<String>, t: Duration) -> Self {
+        self.config.route_apdex.push((route.into(), t));
         self
     }
     /// No alert evaluation.

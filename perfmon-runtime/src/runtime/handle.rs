@@ -153,6 +153,14 @@ fn start(config: Config, backends: Backends) -> Result<Perfmon, InitError> {
     crate::core::hist::set_bounds(std::array::from_fn(|i| config.buckets[i].as_deref()));
     crate::pipeline::aggregator::set_status_classes(config.status_class_label);
     crate::pipeline::slowlog::set_interval_ns(nanos(config.slow_log_interval));
+    crate::pipeline::apdex::configure(
+        nanos(config.apdex_threshold),
+        &config
+            .route_apdex
+            .iter()
+            .map(|(r, t)| (r.clone(), nanos(*t)))
+            .collect::<Vec<_>>(),
+    );
     // validated by `Config::validate`
     crate::ops::notify::set_root_certificates(
         config

@@ -5,16 +5,16 @@
 //! Integers are LEB128 varints. `b'P'`, `2`, a flags byte, then:
 //! - `events`; the three outcomes (flag `OUTCOMES`); `slow` (flag `SLOW`); `value_sum` as an
 //!   f64 LE (flag `VALUE_SUM`); the last successful and failed run (flags `LAST_OK`,
-//!   `LAST_FAIL`); the failed run's trace id as 16 bytes big-endian (flag `FAIL_TRACE`, added
-//!   in 0.2: a reader from before it cannot read an aggregate that carries one); the status
-//!   codes as a count and (code, count) pairs;
+//!   `LAST_FAIL`); the status codes as a count and (code, count) pairs;
 //! - the histogram: the number of non-zero bins, then per bin one word whose low two bits say
 //!   what it holds, the index's distance `delta` from the previous bin's (the first from 0):
 //!   `count << 2` for the very next index (dense runs: a byte a bin), `delta << 2 | 1` for a bin
 //!   of one value (sparse minutes: a byte or two a bin), else `delta << 2 | 2` then the count;
 //!   the number of values only when it differs from the bins' total (flag `COUNT`);
 //! - the exact sum in ns; the exact minimum and maximum as their distance from the lowest value
-//!   of the first bin and to the highest value of the last (or raw, flag `RAW_MIN_MAX`).
+//!   of the first bin and to the highest value of the last (or raw, flag `RAW_MIN_MAX`);
+//! - last, the last failed run's trace id, 16 bytes big-endian (flag `FAIL_TRACE`): a reader
+//!   from before the field reads everything before it and ignores it.
 //!
 //! Decoding allocates the non-zero bins only (never a dense histogram): about 0.3 µs for a
 //! typical route-minute (100 values between 1 ms and 2 s: about 180 bytes). The bin layout is
@@ -171,9 +171,6 @@ pub(crate) fn encode(m: &Minute<Merged>) -> Result<Vec<u8>, CodecError> {
     if flags & LAST_FAIL != 0 {
         put(&mut out, m.last_fail_ns);
     }
-    if flags & FAIL_TRACE != 0 {
-        out.extend_from_slice(&m.last_fail_trace.to_be_bytes());
-    }
     put(&mut out, m.statuses.len() as u64);
     for &(code, n) in &m.statuses {
         put(&mut out, u64::from(code));
@@ -207,6 +204,10 @@ pub(crate) fn encode(m: &Minute<Merged>) -> Result<Vec<u8>, CodecError> {
             put(&mut out, s.min_ns);
             put(&mut out, s.max_ns);
         }
+    }
+    // last, so that a reader from before the field stops short of it
+    if flags & FAIL_TRACE != 0 {
+        out.extend_from_slice(&m.last_fail_trace.to_be_bytes());
     }
     Ok(out)
 }
@@ -256,10 +257,6 @@ fn decode_v2(r: &mut Reader<'_>) -> Result<Minute<Merged>, CodecError> {
     }
     if flags & LAST_FAIL != 0 {
         m.last_fail_ns = r.u64()?;
-    }
-    if flags & FAIL_TRACE != 0 {
-        let b: [u8; 16] = r.bytes(16)?.try_into().map_err(|_| "truncated trace id")?;
-        m.last_fail_trace = u128::from_be_bytes(b);
     }
     statuses(r, &mut m)?;
     let n = usize::try_from(r.u64()?).map_err(|_| "bin count out of range")?;
@@ -312,6 +309,10 @@ fn decode_v2(r: &mut Reader<'_>) -> Result<Minute<Merged>, CodecError> {
             max_ns,
         },
     );
+    if flags & FAIL_TRACE != 0 {
+        let b: [u8; 16] = r.bytes(16)?.try_into().map_err(|_| "truncated trace id")?;
+        m.last_fail_trace = u128::from_be_bytes(b);
+    }
     Ok(m)
 }
 
