@@ -50,6 +50,10 @@ pub fn expand(kind: MacroKind, attr: TokenStream, item: TokenStream) -> TokenStr
         );
         return with_error(item, e);
     }
+    // perfmon-runtime's feature `off`: the fn unchanged (its attribute still checked above)
+    if cfg!(feature = "off") {
+        return item;
+    }
     wrap(&args, item_fn)
 }
 

@@ -11,18 +11,38 @@ use crate::read::collector::collector;
 use crate::read::query::QueryError;
 
 /// `type=` values, in the order the `data` object lists them.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
 pub(crate) const TYPES: [&str; 8] = [
     "all", "api", "database", "cache", "batch", "business", "system", "sla",
 ];
+
+/// A route's latency distribution over the window, from its histogram's bins: the requests in
+/// each bucket of the API bounds (`le` in ms, `null` for the last, above every bound), not
+/// cumulative.
+fn distribution(snap: &crate::read::snapshot::Snapshot, path: &str) -> Value {
+    let h = snap.api_histogram_for(path);
+    let bounds = crate::core::hist::bounds_of(crate::core::hist::HistogramKind::Api);
+    let mut below = 0;
+    let mut out = Vec::with_capacity(bounds.len() + 1);
+    for &le in bounds.iter() {
+        let at_most = h.count_at_most(le);
+        out.push(json!({ "le": le as f64 / 1e6, "count": at_most - below }));
+        below = at_most;
+    }
+    out.push(json!({ "le": null, "count": h.count() - below }));
+    Value::Array(out)
+}
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// The `data` object for `type=kind` (one of [`TYPES`]), an optional route template, a window
-/// and a scope: one snapshot of the window serves every section; the in-memory window adds the
-/// slow list and the minute-by-minute timeline.
-pub(crate) async fn metrics_data(
+/// The `data` object of `GET /api/monitoring/metrics` for `type=kind` (one of `all`, `api`,
+/// `database`, `cache`, `batch`, `business`, `system`, `sla`), an optional route template, a
+/// window and a scope: one snapshot of the window serves every section; the in-memory window
+/// adds the slow list and the minute-by-minute timeline; a route (`type=api`) adds its latency
+/// `distribution`. What `perfmon report --json` prints without `--url`.
+pub async fn metrics_json(
     kind: &str,
     path: Option<&str>,
     window: Window,
@@ -57,6 +77,9 @@ pub(crate) async fn metrics_data(
                 routes.retain(|r| r.path == path);
             }
             data.insert("routes".into(), to_value(&routes));
+            if let Some(path) = path {
+                data.insert("distribution".into(), distribution(&snap, path));
+            }
             if window == Window::Minutes5 && scope == Scope::Instance {
                 let mut slow = snap.slow_requests(SLOW_LIST_SIZE);
                 match path {

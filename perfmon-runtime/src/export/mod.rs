@@ -3,10 +3,10 @@
 //! objects the HTTP routes serve (`json`). Imports `core`, `pipeline`, `read` and
 //! `ops`; knows nothing of HTTP.
 
-#[cfg(feature = "axum")]
 pub(crate) mod json;
 pub(crate) mod prometheus;
 pub(crate) mod rules;
 
+pub use json::metrics_json;
 pub use prometheus::Format;
 pub use rules::{prometheus_rules, RuleSource};

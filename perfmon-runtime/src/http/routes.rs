@@ -15,7 +15,7 @@ use super::access::{access, locked, Access, Challenge};
 use super::heavy::{self, Answer};
 use crate::core::process::proc_stats;
 use crate::core::window::{Scope, Window};
-use crate::export::json::metrics_data;
+use crate::export::json::metrics_json;
 use crate::export::prometheus::{families, Format, TextChunks};
 use crate::ops::alerts::alerts as alert_board;
 use crate::ops::health::{system_health, HealthStatus};
@@ -205,7 +205,7 @@ async fn metrics(axum::extract::RawQuery(query): axum::extract::RawQuery) -> Res
 async fn load(p: Params) -> Answer {
     let window = Window::parse(p.window).unwrap_or(Window::Minutes5);
     let scope = Scope::parse(p.scope).unwrap_or(Scope::Instance);
-    match metrics_data(p.kind, p.path.as_deref(), window, scope).await {
+    match metrics_json(p.kind, p.path.as_deref(), window, scope).await {
         Ok(data) => Answer::json(
             StatusCode::OK,
             &json!({ "success": true, "window": p.window, "scope": p.scope, "data": data }),

@@ -1,6 +1,7 @@
 //! Recording by hand, for what the macros cannot see (a proxy, a job runner, a cache client).
 //!
 //! Every function here is sync, never blocks on I/O, never panics and is safe from any thread.
+//! With the feature `off`, each is an empty inline function.
 //! Labels are interned once per distinct value (a read-locked map lookup afterwards) under the
 //! cardinality caps of [`Limits`](crate::Limits); the event itself goes to the calling thread's
 //! ring like a macro-tracked call.
@@ -136,7 +137,12 @@ fn push_timed(series: u32, status: u16, duration: Duration, timestamp: SystemTim
 ///     timestamp: SystemTime::now(),
 /// });
 /// ```
+#[inline]
 pub fn record_api_metric(m: ApiMetric<'_>) {
+    // feature `off`: nothing at all
+    if cfg!(feature = "off") {
+        return;
+    }
     let method = method_index(m.method);
     let (id, slow_ns) = lookup_with_slow(
         |r| r.find_api(method, m.path),
@@ -171,7 +177,12 @@ impl<'a> IntoDatabaseMetric<'a> for FailedQuery<DatabaseMetric<'a>> {
 }
 
 /// Records one database query (`metric.failed()` for one that failed).
+#[inline]
 pub fn record_database_metric<'a>(metric: impl IntoDatabaseMetric<'a>) {
+    // feature `off`: nothing at all
+    if cfg!(feature = "off") {
+        return;
+    }
     let (m, failed) = metric.into_parts();
     let write = m.query_type == QueryType::Write;
     let (id, slow_ns) = lookup_with_slow(
@@ -202,7 +213,12 @@ pub(crate) fn key_group(key: &str, segments: usize) -> &str {
 }
 
 /// Records one cache operation under the key's group.
+#[inline]
 pub fn record_cache_metric(m: CacheMetric<'_>) {
+    // feature `off`: nothing at all
+    if cfg!(feature = "off") {
+        return;
+    }
     let group = key_group(m.key, registry::settings().cache_key_segments);
     let id = lookup_or_register(
         |r| r.find_simple(Kind::Cache, group),
@@ -217,7 +233,12 @@ pub fn record_cache_metric(m: CacheMetric<'_>) {
 }
 
 /// Records one batch run.
+#[inline]
 pub fn record_batch_metric(m: BatchMetric<'_>) {
+    // feature `off`: nothing at all
+    if cfg!(feature = "off") {
+        return;
+    }
     let id = lookup_or_register(
         |r| r.find_simple(Kind::Batch, m.name),
         |r, _| r.simple(Kind::Batch, m.name, u64::MAX),
@@ -236,7 +257,12 @@ pub fn record_batch_metric(m: BatchMetric<'_>) {
 /// ```
 /// perfmon_runtime::record_business_metric("user-login", 1.0, &[("clinicId", "c1"), ("role", "ADMIN")]);
 /// ```
+#[inline]
 pub fn record_business_metric(name: &str, value: f64, tags: &[(&str, &str)]) {
+    // feature `off`: nothing at all
+    if cfg!(feature = "off") {
+        return;
+    }
     let tick = now_ticks();
     let value = if value.is_finite() { value } else { 0.0 };
     let id = lookup_or_register(|r| r.find_business(name), |r, _| r.business(name));

@@ -128,6 +128,13 @@ impl Snapshot {
         api_stats_of(&views)
     }
 
+    /// The merged histogram of one route template (all methods) over the window.
+    pub(crate) fn api_histogram_for(&self, path: &str) -> Merged {
+        let mut views = self.of(&[Kind::Api]);
+        views.retain(|v| &*v.info.name == path);
+        merged(views.into_iter())
+    }
+
     /// Statistics per route and method, busiest first.
     pub fn api_routes(&self) -> Vec<RouteStats> {
         let mut out: Vec<RouteStats> = self
