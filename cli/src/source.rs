@@ -14,7 +14,7 @@ pub(crate) enum Source {
         agent: ureq::Agent,
     },
     Tiers {
-        runtime: tokio::runtime::Runtime,
+        runtime: Box<tokio::runtime::Runtime>,
         /// Kept open: the tiers' connections live as long as it does.
         _perfmon: Perfmon,
     },
@@ -55,7 +55,7 @@ impl Source {
             .block_on(perfmon_runtime::init(config))
             .map_err(|e| e.to_string())?;
         Ok(Source::Tiers {
-            runtime,
+            runtime: Box::new(runtime),
             _perfmon: perfmon,
         })
     }
