@@ -14,9 +14,9 @@ pub(crate) enum Source {
         agent: ureq::Agent,
     },
     Tiers {
-        runtime: Box<tokio::runtime::Runtime>,
+        runtime: tokio::runtime::Runtime,
         /// Kept open: the tiers' connections live as long as it does.
-        _perfmon: Perfmon,
+        _perfmon: Box<Perfmon>,
     },
 }
 
@@ -55,8 +55,8 @@ impl Source {
             .block_on(perfmon_runtime::init(config))
             .map_err(|e| e.to_string())?;
         Ok(Source::Tiers {
-            runtime: Box::new(runtime),
-            _perfmon: perfmon,
+            runtime,
+            _perfmon: Box::new(perfmon),
         })
     }
 
