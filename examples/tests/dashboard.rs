@@ -198,6 +198,87 @@ fn the_dashboard_shows_what_the_json_endpoint_says() {
 const TOKEN: &str = "example-token-3f9e0b6c1d2a4e58";
 
 #[test]
+fn a_route_drills_down_to_its_distribution_and_trend_with_the_json_figures() {
+    let (_example, addr) = start_example(&["--serve"], "3");
+    let route = "/api/staff";
+    let json: Value = serde_json::from_str(&get(
+        &addr,
+        "/api/monitoring/metrics?type=api&path=%2Fapi%2Fstaff&window=5m&scope=instance",
+    ))
+    .expect("JSON");
+    let d = &json["data"];
+    let url = format!(
+        "http://{addr}/api/monitoring/dashboard?refresh=60&window=5m&scope=instance#route=%2Fapi%2Fstaff"
+    );
+    let dom = chromium(&["--dump-dom", &url]);
+    assert!(
+        !dom.contains("id=\"drill\" hidden"),
+        "the drill-down is shown"
+    );
+    assert_eq!(
+        by_id(&dom, "drill-route"),
+        format!("{route} (5m, instance)")
+    );
+    assert_eq!(
+        by_id(&dom, "drill-total"),
+        d["api"]["totalRequests"].to_string()
+    );
+    assert_eq!(by_id(&dom, "drill-p50"), ms(&d["api"]["p50Duration"]));
+    assert_eq!(by_id(&dom, "drill-p95"), ms(&d["api"]["p95Duration"]));
+    assert_eq!(by_id(&dom, "drill-p99"), ms(&d["api"]["p99Duration"]));
+    assert_eq!(by_id(&dom, "drill-errors"), pct(&d["api"]["errorRate"]));
+    // every non-empty bucket of the distribution, with its count
+    let buckets = d["distribution"].as_array().expect("a distribution");
+    let sum: u64 = buckets
+        .iter()
+        .map(|b| b["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(sum, d["api"]["totalRequests"].as_u64().expect("total"));
+    for b in buckets.iter().filter(|b| b["count"].as_u64() > Some(0)) {
+        let le = if b["le"].is_null() {
+            "above".to_string()
+        } else {
+            ms(&b["le"])
+        };
+        let row = format!("<td>{le}</td><td>{}</td>", b["count"]);
+        assert!(dom.contains(&row), "distribution row {row}");
+    }
+    // the trend of the 5-minute window: a line per percentile and the error rate
+    assert!(d["trend"].as_array().is_some_and(|t| !t.is_empty()));
+    let trend = &dom[dom.find("id=\"chart-trend\"").expect("the trend chart")..];
+    assert_eq!(
+        trend
+            .split("</svg>")
+            .next()
+            .unwrap_or("")
+            .matches("<polyline")
+            .count(),
+        4
+    );
+    // routes and slow requests link to their drill-down; the window selector lists what this
+    // example (no tiers) can answer
+    assert!(
+        dom.contains("href=\"#route=%2Fapi%2Fstaff\""),
+        "the routes table links"
+    );
+    assert!(
+        dom.contains("href=\"#route=%2Fapi%2Fschedule%2Fassign\""),
+        "the slow list links"
+    );
+    assert!(
+        dom.contains("<option value=\"5m\">5m</option>") && !dom.contains("<option value=\"1h\">")
+    );
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-drill-down.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1400,1800",
+        &url,
+    ]);
+    assert!(std::fs::read(&shot).is_ok_and(|png| png.starts_with(b"\x89PNG")));
+}
+
+#[test]
 fn the_monitoring_routes_on_their_own_port_behind_a_token_and_the_dashboard_in_a_browser() {
     let (_example, app, monitoring) = start_example_with(
         &["--serve"],

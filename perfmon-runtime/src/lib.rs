@@ -336,7 +336,7 @@ pub use crate::pipeline::record::{
 };
 pub use crate::pipeline::ring::RING_CAPACITY;
 pub use crate::read::collector::{collector, Collector};
-pub use crate::read::query::{Query, QueryError};
+pub use crate::read::query::{answerable_windows, Query, QueryError};
 pub use crate::read::sla::{SlaObjective, SlaReport, SlaTargets};
 pub use crate::read::snapshot::Snapshot;
 pub use crate::read::stats::{

@@ -79,6 +79,11 @@ pub async fn metrics_json(
             data.insert("routes".into(), to_value(&routes));
             if let Some(path) = path {
                 data.insert("distribution".into(), distribution(&snap, path));
+                // a route's minute-by-minute trend: the in-memory window's (longer windows
+                // are read merged from the tiers)
+                let trend = (window == Window::Minutes5 && scope == Scope::Instance)
+                    .then(|| to_value(&crate::read::snapshot::route_trend(&collector(), path)));
+                data.insert("trend".into(), trend.unwrap_or(Value::Null));
             }
             if window == Window::Minutes5 && scope == Scope::Instance {
                 let mut slow = snap.slow_requests(SLOW_LIST_SIZE);
@@ -110,6 +115,11 @@ pub async fn metrics_json(
     }
     if all {
         data.insert("alerts".into(), to_value(&alerts().active));
+        let windows: Vec<&str> = crate::read::query::answerable_windows()
+            .into_iter()
+            .map(Window::as_str)
+            .collect();
+        data.insert("windows".into(), to_value(&windows));
     }
     if all || kind == "system" {
         let health = to_value(&system_health().await);

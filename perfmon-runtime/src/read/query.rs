@@ -108,6 +108,19 @@ pub(crate) trait WindowSource: Send + Sync {
         filter: &'a SeriesFilter,
         flush_first: bool,
     ) -> LoadFuture<'a>;
+
+    /// The windows longer than the in-memory 5 minutes its tiers hold.
+    fn windows(&self) -> Vec<Window>;
+}
+
+/// The windows a read can answer here: the in-memory 5 minutes, and what the configured tiers
+/// hold (Redis: up to 7 days; PostgreSQL: up to a year), shortest first.
+pub fn answerable_windows() -> Vec<Window> {
+    let more = source().map(|s| s.windows()).unwrap_or_default();
+    Window::ALL
+        .into_iter()
+        .filter(|w| *w == Window::Minutes5 || more.contains(w))
+        .collect()
 }
 
 static SOURCE: RwLock<Option<Arc<dyn WindowSource>>> = RwLock::new(None);

@@ -360,13 +360,34 @@ fn query_stats_of(views: &[&View]) -> QueryStats {
 
 /// The in-memory window minute by minute: API volume, mean, p95, p99, error rate, and the cache
 /// hit rate. Minutes without any event are included (zeros).
+/// One route's minutes of the in-memory window (its requests, percentiles and error rate; no
+/// cache figures).
+pub(crate) fn route_trend(
+    collector: &crate::read::collector::Collector,
+    path: &str,
+) -> Vec<TimelinePoint> {
+    let d = collector.state.drained();
+    timeline_of(&d, Some(path))
+}
+
 fn timeline(d: &Drained<'_>) -> Vec<TimelinePoint> {
+    timeline_of(d, None)
+}
+
+fn timeline_of(d: &Drained<'_>, path: Option<&str>) -> Vec<TimelinePoint> {
     (d.first_minute()..=d.now_minute())
         .map(|m| {
-            let api = d.views_in(&[Kind::Api], m, m);
+            let mut api = d.views_in(&[Kind::Api], m, m);
+            if let Some(p) = path {
+                api.retain(|v| &*v.info.name == p);
+            }
             let s = api_stats_of(&api.iter().collect::<Vec<_>>());
             let (mut hits, mut total) = (0, 0);
-            for v in d.views_in(&[Kind::Cache], m, m) {
+            for v in d
+                .views_in(&[Kind::Cache], m, m)
+                .into_iter()
+                .filter(|_| path.is_none())
+            {
                 hits += v.outcomes[usize::from(HIT)];
                 total += v.outcomes.iter().sum::<u64>();
             }
@@ -374,6 +395,7 @@ fn timeline(d: &Drained<'_>) -> Vec<TimelinePoint> {
                 minute: system_time(m * NS_PER_MINUTE),
                 total_requests: s.total_requests,
                 avg_duration: s.avg_duration,
+                p50_duration: s.p50_duration,
                 p95_duration: s.p95_duration,
                 p99_duration: s.p99_duration,
                 error_rate: s.error_rate,

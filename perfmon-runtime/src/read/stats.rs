@@ -489,6 +489,9 @@ pub struct TimelinePoint {
     /// Mean API duration.
     #[serde(serialize_with = "ser_ms")]
     pub avg_duration: Duration,
+    /// Median.
+    #[serde(serialize_with = "ser_ms")]
+    pub p50_duration: Duration,
     /// 95th percentile.
     #[serde(serialize_with = "ser_ms")]
     pub p95_duration: Duration,

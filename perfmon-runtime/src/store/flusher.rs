@@ -682,6 +682,25 @@ impl WindowSource for TierSource {
     ) -> LoadFuture<'a> {
         Box::pin(self.load_views(window, scope, filter, flush_first))
     }
+
+    fn windows(&self) -> Vec<Window> {
+        let mut out = Vec::new();
+        #[cfg(feature = "redis")]
+        if self.redis.is_some() {
+            out.extend([Window::Hour1, Window::Hours24, Window::Days7]);
+        }
+        #[cfg(feature = "postgres")]
+        if self.pg.is_some() {
+            out.extend([
+                Window::Hour1,
+                Window::Hours24,
+                Window::Days7,
+                Window::Days90,
+                Window::Year1,
+            ]);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
