@@ -83,10 +83,16 @@ fn by_id(dom: &str, id: &str) -> String {
 fn ms(v: &Value) -> String {
     let v = v.as_f64().expect("a number");
     if v >= 1000.0 {
-        format!("{:.2} s", v / 1000.0)
+        format!("{:.2} s", js_round(v / 1000.0, 100.0))
     } else {
-        format!("{v:.1} ms")
+        format!("{:.1} ms", js_round(v, 10.0))
     }
+}
+
+/// JavaScript's `toFixed` takes the larger of two equally near results (0.25 → "0.3"); Rust's
+/// formatting the even one ("0.2"). Rounding first, half away from zero, gives the page's text.
+fn js_round(v: f64, scale: f64) -> f64 {
+    (v * scale).round() / scale
 }
 
 fn pct(v: &Value) -> String {
@@ -137,17 +143,19 @@ fn the_dashboard_shows_what_the_json_endpoint_says() {
 
     let slow = &d["slowRequests"][0];
     if !slow.is_null() {
+        let path = slow["path"].as_str().expect("path");
         let first = format!(
-            "{} {} - {:.1}s ({})",
+            "{} {path} - {:.1}s ({})",
             slow["method"].as_str().expect("method"),
-            slow["path"].as_str().expect("path"),
-            slow["duration"].as_f64().expect("ms") / 1000.0,
+            js_round(slow["duration"].as_f64().expect("ms") / 1000.0, 10.0),
             slow["statusCode"]
         );
-        assert!(
-            dom.contains(&format!("<li>{first}</li>")),
-            "slow request {first}"
+        // each entry links to its route's drill-down
+        let link = format!(
+            "href=\"#route={}\">{first}</a></li>",
+            path.replace('/', "%2F")
         );
+        assert!(dom.contains(&link), "slow request {link}");
     }
     for (table, t) in d["database"]["tables"].as_object().expect("tables") {
         let row = format!(

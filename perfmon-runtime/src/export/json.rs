@@ -33,6 +33,9 @@ fn distribution(snap: &crate::read::snapshot::Snapshot, path: &str) -> Value {
     Value::Array(out)
 }
 
+/// Slices of a route's trend over a window read from the tiers.
+const TREND_POINTS: usize = 48;
+
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
@@ -79,11 +82,15 @@ pub async fn metrics_json(
             data.insert("routes".into(), to_value(&routes));
             if let Some(path) = path {
                 data.insert("distribution".into(), distribution(&snap, path));
-                // a route's minute-by-minute trend: the in-memory window's (longer windows
-                // are read merged from the tiers)
-                let trend = (window == Window::Minutes5 && scope == Scope::Instance)
-                    .then(|| to_value(&crate::read::snapshot::route_trend(&collector(), path)));
-                data.insert("trend".into(), trend.unwrap_or(Value::Null));
+                // the route's trend: minute by minute in memory, else slice by slice from the
+                // tier that holds the window
+                let trend = collector()
+                    .query(window, scope)
+                    .read_last_flushed()
+                    .path(path)
+                    .trend(TREND_POINTS)
+                    .await?;
+                data.insert("trend".into(), to_value(&trend));
             }
             if window == Window::Minutes5 && scope == Scope::Instance {
                 let mut slow = snap.slow_requests(SLOW_LIST_SIZE);

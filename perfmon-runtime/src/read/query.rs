@@ -18,6 +18,7 @@ use crate::read::sla::SlaReport;
 use crate::read::snapshot::Snapshot;
 use crate::read::stats::{
     ApiStats, BatchStats, BusinessMetrics, CacheStats, DatabaseStats, FunctionStats, RouteStats,
+    TimelinePoint,
 };
 
 /// Why a windowed query could not be answered.
@@ -111,7 +112,21 @@ pub(crate) trait WindowSource: Send + Sync {
 
     /// The windows longer than the in-memory 5 minutes its tiers hold.
     fn windows(&self) -> Vec<Window>;
+
+    /// One route's trend over `window` (the filter names the route): `points` equal slices,
+    /// each slice's start (Unix seconds) and its merged view, slices without requests left out.
+    fn trend<'a>(
+        &'a self,
+        window: Window,
+        scope: Scope,
+        filter: &'a SeriesFilter,
+        points: usize,
+    ) -> TrendFuture<'a>;
 }
+
+/// What [`WindowSource::trend`] returns.
+pub(crate) type TrendFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<(u64, View)>, QueryError>> + Send + 'a>>;
 
 /// The windows a read can answer here: the in-memory 5 minutes, and what the configured tiers
 /// hold (Redis: up to 7 days; PostgreSQL: up to a year), shortest first.
@@ -237,6 +252,48 @@ impl Query {
         };
         // decoding and merging stored histograms costs CPU in proportion to the series read:
         // on the read pool, never on the caller's async workers
+        #[cfg(any(feature = "redis", feature = "postgres"))]
+        return crate::core::pool::off_workers(load)
+            .await
+            .unwrap_or_else(|| {
+                Err(QueryError::Backend {
+                    tier: "Redis or PostgreSQL",
+                    message: "the read panicked; see the log".into(),
+                })
+            });
+        #[cfg(not(any(feature = "redis", feature = "postgres")))]
+        load.await
+    }
+
+    /// The route's ([`Query::path`]) trend over the window, minute by minute from memory for
+    /// the last 5 minutes of this instance, else in `points` equal slices read bucket by bucket
+    /// from the tier that holds the window (the same reads as [`Query::snapshot`], not merged
+    /// over time): each slice's start with the route's requests, percentiles and error rate.
+    /// Empty without a path.
+    pub async fn trend(&self, points: usize) -> Result<Vec<TimelinePoint>, QueryError> {
+        let Some(path) = self.filter.route.clone() else {
+            return Ok(Vec::new());
+        };
+        if self.in_memory() {
+            return Ok(crate::read::snapshot::route_trend(
+                &self.collector.state,
+                &path,
+            ));
+        }
+        let Some(source) = source() else {
+            return Err(self.unavailable(
+                "Redis or PostgreSQL",
+                "none is configured: set PERFMON_REDIS_URL or PERFMON_DATABASE_URL and call init",
+            ));
+        };
+        let (window, scope, filter) = (self.window, self.scope, self.filter.clone());
+        let load = async move {
+            let slices = source.trend(window, scope, &filter, points).await?;
+            Ok(slices
+                .into_iter()
+                .map(|(start, v)| crate::read::snapshot::trend_point(start, &v))
+                .collect())
+        };
         #[cfg(any(feature = "redis", feature = "postgres"))]
         return crate::core::pool::off_workers(load)
             .await

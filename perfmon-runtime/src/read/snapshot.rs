@@ -362,12 +362,25 @@ fn query_stats_of(views: &[&View]) -> QueryStats {
 /// hit rate. Minutes without any event are included (zeros).
 /// One route's minutes of the in-memory window (its requests, percentiles and error rate; no
 /// cache figures).
-pub(crate) fn route_trend(
-    collector: &crate::read::collector::Collector,
-    path: &str,
-) -> Vec<TimelinePoint> {
-    let d = collector.state.drained();
+pub(crate) fn route_trend(state: &crate::pipeline::state::State, path: &str) -> Vec<TimelinePoint> {
+    let d = state.drained();
     timeline_of(&d, Some(path))
+}
+
+/// A trend point: a slice starting at `start_secs` (Unix seconds) of one route's view.
+pub(crate) fn trend_point(start_secs: u64, v: &View) -> TimelinePoint {
+    let s = api_stats_of(&[v]);
+    TimelinePoint {
+        minute: system_time(start_secs.saturating_mul(1_000_000_000)),
+        total_requests: s.total_requests,
+        avg_duration: s.avg_duration,
+        p50_duration: s.p50_duration,
+        p95_duration: s.p95_duration,
+        p99_duration: s.p99_duration,
+        error_rate: s.error_rate,
+        cache_operations: 0,
+        cache_hit_rate: 0.0,
+    }
 }
 
 fn timeline(d: &Drained<'_>) -> Vec<TimelinePoint> {

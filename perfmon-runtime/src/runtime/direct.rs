@@ -252,6 +252,43 @@ impl RedisTier {
     }
 }
 
+#[cfg(feature = "redis")]
+impl RedisTier {
+    /// One route's trend over `window` for `scope` at `now_secs`, in `points` slices.
+    pub async fn read_trend(
+        &self,
+        window: Window,
+        scope: Scope,
+        path: &str,
+        now_secs: u64,
+        points: usize,
+    ) -> Result<Vec<crate::read::stats::TimelinePoint>, TierError> {
+        let filter = filter(Some(path));
+        let spec = crate::store::redis::reader::ReadSpec {
+            keys: &self.keys,
+            instance: &self.instance,
+            window,
+            scope,
+            filter: &filter,
+            now_secs,
+        };
+        let rows =
+            crate::store::redis::reader::load_trend(&mut self.conn.clone(), &spec, points).await?;
+        Ok(trend(rows, path))
+    }
+}
+
+/// Trend slices as points of one route.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn trend(rows: Vec<(u64, Minute<Merged>)>, path: &str) -> Vec<crate::read::stats::TimelinePoint> {
+    rows.into_iter()
+        .filter_map(|(t, m)| {
+            let info = filter(Some(path)).exact()?.into_iter().next()?;
+            Some(crate::read::snapshot::trend_point(t, &view((info, m))))
+        })
+        .collect()
+}
+
 /// The PostgreSQL tier of one instance's process run.
 #[cfg(feature = "postgres")]
 pub struct PgTier {
@@ -303,6 +340,28 @@ impl PgTier {
     /// Writes a flush taken with [`Aggregates::take_flush`] at `now_secs`; returns the rows.
     pub async fn write(&mut self, flush: &Flush, now_secs: u64) -> Result<usize, TierError> {
         self.writer.write(&flush.0, now_secs).await
+    }
+
+    /// One route's trend over `window` for `scope` at `now_secs`, in `points` slices.
+    pub async fn read_trend(
+        &self,
+        window: Window,
+        scope: Scope,
+        path: &str,
+        now_secs: u64,
+        points: usize,
+    ) -> Result<Vec<crate::read::stats::TimelinePoint>, TierError> {
+        let filter = filter(Some(path));
+        let read = crate::store::postgres::TrendRead {
+            prefix: &self.prefix,
+            instance: &self.instance,
+            window,
+            scope,
+            filter: &filter,
+            now: now_secs,
+        };
+        let rows = crate::store::postgres::load_trend(&self.pool, &read, points).await?;
+        Ok(trend(rows, path))
     }
 
     /// Reads `window` for `scope` at `now_secs`: every series, or one route's.

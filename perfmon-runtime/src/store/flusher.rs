@@ -672,6 +672,71 @@ impl TierSource {
     }
 }
 
+impl TierSource {
+    /// A route's trend from the tier that holds the window (as `load_views` picks it).
+    async fn load_trend(
+        &self,
+        window: Window,
+        scope: Scope,
+        filter: &SeriesFilter,
+        points: usize,
+    ) -> Result<Vec<(u64, View)>, QueryError> {
+        let long = matches!(window, Window::Days90 | Window::Year1);
+        let slices = |tier: &'static str, rows: Result<Vec<(u64, Minute<Merged>)>, TierError>| {
+            rows.map(|rows| {
+                rows.into_iter()
+                    .filter_map(|(t, m)| Some((t, view((filter.exact()?.into_iter().next()?, m)))))
+                    .collect()
+            })
+            .map_err(|e| QueryError::Backend {
+                tier,
+                message: e.to_string(),
+            })
+        };
+        #[cfg(feature = "redis")]
+        if !long {
+            if let Some(mut conn) = self.read_conn().await {
+                let keys = crate::store::redis::layout::Keys {
+                    prefix: self.prefix.clone(),
+                };
+                let spec = crate::store::redis::reader::ReadSpec {
+                    keys: &keys,
+                    instance: &self.instance,
+                    window,
+                    scope,
+                    filter,
+                    now_secs: unix_secs(),
+                };
+                let rows = crate::store::redis::reader::load_trend(&mut conn, &spec, points).await;
+                return slices("Redis", rows);
+            }
+        }
+        #[cfg(feature = "postgres")]
+        if window != Window::Minutes5 {
+            if let Some(pool) = &self.pg {
+                let _slot = self.pg_reads.acquire().await;
+                let read = crate::store::postgres::TrendRead {
+                    prefix: &self.prefix,
+                    instance: &self.instance,
+                    window,
+                    scope,
+                    filter,
+                    now: unix_secs(),
+                };
+                let rows = crate::store::postgres::load_trend(pool, &read, points).await;
+                return slices("PostgreSQL", rows);
+            }
+        }
+        let _ = (long, points, scope);
+        Err(QueryError::TierUnavailable {
+            window: window.as_str(),
+            scope: scope.as_str(),
+            tier: if long { "PostgreSQL" } else { "Redis" },
+            why: "no tier holds this window",
+        })
+    }
+}
+
 impl WindowSource for TierSource {
     fn load<'a>(
         &'a self,
@@ -681,6 +746,16 @@ impl WindowSource for TierSource {
         flush_first: bool,
     ) -> LoadFuture<'a> {
         Box::pin(self.load_views(window, scope, filter, flush_first))
+    }
+
+    fn trend<'a>(
+        &'a self,
+        window: Window,
+        scope: Scope,
+        filter: &'a SeriesFilter,
+        points: usize,
+    ) -> crate::read::query::TrendFuture<'a> {
+        Box::pin(self.load_trend(window, scope, filter, points))
     }
 
     fn windows(&self) -> Vec<Window> {

@@ -92,9 +92,9 @@ pub(crate) fn cluster_read_sql(s: &str, table: &str, from: u64, to: u64) -> Stri
         )
     };
     format!(
-        "SELECT c.series, c.data FROM {s}.cluster_{table} c WHERE {fc}
+        "SELECT c.series, c.data, extract(epoch FROM c.bucket_start)::bigint AS t FROM {s}.cluster_{table} c WHERE {fc}
          UNION ALL
-         SELECT h.series, h.data FROM {s}.compact_queue q
+         SELECT h.series, h.data, extract(epoch FROM h.bucket_start)::bigint AS t FROM {s}.compact_queue q
          JOIN {s}.{table} h ON h.bucket_start = q.bucket_start AND h.series = q.series
          WHERE q.tbl = '{table}' AND {fq}",
         fc = filters("c"),

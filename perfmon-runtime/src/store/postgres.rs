@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::TryStreamExt;
 use sqlx::PgPool;
 
-use crate::core::hist::Merged;
+use crate::core::hist::{Accum, Merged};
 use crate::core::trace::TraceId;
 use crate::core::window::{Scope, Window};
 use crate::pipeline::aggregator::Minute;
@@ -842,7 +842,7 @@ pub(crate) async fn load(
             // the compacted rows plus every instance's rows of what is still queued
             Scope::Cluster => pgcompact::cluster_read_sql(&s, table, from, to),
             Scope::Instance => format!(
-                "SELECT series, data FROM {s}.{table}
+                "SELECT series, data, extract(epoch FROM bucket_start)::bigint AS t FROM {s}.{table}
                  WHERE bucket_start >= to_timestamp({from}) AND bucket_start < to_timestamp({to})
                    AND ($1::text[] IS NULL OR series = ANY($1))
                    AND ($2::text[] IS NULL OR split_part(series, chr(31), 1) = ANY($2))
@@ -886,6 +886,106 @@ pub(crate) async fn load(
             after: TIMEOUT,
         })??;
     Ok(out)
+}
+
+/// What a trend read names: the schema, the instance, the window and scope, the route (the
+/// filter's exact series) and the time.
+#[derive(Clone, Copy)]
+pub(crate) struct TrendRead<'a> {
+    pub prefix: &'a str,
+    pub instance: &'a str,
+    pub window: Window,
+    pub scope: Scope,
+    pub filter: &'a SeriesFilter,
+    pub now: u64,
+}
+
+/// A route's trend over a window: the rows of the filter's exact series, merged into `points`
+/// equal slices of the window by their bucket's start; each slice's start (Unix seconds) with
+/// its merge, slices without events left out.
+pub(crate) async fn load_trend(
+    pool: &PgPool,
+    read: &TrendRead<'_>,
+    points: usize,
+) -> Result<Vec<(u64, Minute<Merged>)>, TierError> {
+    let TrendRead {
+        prefix,
+        instance,
+        window,
+        scope,
+        filter,
+        now,
+    } = *read;
+    let Some(infos) = filter.exact() else {
+        return Ok(Vec::new());
+    };
+    let series: Vec<String> = infos.iter().map(codec::series_key).collect();
+    let (from, to) = (now.saturating_sub(window.duration().as_secs()), now);
+    let s = schema(prefix);
+    // hours for the windows the hourly rows hold (90 days), days for a year
+    let table = if window == Window::Year1 {
+        "daily"
+    } else {
+        "hourly"
+    };
+    let len = if window == Window::Year1 {
+        86_400
+    } else {
+        3600
+    };
+    let start = from / len * len;
+    let inner = match scope {
+        Scope::Cluster => pgcompact::cluster_read_sql(&s, table, start, to + len),
+        Scope::Instance => format!(
+            "SELECT series, data, extract(epoch FROM bucket_start)::bigint AS t FROM {s}.{table}
+             WHERE bucket_start >= to_timestamp({start}) AND bucket_start < to_timestamp({})
+               AND ($1::text[] IS NULL OR series = ANY($1))
+               AND ($2::text[] IS NULL OR split_part(series, chr(31), 1) = ANY($2))
+               AND instance = $3",
+            to + len
+        ),
+    };
+    let sql = format!("SELECT t, data FROM ({inner}) u ORDER BY t");
+    let points = points.max(1);
+    let span = (to + len - start).max(1);
+    let mut acc: Vec<Minute<Accum>> = (0..points).map(|_| Minute::default()).collect();
+    let read = async {
+        let mut q = sqlx::query_as::<_, (i64, Vec<u8>)>(&sql)
+            .bind(Some(series.as_slice()))
+            .bind(None::<Vec<String>>);
+        if scope == Scope::Instance {
+            q = q.bind(instance);
+        }
+        let mut rows = q.fetch(pool);
+        while let Some((t, data)) = rows.try_next().await? {
+            let t = u64::try_from(t).unwrap_or(0).max(start);
+            let slot = (((t - start) * points as u64) / span).min(points as u64 - 1) as usize;
+            match codec::decode(&data) {
+                Ok(m) => crate::store::rollup::accumulate(&mut acc[slot], &m),
+                Err(e) => {
+                    tracing::warn!(target: "perfmon", error = %e, "an aggregate PostgreSQL holds cannot be decoded; skipped")
+                }
+            }
+        }
+        Ok::<(), sqlx::Error>(())
+    };
+    tokio::time::timeout(TIMEOUT, read)
+        .await
+        .map_err(|_| TierError::Timeout {
+            tier: "PostgreSQL",
+            after: TIMEOUT,
+        })??;
+    Ok(acc
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (
+                start + (i as u64 * span).div_ceil(points as u64),
+                crate::store::rollup::finish(m),
+            )
+        })
+        .filter(|(_, m)| m.events > 0)
+        .collect())
 }
 
 #[cfg(test)]

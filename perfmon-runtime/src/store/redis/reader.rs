@@ -157,6 +157,79 @@ pub(crate) async fn load(
     Ok((rows, stats))
 }
 
+/// A route's trend over a window: its series (the filter's exact ones), bucket by bucket of the
+/// read's plan, merged into `points` equal slices of the window (and across the route's
+/// methods); each slice's start (Unix seconds) with its merge, slices without events left out.
+pub(crate) async fn load_trend(
+    conn: &mut Conn,
+    spec: &ReadSpec<'_>,
+    points: usize,
+) -> Result<Vec<(u64, Minute<Merged>)>, TierError> {
+    let (first, last) = window_minutes(spec.window, spec.now_secs / 60);
+    let buckets = plan(first, last);
+    let mut stats = ReadStats::default();
+    let Some(infos) = spec.filter.exact() else {
+        return Ok(Vec::new());
+    };
+    let fields = match spec.scope {
+        Scope::Instance => {
+            let runs: Vec<String> = timed(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(spec.keys.runs(spec.instance))
+                    .arg(first)
+                    .arg("+inf")
+                    .query_async(conn),
+            )
+            .await?;
+            if runs.is_empty() {
+                return Ok(Vec::new());
+            }
+            runs.iter().map(|r| field(spec.instance, r)).collect()
+        }
+        Scope::Cluster => Vec::new(),
+    };
+    let points = points.max(1);
+    let span = last - first + 1;
+    let slot_of = |minute: u64| (((minute - first) * points as u64) / span) as usize;
+    let mut targets = Vec::new();
+    for info in &infos {
+        let id = sid(&series_key(info));
+        for &(tier, bucket) in &buckets {
+            let fetch = match spec.scope {
+                Scope::Instance => Fetch::Runs,
+                Scope::Cluster if tier.final_at(bucket) <= spec.now_secs => Fetch::Cluster,
+                Scope::Cluster => Fetch::All,
+            };
+            let slot = slot_of(bucket * tier.minutes()).min(points - 1);
+            targets.push((
+                slot,
+                Target {
+                    key: spec.keys.data(tier, bucket, &id),
+                    fetch,
+                },
+            ));
+        }
+    }
+    let mut acc: Vec<Minute<Accum>> = (0..points).map(|_| Minute::default()).collect();
+    for chunk in targets.chunks(CHUNK) {
+        let missing = fetch_chunk(conn, chunk, &fields, &mut acc, &mut stats).await?;
+        for chunk in missing.chunks(CHUNK) {
+            fetch_chunk(conn, chunk, &fields, &mut acc, &mut stats).await?;
+        }
+    }
+    Ok(acc
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            (
+                (first + (i as u64 * span).div_ceil(points as u64)) * 60,
+                finish(m),
+            )
+        })
+        .filter(|(_, m)| m.events > 0)
+        .collect())
+}
+
 /// The series the buckets' indexes list and the filter wants, with the buckets holding each.
 async fn indexed_series(
     conn: &mut Conn,
