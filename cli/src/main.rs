@@ -3,15 +3,17 @@
 //! - `perfmon top [--url URL] [--window W] [--scope S]`: a live view — routes with requests,
 //!   p50/p95/p99, error rate and Apdex (sortable, filterable), the slow list, the database per
 //!   table, the cache, batches, health and firing alerts. Keys: `w`/`W` next/previous window,
-//!   `s` scope, `/` filter routes, `1`–`6` sort column, Enter a route's latency distribution,
-//!   Esc back, `q` quit.
+//!   `s` scope, `/` filter routes, `1`–`7` sort column, Enter a route's latency distribution,
+//!   Esc back, `q` or Ctrl-C quit.
 //! - `perfmon report [--url URL] [--window W] [--scope S] [--json]`: the same once, for scripts
 //!   and CI; `--json` prints the JSON of `GET /api/monitoring/metrics`.
 //!
 //! With `--url` (a service's `/api/monitoring/metrics` URL; the token from
 //! `PERFMON_MONITORING_TOKEN`) it reads that service; without it, the retention tiers named by
 //! the `PERFMON_*` variables (`PERFMON_REDIS_URL`, `PERFMON_DATABASE_URL`, …), the cluster scope
-//! by default.
+//! by default; the instance scope then reads the instance `PERFMON_INSTANCE` names, and health
+//! and alerts are not shown (they are each service's own). Apdex thresholds set in a service's
+//! code are not in the tiers: set `PERFMON_APDEX_THRESHOLD` / `PERFMON_ROUTE_APDEX` for them.
 
 mod source;
 mod text;

@@ -27,11 +27,12 @@ impl Source {
         if let Some(url) = url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!(
-                    "--url {url:?}: expected an http:// or https:// URL such as http://127.0.0.1:3000/api/monitoring/metrics"
+                    "--url {:?}: expected an http:// or https:// URL such as http://127.0.0.1:3000/api/monitoring/metrics",
+                    redact(&url)
                 ));
             }
             let agent = ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(30)))
+                .timeout_global(Some(Duration::from_secs(10)))
                 .http_status_as_error(false)
                 .build()
                 .into();
@@ -41,7 +42,13 @@ impl Source {
                 agent,
             });
         }
-        let config = Config::from_env().map_err(|e| e.to_string())?;
+        // a reader: no alert engine, no pushes (whatever the shell's PERFMON_* variables say)
+        let config = Config::from_env()
+            .map_err(|e| e.to_string())?
+            .into_builder()
+            .no_alerts()
+            .no_pushgateway()
+            .build();
         if config.redis_url().is_none() && config.database_url().is_none() {
             return Err(
                 "no --url and no tier: set PERFMON_REDIS_URL and/or PERFMON_DATABASE_URL, or name a service with --url".into(),
@@ -70,6 +77,7 @@ impl Source {
     ) -> Result<Value, String> {
         match self {
             Source::Url { url, token, agent } => {
+                let shown = redact(url);
                 let mut query = format!("window={}&scope={}", window.as_str(), scope.as_str());
                 if let Some(p) = path {
                     query.push_str("&type=api&path=");
@@ -80,17 +88,19 @@ impl Source {
                 if let Some(t) = token {
                     req = req.header("Authorization", format!("Bearer {t}"));
                 }
-                let mut resp = req.call().map_err(|e| format!("{url}: {e}"))?;
+                let mut resp = req.call().map_err(|e| {
+                    format!("{shown}: {}", e.to_string().replace(url.as_str(), &shown))
+                })?;
                 let status = resp.status().as_u16();
                 let text = resp
                     .body_mut()
                     .read_to_string()
-                    .map_err(|e| format!("{url}: answered {status}: {e}"))?;
+                    .map_err(|e| format!("{shown}: answered {status}: {e}"))?;
                 let body: Value = serde_json::from_str(&text)
-                    .map_err(|e| format!("{url}: answered {status}, not JSON: {e}"))?;
+                    .map_err(|e| format!("{shown}: answered {status}, not JSON: {e}"))?;
                 if body["success"] != true {
                     return Err(format!(
-                        "{url}: answered {status}: {}",
+                        "{shown}: answered {status}: {}",
                         body["error"].as_str().unwrap_or("no reason given")
                     ));
                 }
@@ -98,11 +108,16 @@ impl Source {
             }
             Source::Tiers { runtime, .. } => {
                 let kind = if path.is_some() { "api" } else { "all" };
-                let data = runtime
+                let mut data = runtime
                     .block_on(perfmon_runtime::export::metrics_json(
                         kind, path, window, scope,
                     ))
                     .map_err(|e| e.to_string())?;
+                // health and alerts would be this reader's own, not the services'
+                if let Some(d) = data.as_object_mut() {
+                    d.remove("system");
+                    d.remove("alerts");
+                }
                 Ok(json!({
                     "success": true,
                     "window": window.as_str(),
@@ -124,4 +139,18 @@ fn encode(v: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A URL with any `user:password@` taken out, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..host_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
 }

@@ -63,14 +63,15 @@ pub(crate) fn sort_key(r: &Value, column: usize) -> f64 {
 /// The header line: window, scope, health, firing alerts.
 pub(crate) fn header(answer: &Value) -> String {
     let d = &answer["data"];
-    let firing = d["alerts"].as_array().map_or(0, Vec::len);
+    // read from the tiers, health and alerts are the services' own: not shown
+    let firing = d["alerts"]
+        .as_array()
+        .map_or("n/a".to_string(), |a| a.len().to_string());
     format!(
         "perfmon — window {} — scope {} — health {} — alerts firing {} — requests {} — apdex {}",
         answer["window"].as_str().unwrap_or("?"),
         answer["scope"].as_str().unwrap_or("?"),
-        d["system"]["health"]["status"]
-            .as_str()
-            .unwrap_or("unknown"),
+        d["system"]["health"]["status"].as_str().unwrap_or("n/a"),
         firing,
         count(&d["api"]["totalRequests"]),
         apdex(&d["api"]["apdex"]),

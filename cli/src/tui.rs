@@ -29,6 +29,8 @@ struct State {
     error: Option<String>,
     /// Enter on a route: its latency distribution (its own fetch).
     detail: Option<(String, Result<Value, String>)>,
+    /// A key fetched afresh: the next timed refresh waits a whole period.
+    refreshed: bool,
 }
 
 impl State {
@@ -55,6 +57,7 @@ impl State {
     }
 
     fn refresh(&mut self, source: &Source) {
+        self.refreshed = true;
         match source.fetch(self.window, self.scope, None) {
             Ok(a) => {
                 self.answer = Some(a);
@@ -70,7 +73,7 @@ impl State {
     }
 }
 
-/// Runs the view until `q` (or Ctrl-C, which ends the program as usual).
+/// Runs the view until `q` or Ctrl-C.
 pub(crate) fn run(source: &Source, window: Window, scope: Scope) -> Result<(), String> {
     let mut state = State {
         window,
@@ -82,9 +85,10 @@ pub(crate) fn run(source: &Source, window: Window, scope: Scope) -> Result<(), S
         answer: None,
         error: None,
         detail: None,
+        refreshed: false,
     };
     state.refresh(source);
-    let mut terminal = ratatui::init();
+    let mut terminal = ratatui::try_init().map_err(|e| format!("no terminal to draw on: {e}"))?;
     let mut last = Instant::now();
     let result = loop {
         if let Err(e) = terminal.draw(|f| draw(f, &mut state)) {
@@ -97,8 +101,15 @@ pub(crate) fn run(source: &Source, window: Window, scope: Scope) -> Result<(), S
                     if k.kind != KeyEventKind::Press {
                         continue;
                     }
-                    if handle(k.code, &mut state, source) {
+                    // raw mode: Ctrl-C arrives as a key
+                    let ctrl_c = k.code == KeyCode::Char('c')
+                        && k.modifiers.contains(event::KeyModifiers::CONTROL);
+                    if ctrl_c || handle(k.code, &mut state, source) {
                         break Ok(());
+                    }
+                    if state.refreshed {
+                        state.refreshed = false;
+                        last = Instant::now();
                     }
                 }
             }

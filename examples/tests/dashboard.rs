@@ -205,6 +205,67 @@ fn the_dashboard_shows_what_the_json_endpoint_says() {
 
 const TOKEN: &str = "example-token-3f9e0b6c1d2a4e58";
 
+/// A window read from the tiers: the example writes Redis (every 10 s); the page, opened on
+/// `1h` and `cluster`, renders without the in-memory slow list and drills down with the trend
+/// read slice by slice from Redis.
+#[test]
+fn the_dashboard_reads_a_long_window_from_redis() {
+    let redis = std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into());
+    let prefix = format!("perfmon-test:dashboard:{}", std::process::id());
+    let (_example, addr, _) = start_example_with(
+        &["--serve"],
+        "2",
+        &[
+            ("PERFMON_REDIS_URL", &redis),
+            ("PERFMON_KEY_PREFIX", &prefix),
+        ],
+    );
+    let path = "/api/monitoring/metrics?type=api&path=%2Fapi%2Fstaff&window=1h&scope=cluster";
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let json: Value = loop {
+        let j: Value = serde_json::from_str(&get(&addr, path)).expect("JSON");
+        if j["data"]["api"]["totalRequests"].as_u64() > Some(0) {
+            break j;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the example never flushed: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let d = &json["data"];
+    let url = format!(
+        "http://{addr}/api/monitoring/dashboard?refresh=60&window=1h&scope=cluster#route=%2Fapi%2Fstaff"
+    );
+    let dom = chromium(&["--dump-dom", &url]);
+    assert!(
+        dom.contains("data-loaded=\"1\""),
+        "the page rendered its data"
+    );
+    assert_eq!(by_id(&dom, "status-text"), "healthy", "no error");
+    assert!(
+        dom.contains("<option value=\"1h\">1h</option>"),
+        "the tiers' windows are offered"
+    );
+    assert_eq!(by_id(&dom, "drill-route"), "/api/staff (1h, cluster)");
+    assert_eq!(
+        by_id(&dom, "drill-total"),
+        d["api"]["totalRequests"].to_string()
+    );
+    assert_eq!(by_id(&dom, "drill-p99"), ms(&d["api"]["p99Duration"]));
+    assert!(d["trend"].as_array().is_some_and(|t| !t.is_empty()), "{d}");
+    let trend = &dom[dom.find("id=\"chart-trend\"").expect("the trend chart")..];
+    assert_eq!(
+        trend
+            .split("</svg>")
+            .next()
+            .unwrap_or("")
+            .matches("<polyline")
+            .count(),
+        4
+    );
+}
+
 #[test]
 fn a_route_drills_down_to_its_distribution_and_trend_with_the_json_figures() {
     let (_example, addr) = start_example(&["--serve"], "3");

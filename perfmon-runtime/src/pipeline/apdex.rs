@@ -1,6 +1,9 @@
-//! Apdex thresholds: each route's T — from `ConfigBuilder::route_apdex`, else its
-//! `#[track_api(apdex = "…")]`, else `ConfigBuilder::apdex_threshold` (500 ms by default).
-//! Reads resolve a route's T here, also for routes read back from the tiers.
+//! Apdex thresholds: each route's T — from `ConfigBuilder::route_apdex`
+//! (`PERFMON_ROUTE_APDEX`), else its `#[track_api(apdex = "…")]`, else
+//! `ConfigBuilder::apdex_threshold` (`PERFMON_APDEX_THRESHOLD`, 500 ms by default). Reads resolve
+//! a route's T here, also for routes read back from the tiers; a T named in code is known only
+//! in a process that served the route, so a reader of other services' routes (`perfmon report`
+//! from the tiers, a cluster read) needs them in its configuration.
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};

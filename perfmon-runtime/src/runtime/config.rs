@@ -247,6 +247,30 @@ impl Config {
             };
             b = b.status_class_label(on);
         }
+        if let Some(v) = get("PERFMON_APDEX_THRESHOLD") {
+            let t = env_duration(&v).ok_or(ConfigError::InvalidEnv {
+                var: "PERFMON_APDEX_THRESHOLD",
+                value: v.clone(),
+                expected: "a duration above zero such as 500ms, 1s or 750us",
+            })?;
+            b = b.apdex_threshold(t);
+        }
+        if let Some(v) = get("PERFMON_ROUTE_APDEX") {
+            for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let parsed = part
+                    .rsplit_once('=')
+                    .and_then(|(route, t)| Some((route.trim(), env_duration(t)?)))
+                    .filter(|(route, _)| route.starts_with('/'));
+                let Some((route, t)) = parsed else {
+                    return Err(ConfigError::InvalidEnv {
+                        var: "PERFMON_ROUTE_APDEX",
+                        value: v.clone(),
+                        expected: "route=duration pairs separated by commas, such as /api/staff=300ms,/api/schedule/assign=1s",
+                    });
+                };
+                b = b.route_apdex(route, t);
+            }
+        }
         if let Some(path) = get("PERFMON_TLS_CA_FILE") {
             match std::fs::read(&path) {
                 Ok(pem) => b = b.tls_root_certificates(pem),
@@ -475,6 +499,22 @@ impl crate::export::RuleSource for Config {
 /// Bucket bounds per histogram kind, at most.
 const MAX_BUCKETS: usize = 64;
 
+/// A duration above zero written `750us`, `300ms`, `1.5s` or `2m`.
+fn env_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let secs = n * match unit.trim() {
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs > 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
+}
+
 /// An `http://` or `https://` URL (what the HTTP sinks accept).
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
@@ -625,6 +665,11 @@ impl ConfigBuilder {
     /// The Apdex threshold T of one route template, over its `#[track_api(apdex = "…")]`.
     pub fn route_apdex(mut self, route: impl Into<String>, t: Duration) -> Self {
         self.config.route_apdex.push((route.into(), t));
+        self
+    }
+    /// No pushes to a Pushgateway (whatever `PERFMON_PUSHGATEWAY_URL` says).
+    pub fn no_pushgateway(mut self) -> Self {
+        self.config.pushgateway = None;
         self
     }
     /// No alert evaluation.
@@ -780,5 +825,36 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("redis+cluster://"), "{e}");
+    }
+
+    #[test]
+    fn apdex_thresholds_from_the_environment() {
+        let c = Config::from_lookup(|k| match k {
+            "PERFMON_APDEX_THRESHOLD" => Some("750ms".into()),
+            "PERFMON_ROUTE_APDEX" => Some("/api/staff=300ms, /api/schedule/assign=1.5s".into()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!(c.apdex_threshold, Duration::from_millis(750));
+        assert_eq!(
+            c.route_apdex,
+            vec![
+                ("/api/staff".to_string(), Duration::from_millis(300)),
+                (
+                    "/api/schedule/assign".to_string(),
+                    Duration::from_millis(1500)
+                ),
+            ]
+        );
+        for (var, bad) in [
+            ("PERFMON_APDEX_THRESHOLD", "fast"),
+            ("PERFMON_APDEX_THRESHOLD", "0ms"),
+            ("PERFMON_ROUTE_APDEX", "/api/staff"),
+            ("PERFMON_ROUTE_APDEX", "staff=300ms"),
+            ("PERFMON_STATUS_CLASS_LABEL", "maybe"),
+        ] {
+            let e = Config::from_lookup(|k| (k == var).then(|| bad.to_string())).unwrap_err();
+            assert!(e.to_string().contains(var), "{var}={bad}: {e}");
+        }
     }
 }

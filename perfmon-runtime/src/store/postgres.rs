@@ -928,12 +928,19 @@ pub(crate) async fn load_trend(
     } else {
         "hourly"
     };
-    let len = if window == Window::Year1 {
+    let len: u64 = if window == Window::Year1 {
         86_400
     } else {
         3600
     };
     let start = from / len * len;
+    // slices of whole rows, aligned to multiples of their length
+    let slice = (to - from)
+        .div_ceil(points.max(1) as u64)
+        .div_ceil(len)
+        .max(1)
+        * len;
+    let first_slice = start / slice;
     let inner = match scope {
         Scope::Cluster => pgcompact::cluster_read_sql(&s, table, start, to + len),
         Scope::Instance => format!(
@@ -946,8 +953,7 @@ pub(crate) async fn load_trend(
         ),
     };
     let sql = format!("SELECT t, data FROM ({inner}) u ORDER BY t");
-    let points = points.max(1);
-    let span = (to + len - start).max(1);
+    let points = (to / slice - first_slice + 1) as usize;
     let mut acc: Vec<Minute<Accum>> = (0..points).map(|_| Minute::default()).collect();
     let read = async {
         let mut q = sqlx::query_as::<_, (i64, Vec<u8>)>(&sql)
@@ -959,7 +965,7 @@ pub(crate) async fn load_trend(
         let mut rows = q.fetch(pool);
         while let Some((t, data)) = rows.try_next().await? {
             let t = u64::try_from(t).unwrap_or(0).max(start);
-            let slot = (((t - start) * points as u64) / span).min(points as u64 - 1) as usize;
+            let slot = ((t / slice - first_slice) as usize).min(points - 1);
             match codec::decode(&data) {
                 Ok(m) => crate::store::rollup::accumulate(&mut acc[slot], &m),
                 Err(e) => {
@@ -979,10 +985,8 @@ pub(crate) async fn load_trend(
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
-            (
-                start + (i as u64 * span).div_ceil(points as u64),
-                crate::store::rollup::finish(m),
-            )
+            let at = ((first_slice + i as u64) * slice).max(start);
+            (at, crate::store::rollup::finish(m))
         })
         .filter(|(_, m)| m.events > 0)
         .collect())

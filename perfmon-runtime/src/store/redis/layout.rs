@@ -162,11 +162,20 @@ pub(crate) fn window_minutes(window: Window, now_minute: u64) -> (u64, u64) {
 /// starts at each point, finer ones only at the ragged edges. 24 hours is at most 4 edge
 /// minutes + 11 five-minute buckets + 23 hours + 11 five-minute buckets + 4 minutes.
 pub(crate) fn plan(first: u64, last: u64) -> Vec<(Tier, u64)> {
+    plan_within(first, last, u64::MAX)
+}
+
+/// [`plan`] with buckets of at most `max_minutes` (each dividing it): a trend's slices of
+/// `max_minutes` then hold whole buckets, as many in each.
+pub(crate) fn plan_within(first: u64, last: u64, max_minutes: u64) -> Vec<(Tier, u64)> {
     let mut out = Vec::new();
     let mut x = first;
     while x <= last {
         let tier = Tier::COARSEST_FIRST
             .into_iter()
+            .filter(|t| {
+                t.minutes() <= max_minutes && max_minutes % t.minutes() == 0 || *t == Tier::M1
+            })
             .find(|t| x % t.minutes() == 0 && x + t.minutes() - 1 <= last)
             .unwrap_or(Tier::M1);
         out.push((tier, x / tier.minutes()));

@@ -17,8 +17,8 @@ use crate::store::codec::{self, parse_series_key, series_key};
 use crate::store::error::TierError;
 use crate::store::redis::io::{merge_fields, timed, Batch, Conn};
 use crate::store::redis::layout::{
-    field, is_instance_field, plan, sid, window_minutes, Keys, Tier, CLUSTER, CLUSTER_VERSION,
-    WRITES,
+    field, is_instance_field, plan, plan_within, sid, window_minutes, Keys, Tier, CLUSTER,
+    CLUSTER_VERSION, WRITES,
 };
 use crate::store::rollup::finish;
 
@@ -166,7 +166,8 @@ pub(crate) async fn load_trend(
     points: usize,
 ) -> Result<Vec<(u64, Minute<Merged>)>, TierError> {
     let (first, last) = window_minutes(spec.window, spec.now_secs / 60);
-    let buckets = plan(first, last);
+    let slice = slice_minutes(last - first + 1, points);
+    let buckets = plan_within(first, last, slice);
     let mut stats = ReadStats::default();
     let Some(infos) = spec.filter.exact() else {
         return Ok(Vec::new());
@@ -188,9 +189,10 @@ pub(crate) async fn load_trend(
         }
         Scope::Cluster => Vec::new(),
     };
-    let points = points.max(1);
-    let span = last - first + 1;
-    let slot_of = |minute: u64| (((minute - first) * points as u64) / span) as usize;
+    // slices aligned to multiples of their length, each holding whole buckets
+    let first_slice = first / slice;
+    let points = (last / slice - first_slice + 1) as usize;
+    let slot_of = |minute: u64| (minute / slice - first_slice) as usize;
     let mut targets = Vec::new();
     for info in &infos {
         let id = sid(&series_key(info));
@@ -200,7 +202,7 @@ pub(crate) async fn load_trend(
                 Scope::Cluster if tier.final_at(bucket) <= spec.now_secs => Fetch::Cluster,
                 Scope::Cluster => Fetch::All,
             };
-            let slot = slot_of(bucket * tier.minutes()).min(points - 1);
+            let slot = slot_of(bucket * tier.minutes());
             targets.push((
                 slot,
                 Target {
@@ -222,12 +224,24 @@ pub(crate) async fn load_trend(
         .enumerate()
         .map(|(i, m)| {
             (
-                (first + (i as u64 * span).div_ceil(points as u64)) * 60,
+                ((first_slice + i as u64) * slice).max(first) * 60,
                 finish(m),
             )
         })
         .filter(|(_, m)| m.events > 0)
         .collect())
+}
+
+/// The length of a trend's slices: at least the window over `points`, rounded up to a whole
+/// number of the coarsest bucket that fits (an hour, 5 minutes or a minute).
+pub(crate) fn slice_minutes(span: u64, points: usize) -> u64 {
+    let raw = span.div_ceil(points.max(1) as u64).max(1);
+    let unit = match raw {
+        60.. => 60,
+        5.. => 5,
+        _ => 1,
+    };
+    raw.div_ceil(unit) * unit
 }
 
 /// The series the buckets' indexes list and the filter wants, with the buckets holding each.
