@@ -4,6 +4,9 @@
 //! With `--features off` (perfmon-runtime's `off`) every macro leaves its fn unchanged: the
 //! tracked cases then cost what the bare call costs.
 //!
+//! `-- --alone-only` runs only the last table: each variant alone for 20 M calls in a process of
+//! its own, at its best and at steady state, with its peak RSS.
+//!
 //! `cargo bench -p perfmon-benches` prints ns per call (median of several rounds) and the ns
 //! each instrumentation adds over the bare call. The machine is shared and noisy: compare the
 //! ratios within one run, not the absolute figures across runs.
@@ -213,7 +216,127 @@ fn scaling(rounds: usize, iters: u64, f: fn(u64) -> u64) -> (f64, f64) {
     (one[rounds / 2], two[rounds / 2])
 }
 
+/// The variants measured alone, each in a process of its own.
+const ALONE: [&str; 8] = [
+    "bare",
+    "floor",
+    "track_api",
+    "track_query",
+    "measure",
+    "metered",
+    "metrics",
+    "hotpath",
+];
+
+/// The peak resident set of this process (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// `--alone VARIANT CALLS`: this process runs one variant only, `CALLS` calls in a row (after
+/// `init`, so the worker drains the rings, as in a service), and prints its ns per call at its
+/// best (the fastest of ten equal parts) and at steady state (the whole run), and its peak RSS.
+fn alone(variant: &str, calls: u64) {
+    let _perfmon = (!variant.starts_with("bare") && variant != "floor").then(|| {
+        perfmon_runtime::init_blocking(perfmon_runtime::Config::builder().no_alerts().build())
+            .expect("init")
+    });
+    let metered = peers::Metered::default();
+    let _hotpath =
+        (variant == "hotpath").then(|| hotpath::HotpathGuardBuilder::new("alone").build());
+    if variant == "metrics" {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        metrics::set_global_recorder(recorder).expect("no other recorder");
+    }
+    let f: Box<dyn Fn(u64) -> u64 + '_> = match variant {
+        "bare" => Box::new(bare),
+        "floor" => Box::new(floor_call),
+        "track_api" => Box::new(tracked_api),
+        "track_query" => Box::new(tracked_query),
+        "measure" => Box::new(measured),
+        "metered" => Box::new(|i| metered.call(i)),
+        "metrics" => Box::new(peers::metrics_histogram),
+        "hotpath" => Box::new(peers::hotpath_measured),
+        other => panic!("unknown variant {other}"),
+    };
+    let part = (calls / 10).max(1);
+    let mut parts = Vec::with_capacity(10);
+    let start = Instant::now();
+    for p in 0..10 {
+        let t = Instant::now();
+        let mut acc = 0u64;
+        for i in p * part..(p + 1) * part {
+            acc = acc.wrapping_add(f(i));
+        }
+        black_box(acc);
+        parts.push(t.elapsed().as_nanos() as f64 / part as f64);
+    }
+    let steady = start.elapsed().as_nanos() as f64 / (10 * part) as f64;
+    let best = parts.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "alone {variant} best {best:.1} steady {steady:.1} rss {:.1}",
+        peak_rss_mb()
+    );
+}
+
+/// Every variant alone, each in a fresh process: ns per call at its best and at steady state,
+/// and the process's peak RSS.
+fn alone_table(calls: u64) {
+    println!("\nalone, {calls} calls each in a process of its own (after init): best part / whole run / peak RSS");
+    let exe = std::env::current_exe().expect("own path");
+    let mut bare = f64::NAN;
+    for v in ALONE {
+        let out = std::process::Command::new(&exe)
+            .args(["--alone", v, &calls.to_string()])
+            .output()
+            .expect("run a variant alone");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(line) = text.lines().find(|l| l.starts_with("alone ")) else {
+            println!("{v:<14} failed: {}", String::from_utf8_lossy(&out.stderr));
+            continue;
+        };
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| {
+            w.get(i)
+                .and_then(|x| x.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        let (best, steady, rss) = (num(3), num(5), num(7));
+        if v == "bare" {
+            bare = steady;
+        }
+        println!(
+            "{v:<14} best {best:>7.1} ns   steady {steady:>7.1} ns (+{:>6.1} over bare)   peak RSS {rss:>8.1} MB",
+            steady - bare
+        );
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--alone") {
+        let variant = args.get(i + 1).map_or("bare", String::as_str);
+        let calls = args
+            .get(i + 2)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(20_000_000);
+        alone(variant, calls);
+        return;
+    }
+    if args.iter().any(|a| a == "--alone-only") {
+        alone_table(20_000_000);
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, iters) = if quick { (3, 200_000) } else { (11, 2_000_000) };
 
@@ -416,4 +539,7 @@ fn main() {
         r.inline_drains,
         r.memory_bytes as f64 / 1048576.0
     );
+
+    // each variant alone: 20 M calls (2 M with --quick), in a fresh process for its RSS
+    alone_table(if quick { 2_000_000 } else { 20_000_000 });
 }

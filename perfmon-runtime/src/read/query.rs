@@ -150,6 +150,24 @@ fn source() -> Option<Arc<dyn WindowSource>> {
     SOURCE.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// Runs a load from the tiers: decoding and merging stored histograms costs CPU in proportion
+/// to the series read, so on the read pool, never on the caller's async workers.
+async fn on_read_pool<T: Send + 'static>(
+    load: impl Future<Output = Result<T, QueryError>> + Send + 'static,
+) -> Result<T, QueryError> {
+    #[cfg(any(feature = "redis", feature = "postgres"))]
+    return crate::core::pool::off_workers(load)
+        .await
+        .unwrap_or_else(|| {
+            Err(QueryError::Backend {
+                tier: "Redis or PostgreSQL",
+                message: "the read panicked; see the log".into(),
+            })
+        });
+    #[cfg(not(any(feature = "redis", feature = "postgres")))]
+    load.await
+}
+
 /// A windowed, scoped view of the statistics, with the collector's getters, async. Each getter
 /// reads the window once; [`Query::snapshot`] reads it once for any number of figures.
 #[derive(Clone, Debug)]
@@ -250,19 +268,7 @@ impl Query {
             let views = source.load(window, scope, &filter, flush_first).await?;
             Ok(Snapshot::from_views(window, scope, views))
         };
-        // decoding and merging stored histograms costs CPU in proportion to the series read:
-        // on the read pool, never on the caller's async workers
-        #[cfg(any(feature = "redis", feature = "postgres"))]
-        return crate::core::pool::off_workers(load)
-            .await
-            .unwrap_or_else(|| {
-                Err(QueryError::Backend {
-                    tier: "Redis or PostgreSQL",
-                    message: "the read panicked; see the log".into(),
-                })
-            });
-        #[cfg(not(any(feature = "redis", feature = "postgres")))]
-        load.await
+        on_read_pool(load).await
     }
 
     /// The route's ([`Query::path`]) trend over the window, minute by minute from memory for
@@ -294,17 +300,7 @@ impl Query {
                 .map(|(start, v)| crate::read::snapshot::trend_point(start, &v))
                 .collect())
         };
-        #[cfg(any(feature = "redis", feature = "postgres"))]
-        return crate::core::pool::off_workers(load)
-            .await
-            .unwrap_or_else(|| {
-                Err(QueryError::Backend {
-                    tier: "Redis or PostgreSQL",
-                    message: "the read panicked; see the log".into(),
-                })
-            });
-        #[cfg(not(any(feature = "redis", feature = "postgres")))]
-        load.await
+        on_read_pool(load).await
     }
 
     /// API statistics over every route.
