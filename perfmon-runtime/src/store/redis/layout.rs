@@ -174,7 +174,8 @@ pub(crate) fn plan_within(first: u64, last: u64, max_minutes: u64) -> Vec<(Tier,
         let tier = Tier::COARSEST_FIRST
             .into_iter()
             .filter(|t| {
-                t.minutes() <= max_minutes && max_minutes % t.minutes() == 0 || *t == Tier::M1
+                let m = t.minutes();
+                max_minutes == u64::MAX || (m <= max_minutes && max_minutes % m == 0)
             })
             .find(|t| x % t.minutes() == 0 && x + t.minutes() - 1 <= last)
             .unwrap_or(Tier::M1);
