@@ -358,8 +358,6 @@ fn query_stats_of(views: &[&View]) -> QueryStats {
     QueryStats::from_parts(&h, reads, writes, errors, slow)
 }
 
-/// The in-memory window minute by minute: API volume, mean, p95, p99, error rate, and the cache
-/// hit rate. Minutes without any event are included (zeros).
 /// One route's minutes of the in-memory window (its requests, percentiles and error rate; no
 /// cache figures).
 pub(crate) fn route_trend(state: &crate::pipeline::state::State, path: &str) -> Vec<TimelinePoint> {
@@ -369,24 +367,36 @@ pub(crate) fn route_trend(state: &crate::pipeline::state::State, path: &str) -> 
 
 /// A trend point: a slice starting at `start_secs` (Unix seconds) of one route's view.
 pub(crate) fn trend_point(start_secs: u64, v: &View) -> TimelinePoint {
-    let s = api_stats_of(&[v]);
+    point(
+        start_secs.saturating_mul(1_000_000_000),
+        &api_stats_of(&[v]),
+        0,
+        0,
+    )
+}
+
+/// A point from its start, its API figures and its cache hits of `cache_total` operations.
+fn point(start_ns: u64, s: &ApiStats, cache_hits: u64, cache_total: u64) -> TimelinePoint {
     TimelinePoint {
-        minute: system_time(start_secs.saturating_mul(1_000_000_000)),
+        minute: system_time(start_ns),
         total_requests: s.total_requests,
         avg_duration: s.avg_duration,
         p50_duration: s.p50_duration,
         p95_duration: s.p95_duration,
         p99_duration: s.p99_duration,
         error_rate: s.error_rate,
-        cache_operations: 0,
-        cache_hit_rate: 0.0,
+        cache_operations: cache_total,
+        cache_hit_rate: percent(cache_hits, cache_total),
     }
 }
 
+/// The in-memory window minute by minute: API volume, mean, p95, p99, error rate, and the cache
+/// hit rate. Minutes without any event are included (zeros).
 fn timeline(d: &Drained<'_>) -> Vec<TimelinePoint> {
     timeline_of(d, None)
 }
 
+/// [`timeline`] of every route, or of one (without the cache figures).
 fn timeline_of(d: &Drained<'_>, path: Option<&str>) -> Vec<TimelinePoint> {
     (d.first_minute()..=d.now_minute())
         .map(|m| {
@@ -396,25 +406,13 @@ fn timeline_of(d: &Drained<'_>, path: Option<&str>) -> Vec<TimelinePoint> {
             }
             let s = api_stats_of(&api.iter().collect::<Vec<_>>());
             let (mut hits, mut total) = (0, 0);
-            for v in d
-                .views_in(&[Kind::Cache], m, m)
-                .into_iter()
-                .filter(|_| path.is_none())
-            {
-                hits += v.outcomes[usize::from(HIT)];
-                total += v.outcomes.iter().sum::<u64>();
+            if path.is_none() {
+                for v in d.views_in(&[Kind::Cache], m, m) {
+                    hits += v.outcomes[usize::from(HIT)];
+                    total += v.outcomes.iter().sum::<u64>();
+                }
             }
-            TimelinePoint {
-                minute: system_time(m * NS_PER_MINUTE),
-                total_requests: s.total_requests,
-                avg_duration: s.avg_duration,
-                p50_duration: s.p50_duration,
-                p95_duration: s.p95_duration,
-                p99_duration: s.p99_duration,
-                error_rate: s.error_rate,
-                cache_operations: total,
-                cache_hit_rate: percent(hits, total),
-            }
+            point(m * NS_PER_MINUTE, &s, hits, total)
         })
         .collect()
 }

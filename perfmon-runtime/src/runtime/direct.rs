@@ -235,14 +235,7 @@ impl RedisTier {
         now_secs: u64,
     ) -> Result<(Snapshot, crate::store::redis::reader::ReadStats), TierError> {
         let filter = filter(path);
-        let spec = crate::store::redis::reader::ReadSpec {
-            keys: &self.keys,
-            instance: &self.instance,
-            window,
-            scope,
-            filter: &filter,
-            now_secs,
-        };
+        let spec = self.spec(window, scope, &filter, now_secs);
         let (rows, stats) =
             crate::store::redis::reader::load(&mut self.conn.clone(), &spec).await?;
         Ok((
@@ -250,10 +243,25 @@ impl RedisTier {
             stats,
         ))
     }
-}
 
-#[cfg(feature = "redis")]
-impl RedisTier {
+    /// What a read of `window` for `scope` at `now_secs` names.
+    fn spec<'a>(
+        &'a self,
+        window: Window,
+        scope: Scope,
+        filter: &'a SeriesFilter,
+        now_secs: u64,
+    ) -> crate::store::redis::reader::ReadSpec<'a> {
+        crate::store::redis::reader::ReadSpec {
+            keys: &self.keys,
+            instance: &self.instance,
+            window,
+            scope,
+            filter,
+            now_secs,
+        }
+    }
+
     /// One route's trend over `window` for `scope` at `now_secs`, in `points` slices.
     pub async fn read_trend(
         &self,
@@ -264,14 +272,7 @@ impl RedisTier {
         points: usize,
     ) -> Result<Vec<crate::read::stats::TimelinePoint>, TierError> {
         let filter = filter(Some(path));
-        let spec = crate::store::redis::reader::ReadSpec {
-            keys: &self.keys,
-            instance: &self.instance,
-            window,
-            scope,
-            filter: &filter,
-            now_secs,
-        };
+        let spec = self.spec(window, scope, &filter, now_secs);
         let rows =
             crate::store::redis::reader::load_trend(&mut self.conn.clone(), &spec, points).await?;
         Ok(trend(rows, path))
@@ -352,16 +353,27 @@ impl PgTier {
         points: usize,
     ) -> Result<Vec<crate::read::stats::TimelinePoint>, TierError> {
         let filter = filter(Some(path));
-        let read = crate::store::postgres::TrendRead {
+        let read = self.read_of(window, scope, &filter, now_secs);
+        let rows = crate::store::postgres::load_trend(&self.pool, &read, points).await?;
+        Ok(trend(rows, path))
+    }
+
+    /// What a read of `window` for `scope` at `now_secs` names.
+    fn read_of<'a>(
+        &'a self,
+        window: Window,
+        scope: Scope,
+        filter: &'a SeriesFilter,
+        now_secs: u64,
+    ) -> crate::store::postgres::PgRead<'a> {
+        crate::store::postgres::PgRead {
             prefix: &self.prefix,
             instance: &self.instance,
             window,
             scope,
-            filter: &filter,
+            filter,
             now: now_secs,
-        };
-        let rows = crate::store::postgres::load_trend(&self.pool, &read, points).await?;
-        Ok(trend(rows, path))
+        }
     }
 
     /// Reads `window` for `scope` at `now_secs`: every series, or one route's.
@@ -372,16 +384,9 @@ impl PgTier {
         path: Option<&str>,
         now_secs: u64,
     ) -> Result<Snapshot, TierError> {
-        let rows = crate::store::postgres::load(
-            &self.pool,
-            &self.prefix,
-            &self.instance,
-            window,
-            scope,
-            &filter(path),
-            now_secs,
-        )
-        .await?;
+        let filter = filter(path);
+        let read = self.read_of(window, scope, &filter, now_secs);
+        let rows = crate::store::postgres::load(&self.pool, &read).await?;
         Ok(Snapshot::from_views(
             window,
             scope,

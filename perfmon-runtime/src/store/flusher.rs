@@ -611,69 +611,33 @@ impl TierSource {
         filter: &SeriesFilter,
         flush_first: bool,
     ) -> Result<Vec<View>, QueryError> {
-        let unavailable = |tier: &'static str, why: &'static str| QueryError::TierUnavailable {
-            window: window.as_str(),
-            scope: scope.as_str(),
-            tier,
-            why,
-        };
         if flush_first {
             if let Err(e) = self.flush.flush().await {
                 tracing::debug!(target: "perfmon", error = %e, "flush before a query");
             }
         }
-        let long = matches!(window, Window::Days90 | Window::Year1);
         #[cfg(feature = "redis")]
-        if !long {
+        if redis_holds(window) {
             if let Some(mut conn) = self.read_conn().await {
-                let keys = crate::store::redis::layout::Keys {
-                    prefix: self.prefix.clone(),
-                };
-                let spec = crate::store::redis::reader::ReadSpec {
-                    keys: &keys,
-                    instance: &self.instance,
-                    window,
-                    scope,
-                    filter,
-                    now_secs: unix_secs(),
-                };
+                let keys = self.keys();
+                let spec = self.redis_spec(&keys, window, scope, filter);
                 let rows = crate::store::redis::reader::load(&mut conn, &spec).await;
                 return views("Redis", rows.map(|(rows, _)| rows));
             }
         }
         #[cfg(feature = "postgres")]
-        if window != Window::Minutes5 {
+        if postgres_holds(window) {
             if let Some(pool) = &self.pg {
                 let _slot = self.pg_reads.acquire().await;
-                let rows = crate::store::postgres::load(
-                    pool,
-                    &self.prefix,
-                    &self.instance,
-                    window,
-                    scope,
-                    filter,
-                    unix_secs(),
-                )
-                .await;
+                let rows =
+                    crate::store::postgres::load(pool, &self.pg_read(window, scope, filter)).await;
                 return views("PostgreSQL", rows);
             }
         }
-        Err(if long {
-            unavailable(
-                "PostgreSQL",
-                "set PERFMON_DATABASE_URL (feature `postgres`) for 90-day and 1-year windows",
-            )
-        } else {
-            unavailable(
-                "Redis",
-                "set PERFMON_REDIS_URL (feature `redis`) for the 5-minute cluster window",
-            )
-        })
+        Err(unavailable(window, scope))
     }
-}
 
-impl TierSource {
-    /// A route's trend from the tier that holds the window (as `load_views` picks it).
+    /// A route's trend, from the tier that holds the window (as `load_views` picks it).
     async fn load_trend(
         &self,
         window: Window,
@@ -681,7 +645,6 @@ impl TierSource {
         filter: &SeriesFilter,
         points: usize,
     ) -> Result<Vec<(u64, View)>, QueryError> {
-        let long = matches!(window, Window::Days90 | Window::Year1);
         let slices = |tier: &'static str, rows: Result<Vec<(u64, Minute<Merged>)>, TierError>| {
             rows.map(|rows| {
                 rows.into_iter()
@@ -694,46 +657,95 @@ impl TierSource {
             })
         };
         #[cfg(feature = "redis")]
-        if !long {
+        if redis_holds(window) {
             if let Some(mut conn) = self.read_conn().await {
-                let keys = crate::store::redis::layout::Keys {
-                    prefix: self.prefix.clone(),
-                };
-                let spec = crate::store::redis::reader::ReadSpec {
-                    keys: &keys,
-                    instance: &self.instance,
-                    window,
-                    scope,
-                    filter,
-                    now_secs: unix_secs(),
-                };
+                let keys = self.keys();
+                let spec = self.redis_spec(&keys, window, scope, filter);
                 let rows = crate::store::redis::reader::load_trend(&mut conn, &spec, points).await;
                 return slices("Redis", rows);
             }
         }
         #[cfg(feature = "postgres")]
-        if window != Window::Minutes5 {
+        if postgres_holds(window) {
             if let Some(pool) = &self.pg {
                 let _slot = self.pg_reads.acquire().await;
-                let read = crate::store::postgres::TrendRead {
-                    prefix: &self.prefix,
-                    instance: &self.instance,
-                    window,
-                    scope,
-                    filter,
-                    now: unix_secs(),
-                };
+                let read = self.pg_read(window, scope, filter);
                 let rows = crate::store::postgres::load_trend(pool, &read, points).await;
                 return slices("PostgreSQL", rows);
             }
         }
-        let _ = (long, points, scope);
-        Err(QueryError::TierUnavailable {
-            window: window.as_str(),
-            scope: scope.as_str(),
-            tier: if long { "PostgreSQL" } else { "Redis" },
-            why: "no tier holds this window",
-        })
+        Err(unavailable(window, scope))
+    }
+
+    #[cfg(feature = "redis")]
+    fn keys(&self) -> crate::store::redis::layout::Keys {
+        crate::store::redis::layout::Keys {
+            prefix: self.prefix.clone(),
+        }
+    }
+
+    /// What a Redis read of `window` for `scope` names, now.
+    #[cfg(feature = "redis")]
+    fn redis_spec<'a>(
+        &'a self,
+        keys: &'a crate::store::redis::layout::Keys,
+        window: Window,
+        scope: Scope,
+        filter: &'a SeriesFilter,
+    ) -> crate::store::redis::reader::ReadSpec<'a> {
+        crate::store::redis::reader::ReadSpec {
+            keys,
+            instance: &self.instance,
+            window,
+            scope,
+            filter,
+            now_secs: unix_secs(),
+        }
+    }
+
+    /// What a PostgreSQL read of `window` for `scope` names, now.
+    #[cfg(feature = "postgres")]
+    fn pg_read<'a>(
+        &'a self,
+        window: Window,
+        scope: Scope,
+        filter: &'a SeriesFilter,
+    ) -> crate::store::postgres::PgRead<'a> {
+        crate::store::postgres::PgRead {
+            prefix: &self.prefix,
+            instance: &self.instance,
+            window,
+            scope,
+            filter,
+            now: unix_secs(),
+        }
+    }
+}
+
+/// Redis holds up to 7 days.
+#[cfg(feature = "redis")]
+fn redis_holds(window: Window) -> bool {
+    !matches!(window, Window::Days90 | Window::Year1)
+}
+
+/// PostgreSQL holds every window past the in-memory 5 minutes.
+#[cfg(feature = "postgres")]
+fn postgres_holds(window: Window) -> bool {
+    window != Window::Minutes5
+}
+
+/// No configured tier holds `window` for `scope`: which one would, and how to configure it.
+fn unavailable(window: Window, scope: Scope) -> QueryError {
+    let long = matches!(window, Window::Days90 | Window::Year1);
+    QueryError::TierUnavailable {
+        window: window.as_str(),
+        scope: scope.as_str(),
+        tier: if long { "PostgreSQL" } else { "Redis" },
+        why: if long {
+            "set PERFMON_DATABASE_URL (feature `postgres`) for 90-day and 1-year windows"
+        } else {
+            "set PERFMON_REDIS_URL (feature `redis`) for the 5-minute cluster window"
+        },
     }
 }
 

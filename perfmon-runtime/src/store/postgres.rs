@@ -800,6 +800,18 @@ pub(crate) fn pg_plan(first: u64, last: u64) -> PgPlan {
     }
 }
 
+/// This instance's rows of `table` in `[from, to)` (Unix seconds) that the filter's series
+/// (`$1`) and kinds (`$2`) name, with their bucket's start (`t`); `$3` is the instance.
+fn instance_read_sql(s: &str, table: &str, from: u64, to: u64) -> String {
+    format!(
+        "SELECT series, data, extract(epoch FROM bucket_start)::bigint AS t FROM {s}.{table}
+         WHERE bucket_start >= to_timestamp({from}) AND bucket_start < to_timestamp({to})
+           AND ($1::text[] IS NULL OR series = ANY($1))
+           AND ($2::text[] IS NULL OR split_part(series, chr(31), 1) = ANY($2))
+           AND instance = $3"
+    )
+}
+
 /// Reads a window: for a year, the daily rows from the day holding its start; else the hours
 /// from the hour holding its start, as whole days from the daily rows and edge hours from the
 /// hourly ones. Instance, series and kinds are filtered in PostgreSQL; rows are streamed and
@@ -807,13 +819,16 @@ pub(crate) fn pg_plan(first: u64, last: u64) -> PgPlan {
 /// cannot be decoded is skipped with a warning.
 pub(crate) async fn load(
     pool: &PgPool,
-    prefix: &str,
-    instance: &str,
-    window: Window,
-    scope: Scope,
-    filter: &SeriesFilter,
-    now: u64,
+    read: &PgRead<'_>,
 ) -> Result<Vec<(SeriesInfo, Minute<Merged>)>, TierError> {
+    let PgRead {
+        prefix,
+        instance,
+        window,
+        scope,
+        filter,
+        now,
+    } = *read;
     let PgPlan { hourly, daily } = if window == Window::Year1 {
         let from = now.saturating_sub(window.duration().as_secs()) / 86_400 * 86_400;
         PgPlan {
@@ -841,13 +856,7 @@ pub(crate) async fn load(
         .map(|(table, (from, to))| match scope {
             // the compacted rows plus every instance's rows of what is still queued
             Scope::Cluster => pgcompact::cluster_read_sql(&s, table, from, to),
-            Scope::Instance => format!(
-                "SELECT series, data, extract(epoch FROM bucket_start)::bigint AS t FROM {s}.{table}
-                 WHERE bucket_start >= to_timestamp({from}) AND bucket_start < to_timestamp({to})
-                   AND ($1::text[] IS NULL OR series = ANY($1))
-                   AND ($2::text[] IS NULL OR split_part(series, chr(31), 1) = ANY($2))
-                   AND instance = $3"
-            ),
+            Scope::Instance => instance_read_sql(&s, table, from, to),
         })
         .collect();
     let sql = format!(
@@ -888,10 +897,10 @@ pub(crate) async fn load(
     Ok(out)
 }
 
-/// What a trend read names: the schema, the instance, the window and scope, the route (the
-/// filter's exact series) and the time.
+/// What a read names: the schema, the instance, the window and scope, the series (the filter)
+/// and the time.
 #[derive(Clone, Copy)]
-pub(crate) struct TrendRead<'a> {
+pub(crate) struct PgRead<'a> {
     pub prefix: &'a str,
     pub instance: &'a str,
     pub window: Window,
@@ -905,10 +914,10 @@ pub(crate) struct TrendRead<'a> {
 /// its merge, slices without events left out.
 pub(crate) async fn load_trend(
     pool: &PgPool,
-    read: &TrendRead<'_>,
+    read: &PgRead<'_>,
     points: usize,
 ) -> Result<Vec<(u64, Minute<Merged>)>, TierError> {
-    let TrendRead {
+    let PgRead {
         prefix,
         instance,
         window,
@@ -943,14 +952,7 @@ pub(crate) async fn load_trend(
     let first_slice = start / slice;
     let inner = match scope {
         Scope::Cluster => pgcompact::cluster_read_sql(&s, table, start, to + len),
-        Scope::Instance => format!(
-            "SELECT series, data, extract(epoch FROM bucket_start)::bigint AS t FROM {s}.{table}
-             WHERE bucket_start >= to_timestamp({start}) AND bucket_start < to_timestamp({})
-               AND ($1::text[] IS NULL OR series = ANY($1))
-               AND ($2::text[] IS NULL OR split_part(series, chr(31), 1) = ANY($2))
-               AND instance = $3",
-            to + len
-        ),
+        Scope::Instance => instance_read_sql(&s, table, start, to + len),
     };
     let sql = format!("SELECT t, data FROM ({inner}) u ORDER BY t");
     let points = (to / slice - first_slice + 1) as usize;

@@ -88,23 +88,8 @@ pub(crate) async fn load(
         buckets: buckets.len(),
         ..ReadStats::default()
     };
-    let fields = match spec.scope {
-        Scope::Instance => {
-            let runs: Vec<String> = timed(
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(spec.keys.runs(spec.instance))
-                    .arg(first)
-                    .arg("+inf")
-                    .query_async(conn),
-            )
-            .await?;
-            stats.round_trips += 1;
-            if runs.is_empty() {
-                return Ok((Vec::new(), stats));
-            }
-            runs.iter().map(|r| field(spec.instance, r)).collect()
-        }
-        Scope::Cluster => Vec::new(),
+    let Some(fields) = run_fields(conn, spec, first, &mut stats).await? else {
+        return Ok((Vec::new(), stats));
     };
     let wanted: BTreeMap<String, Wanted> = match spec.filter.exact() {
         Some(infos) => infos
@@ -125,25 +110,12 @@ pub(crate) async fn load(
             let id = sid(&w.key);
             for &b in &w.buckets {
                 let (tier, bucket) = buckets[b as usize];
-                let fetch = match spec.scope {
-                    Scope::Instance => Fetch::Runs,
-                    // a bucket no instance changes any more has (or will have) a cluster value
-                    Scope::Cluster if tier.final_at(bucket) <= spec.now_secs => Fetch::Cluster,
-                    Scope::Cluster => Fetch::All,
-                };
-                let key = spec.keys.data(tier, bucket, &id);
-                targets.push((n, Target { key, fetch }));
+                targets.push((n, target(spec, tier, bucket, &id)));
             }
         }
         stats.hashes += targets.len();
         let mut acc: Vec<Minute<Accum>> = step.iter().map(|_| Minute::default()).collect();
-        for chunk in targets.chunks(CHUNK) {
-            let missing = fetch_chunk(conn, chunk, &fields, &mut acc, &mut stats).await?;
-            for chunk in missing.chunks(CHUNK) {
-                let again = fetch_chunk(conn, chunk, &fields, &mut acc, &mut stats).await?;
-                debug_assert!(again.is_empty());
-            }
-        }
+        fetch_all(conn, &targets, &fields, &mut acc, &mut stats).await?;
         for (w, m) in step.iter().zip(acc) {
             let m = finish(m);
             if m.events == 0 && m.hist.count() == 0 {
@@ -172,22 +144,8 @@ pub(crate) async fn load_trend(
     let Some(infos) = spec.filter.exact() else {
         return Ok(Vec::new());
     };
-    let fields = match spec.scope {
-        Scope::Instance => {
-            let runs: Vec<String> = timed(
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(spec.keys.runs(spec.instance))
-                    .arg(first)
-                    .arg("+inf")
-                    .query_async(conn),
-            )
-            .await?;
-            if runs.is_empty() {
-                return Ok(Vec::new());
-            }
-            runs.iter().map(|r| field(spec.instance, r)).collect()
-        }
-        Scope::Cluster => Vec::new(),
+    let Some(fields) = run_fields(conn, spec, first, &mut stats).await? else {
+        return Ok(Vec::new());
     };
     // slices aligned to multiples of their length, each holding whole buckets
     let first_slice = first / slice;
@@ -197,28 +155,12 @@ pub(crate) async fn load_trend(
     for info in &infos {
         let id = sid(&series_key(info));
         for &(tier, bucket) in &buckets {
-            let fetch = match spec.scope {
-                Scope::Instance => Fetch::Runs,
-                Scope::Cluster if tier.final_at(bucket) <= spec.now_secs => Fetch::Cluster,
-                Scope::Cluster => Fetch::All,
-            };
             let slot = slot_of(bucket * tier.minutes());
-            targets.push((
-                slot,
-                Target {
-                    key: spec.keys.data(tier, bucket, &id),
-                    fetch,
-                },
-            ));
+            targets.push((slot, target(spec, tier, bucket, &id)));
         }
     }
     let mut acc: Vec<Minute<Accum>> = (0..points).map(|_| Minute::default()).collect();
-    for chunk in targets.chunks(CHUNK) {
-        let missing = fetch_chunk(conn, chunk, &fields, &mut acc, &mut stats).await?;
-        for chunk in missing.chunks(CHUNK) {
-            fetch_chunk(conn, chunk, &fields, &mut acc, &mut stats).await?;
-        }
-    }
+    fetch_all(conn, &targets, &fields, &mut acc, &mut stats).await?;
     Ok(acc
         .into_iter()
         .enumerate()
@@ -230,6 +172,64 @@ pub(crate) async fn load_trend(
         })
         .filter(|(_, m)| m.events > 0)
         .collect())
+}
+
+/// The fields of this instance's runs since minute `first` (instance scope; `None` when it has
+/// none there), or none to name (cluster scope).
+async fn run_fields(
+    conn: &mut Conn,
+    spec: &ReadSpec<'_>,
+    first: u64,
+    stats: &mut ReadStats,
+) -> Result<Option<Vec<String>>, TierError> {
+    match spec.scope {
+        Scope::Instance => {
+            let runs: Vec<String> = timed(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(spec.keys.runs(spec.instance))
+                    .arg(first)
+                    .arg("+inf")
+                    .query_async(conn),
+            )
+            .await?;
+            stats.round_trips += 1;
+            Ok((!runs.is_empty()).then(|| runs.iter().map(|r| field(spec.instance, r)).collect()))
+        }
+        Scope::Cluster => Ok(Some(Vec::new())),
+    }
+}
+
+/// How one (bucket, series) hash is read for the spec's scope.
+fn target(spec: &ReadSpec<'_>, tier: Tier, bucket: u64, series_id: &str) -> Target {
+    let fetch = match spec.scope {
+        Scope::Instance => Fetch::Runs,
+        // a bucket no instance changes any more has (or will have) a cluster value
+        Scope::Cluster if tier.final_at(bucket) <= spec.now_secs => Fetch::Cluster,
+        Scope::Cluster => Fetch::All,
+    };
+    Target {
+        key: spec.keys.data(tier, bucket, series_id),
+        fetch,
+    }
+}
+
+/// Reads `targets` a chunk at a time into `acc` (each target's merge named by its index), and
+/// the cluster reads that found no valid cluster value once more, whole.
+async fn fetch_all(
+    conn: &mut Conn,
+    targets: &[(usize, Target)],
+    fields: &[String],
+    acc: &mut [Minute<Accum>],
+    stats: &mut ReadStats,
+) -> Result<(), TierError> {
+    for chunk in targets.chunks(CHUNK) {
+        let missing = fetch_chunk(conn, chunk, fields, acc, stats).await?;
+        for chunk in missing.chunks(CHUNK) {
+            let again = fetch_chunk(conn, chunk, fields, acc, stats).await?;
+            debug_assert!(again.is_empty());
+        }
+    }
+    Ok(())
 }
 
 /// The length of a trend's slices: at least the window over `points`, rounded up to a whole
