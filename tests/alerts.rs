@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::Request;
 use perfmon_runtime::alerts::{AlertConfig, AlertState, Notification, Severity};
 use perfmon_runtime::*;
-use perfmon_tests::api_burst;
+use perfmon_tests::{api_burst, LogBuffer};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -265,20 +265,6 @@ async fn the_sla_report_against_the_seeds_targets() {
     );
 }
 
-/// A writer into a shared buffer, for a log subscriber.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_name_with_a_line_break_cannot_forge_a_log_line() {
     let forged = "nightly\n2026-11-26T00:00:00Z ERROR perfmon: database dropped";
@@ -292,7 +278,7 @@ fn a_name_with_a_line_break_cannot_forge_a_log_line() {
         at: std::time::SystemTime::now(),
         message: format!("batch {forged} failed"),
     };
-    let out = Captured::default();
+    let out = LogBuffer::default();
     let writer = out.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
@@ -301,7 +287,7 @@ fn a_name_with_a_line_break_cannot_forge_a_log_line() {
     tracing::subscriber::with_default(subscriber, || {
         perfmon_runtime::alerts::deliver(&n, &perfmon_runtime::alerts::Sinks::default())
     });
-    let text = String::from_utf8(out.0.lock().expect("log buffer").clone()).expect("utf-8");
+    let text = out.text();
     assert_eq!(text.lines().count(), 1, "one line: {text}");
     assert!(text.contains(r"nightly\n2026"), "escaped: {text}");
 }

@@ -1,7 +1,5 @@
-//! What the example's tests share: starting the example binary cargo built beside them, and a
-//! bare HTTP/1.1 client.
-
-#![allow(dead_code)] // each test binary uses its own part
+//! Starting the example service the workspace builds beside the tests (its dashboard, Prometheus
+//! and terminal tests drive it), and a bare HTTP/1.1 client to read it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -21,7 +19,7 @@ pub fn example_binary() -> PathBuf {
         .join(format!("clinic{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
-        "{} not built: run the tests with `cargo test` (which builds examples)",
+        "{} not built: run the workspace's tests (`cargo test --workspace` builds the example)",
         bin.display()
     );
     bin

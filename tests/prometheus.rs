@@ -2,9 +2,7 @@
 //! already out of the window, and `promtool check metrics` on the real output.
 
 use perfmon_runtime::*;
-use perfmon_tests::sample_value;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use perfmon_tests::{promtool_check_metrics, sample_value};
 use std::time::{Duration, SystemTime};
 
 fn api(path: &str, status_code: u16, ms: u64, timestamp: SystemTime) {
@@ -151,27 +149,9 @@ fn exposition_counts_everything_since_start() {
     }
 
     // promtool, from Debian's `prometheus` package (.ci/test installs it), lints the real output
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (apt-get install prometheus; .ci/test installs it)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool finishes");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, report) = promtool_check_metrics(&text);
     assert!(
-        out.status.success() && report.trim().is_empty(),
+        ok && report.trim().is_empty(),
         "promtool check metrics:\n{report}\n---\n{text}"
     );
 }

@@ -3,31 +3,10 @@
 //! calls it stands for; the slow counters still count every one. Its own test binary: the
 //! interval is process-wide.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use perfmon_runtime::*;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Busy for at least `d`: over a 1 µs threshold whatever the clock.
-fn spin(d: Duration) {
-    let until = std::time::Instant::now() + d;
-    while std::time::Instant::now() < until {
-        std::hint::spin_loop();
-    }
-}
+use perfmon_tests::{spin, LogBuffer};
 
 #[track_query(table = "QuietStaff", kind = "read", op = "findMany", slow = "1us")]
 fn slow_query() -> usize {
@@ -57,15 +36,15 @@ fn every_call_slow_gives_one_warning_per_series_per_interval() {
             .build(),
     )
     .expect("init");
-    let out = Captured::default();
+    let out = LogBuffer::default();
     let writer = out.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
     let lines = |table: &str| -> Vec<String> {
-        let text = String::from_utf8(out.0.lock().expect("log buffer").clone()).expect("utf-8");
-        text.lines()
+        out.text()
+            .lines()
             .filter(|l| l.contains(table))
             .map(str::to_string)
             .collect()

@@ -3,7 +3,7 @@
 //! also for the calls tracked inside its handler; code outside a request sets one with
 //! `with_trace_id`/`in_trace`. Then the same through the Redis and PostgreSQL tiers.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -12,7 +12,7 @@ use axum::Router;
 use perfmon_runtime::http::{router, PerfmonLayer};
 use perfmon_runtime::trace::{current_trace_id, in_trace, with_trace_id, TraceId};
 use perfmon_runtime::*;
-use perfmon_tests::{database_url, redis_url, unique_prefix};
+use perfmon_tests::{database_url, redis_url, spin, unique_prefix};
 use redis::AsyncCommands;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -22,14 +22,6 @@ const T2: &str = "0af7651916cd43dd8448eb211c80319c";
 
 fn id(hex: &str) -> TraceId {
     TraceId::from_hex(hex).expect("a trace id")
-}
-
-/// Busy for at least `d` (no sleep: the handler is over its 1 µs threshold whatever the clock).
-fn spin(d: Duration) {
-    let until = Instant::now() + d;
-    while Instant::now() < until {
-        std::hint::spin_loop();
-    }
 }
 
 #[track_query(table = "TraceStaff", kind = "read", op = "findMany")]

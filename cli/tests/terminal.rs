@@ -5,39 +5,13 @@
 //!
 //! Needs tmux (`.ci/test` installs it) and the example binary cargo builds beside the tests.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use perfmon_tests::example::{request, start_example_with, Example};
 use serde_json::Value;
 
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let bin = dir.join("examples").join("clinic");
-    assert!(
-        bin.exists(),
-        "{} not built: run the workspace's tests (`cargo test --workspace` builds the example)",
-        bin.display()
-    );
-    bin
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The example serving after 2 s of traffic, its Redis tier under a prefix of its own.
 fn prefix() -> String {
     format!("perfmon-test:cli:{}", std::process::id())
 }
@@ -46,43 +20,24 @@ fn redis() -> String {
     std::env::var("PERFMON_TEST_REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into())
 }
 
-fn start_example() -> (Killed, String) {
+/// The example serving after 2 s of traffic, its Redis tier under a prefix of its own.
+fn start_example() -> (Example, String) {
     let (prefix, redis) = (prefix(), redis());
-    let mut child = Command::new(example_binary())
-        .arg("--serve")
-        .env("PERFMON_EXAMPLE_SECONDS", "2")
-        .env("PERFMON_EXAMPLE_ADDR", "127.0.0.1:0")
-        .env("PERFMON_REDIS_URL", redis)
-        .env("PERFMON_KEY_PREFIX", prefix)
-        .env_remove("PERFMON_MONITORING_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the example");
-    let stdout = child.stdout.take().expect("stdout");
-    let guard = Killed(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("a first line").expect("utf-8");
-    let addr = first
-        .strip_prefix("listening on http://")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
-    for line in lines.by_ref() {
-        if line.expect("utf-8").starts_with("serving on") {
-            break;
-        }
-    }
-    (guard, addr)
+    let (example, addr, _) = start_example_with(
+        &["--serve"],
+        "2",
+        &[
+            ("PERFMON_REDIS_URL", &redis),
+            ("PERFMON_KEY_PREFIX", &prefix),
+        ],
+    );
+    (example, addr)
 }
 
 fn get_json(addr: &str, path: &str) -> Value {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let (_, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
-    serde_json::from_str(body).expect("JSON")
+    let (status, body) = request(addr, path, None);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("JSON")
 }
 
 fn perfmon(args: &[&str]) -> (bool, String, String) {

@@ -4,15 +4,13 @@
 //! Needs Debian's `chromium` (`.ci/test` installs it). The example is the one `cargo test`
 //! builds beside this test.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{request, start_example, start_example_with};
+use perfmon_tests::example::{request, start_example, start_example_with};
 
 use serde_json::Value;
 

@@ -5,16 +5,14 @@
 //!
 //! Needs Debian's `prometheus` package (`.ci/test` installs it).
 
-mod support;
-
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use perfmon_tests::example::{request_with, start_example};
+use perfmon_tests::promtool_check_metrics;
 use serde_json::Value;
-use support::{request_with, start_example};
 
 struct Prometheus {
     child: Child,
@@ -121,32 +119,6 @@ fn exemplar_trace_ids(prom: &str, query: &str) -> Vec<String> {
         .collect()
 }
 
-/// `promtool check metrics` on `text`: its exit status and what it printed.
-fn promtool_check(text: &str) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// The OpenMetrics text as the 0.0.4 parser of promtool 2.42 reads it: without the exemplars
 /// and `# EOF`, counters' families named with their samples' `_total`. What promtool lints is
 /// then exactly what OpenMetrics says (names, help, types, labels, values).
@@ -182,7 +154,7 @@ fn a_real_prometheus_scrapes_openmetrics_and_keeps_the_trace_ids_as_exemplars() 
     let (status, head, text) = request_with(&addr, "/metrics", &[]);
     assert_eq!(status, 200);
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    let (ok, out) = promtool_check(&text);
+    let (ok, out) = promtool_check_metrics(&text);
     assert!(ok, "promtool check metrics on the 0.0.4 text: {out}");
     let accept = [(
         "Accept",
@@ -195,7 +167,7 @@ fn a_real_prometheus_scrapes_openmetrics_and_keeps_the_trace_ids_as_exemplars() 
         "{head}"
     );
     assert!(om.ends_with("# EOF\n"));
-    let (ok, out) = promtool_check(&as_text_004(&om));
+    let (ok, out) = promtool_check_metrics(&as_text_004(&om));
     assert!(ok, "promtool check metrics on the OpenMetrics text: {out}");
 
     let prom = prometheus(&addr);
