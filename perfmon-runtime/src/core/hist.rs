@@ -299,7 +299,11 @@ pub(crate) fn bounds_of(kind: HistogramKind) -> Arc<[u64]> {
     bounds().read().unwrap_or_else(|e| e.into_inner()).per_kind[kind.index()].clone()
 }
 
-fn grid() -> (u32, Arc<[u64]>) {
+/// The bucket grid and its generation, as the lifetime totals and exemplars count on it.
+pub(crate) type Grid = (u32, Arc<[u64]>);
+
+/// The current grid (a read lock: callers adding value after value take it once).
+pub(crate) fn grid() -> Grid {
     let b = bounds().read().unwrap_or_else(|e| e.into_inner());
     (b.generation, b.grid.clone())
 }
@@ -361,12 +365,11 @@ fn keep_newer(slot: &mut Exemplar, e: &Exemplar) {
 }
 
 impl Exemplars {
-    /// Keeps `e` as its grid slot's and its group's exemplar where it is the newest.
-    pub(crate) fn record(&mut self, e: Exemplar, group: usize) {
-        let (generation, grid) = grid();
+    /// Keeps `e` as its slot's of `grid` and its group's exemplar where it is the newest.
+    pub(crate) fn record(&mut self, e: Exemplar, group: usize, (generation, grid): &Grid) {
         let x = self.0.get_or_insert_with(Default::default);
-        if x.generation != generation || x.slots.len() != grid.len() + 1 {
-            x.generation = generation;
+        if x.generation != *generation || x.slots.len() != grid.len() + 1 {
+            x.generation = *generation;
             x.slots = vec![Exemplar::default(); grid.len() + 1];
         }
         let slot = grid.partition_point(|&le| le < e.value_ns);
@@ -446,12 +449,17 @@ impl Exemplars {
 impl Buckets {
     /// The grid, with the counts sized to it (emptied if they were counted on another grid).
     fn on_grid(&mut self) -> Arc<[u64]> {
-        let (generation, grid) = grid();
-        if self.generation != generation || self.counts.len() != grid.len() + 1 {
-            self.generation = generation;
+        let g = grid();
+        self.size_to(&g);
+        g.1
+    }
+
+    /// Sizes the counts to `grid` (emptied if they were counted on another grid).
+    fn size_to(&mut self, (generation, grid): &Grid) {
+        if self.generation != *generation || self.counts.len() != grid.len() + 1 {
+            self.generation = *generation;
             self.counts = vec![0; grid.len() + 1];
         }
-        grid
     }
 
     #[inline]
@@ -463,8 +471,13 @@ impl Buckets {
 
     /// Adds one value.
     pub(crate) fn add_value(&mut self, v: u64) {
-        let grid = self.on_grid();
-        self.add_bin(&grid, index_of(v), 1);
+        self.add_value_on(v, &grid());
+    }
+
+    /// Adds one value, counted on `grid` (the current one, taken once for many values).
+    pub(crate) fn add_value_on(&mut self, v: u64, g: &Grid) {
+        self.size_to(g);
+        self.add_bin(&g.1, index_of(v), 1);
         self.sum_ns = self.sum_ns.saturating_add(v);
     }
 
@@ -713,6 +726,7 @@ mod tests {
     fn every_bucket_finds_the_newest_traced_call_of_its_range() {
         // the default grid (unit tests never set bounds): ..., 1 ms, 2.5 ms, 5 ms, ..., 2.5 s,
         // 3 s, 5 s, ...
+        let g = grid();
         let mut x = Exemplars::default();
         assert_eq!(x.heap_bytes(), 0, "nothing allocated before a traced call");
         let at = |value_ns, unix_ns, trace, status| Exemplar {
@@ -721,11 +735,11 @@ mod tests {
             unix_ns,
             status,
         };
-        x.record(at(2_000_000, 10, 1, 200), 1); // 2 ms: bucket (1 ms, 2.5 ms]
-        x.record(at(2_400_000, 20, 2, 200), 1); // same bucket, newer
-        x.record(at(1_500_000, 15, 3, 500), 4); // same bucket, older, a 5xx
-        x.record(at(2_600_000_000, 7, 4, 200), 1); // 2.6 s: bucket (2.5 s, 3 s]
-        x.record(at(2_400_000_000, 8, 5, 200), 1); // 2.4 s: bucket (1 s, 2.5 s], newer
+        x.record(at(2_000_000, 10, 1, 200), 1, &g); // 2 ms: bucket (1 ms, 2.5 ms]
+        x.record(at(2_400_000, 20, 2, 200), 1, &g); // same bucket, newer
+        x.record(at(1_500_000, 15, 3, 500), 4, &g); // same bucket, older, a 5xx
+        x.record(at(2_600_000_000, 7, 4, 200), 1, &g); // 2.6 s: bucket (2.5 s, 3 s]
+        x.record(at(2_400_000_000, 8, 5, 200), 1, &g); // 2.4 s: bucket (1 s, 2.5 s], newer
         let trace = |e: Option<Exemplar>| e.map(|e| e.trace[1]);
         let all = |_: &Exemplar| true;
         assert_eq!(trace(x.newest_in(1_000_000, 2_500_000, all)), Some(2));
@@ -748,7 +762,7 @@ mod tests {
         assert_eq!(trace(only_5xx.newest_in(0, u64::MAX, all)), Some(3));
         assert_eq!(trace(x.newest_in(0, u64::MAX, all)), Some(2));
         let mut merged = Exemplars::default();
-        merged.record(at(2_200_000, 30, 6, 200), 1);
+        merged.record(at(2_200_000, 30, 6, 200), 1, &g);
         merged.merge(&x);
         assert_eq!(trace(merged.newest_in(1_000_000, 2_500_000, all)), Some(6));
         assert_eq!(
@@ -756,7 +770,7 @@ mod tests {
             Some(4)
         );
         // a zero duration (a call faster than the clock's resolution) is an exemplar too
-        x.record(at(0, 40, 7, 200), 1);
+        x.record(at(0, 40, 7, 200), 1, &g);
         assert_eq!(trace(x.newest_in(0, 100_000, all)), Some(7));
         assert!(x.heap_bytes() > 0);
     }

@@ -944,6 +944,7 @@ mod tests {
                 status: 200,
             },
             1,
+            &crate::core::hist::grid(),
         );
         let mut h = Family::new("t_seconds", MetricType::Histogram, "A histogram.");
         h.histogram(vec![], &t, &Arc::from(&[1_000_000u64, 5_000_000][..]));

@@ -372,6 +372,11 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
+/// An `http://` or `https://` URL: what the HTTP sinks accept.
+pub(crate) fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
 /// Sends `body` with `method` to an `http://` or `https://` URL, `tries` times at most with
 /// backoff (200 ms, doubling); the status code of a 2xx answer, else what went wrong last.
 pub(crate) fn send(
@@ -402,7 +407,7 @@ fn send_counted(
     timeout: Duration,
     retries: &AtomicU64,
 ) -> Result<u16, String> {
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
+    if !is_http_url(url) {
         return Err(format!(
             "{}: only http:// and https:// URLs are supported",
             redact(url)

@@ -148,6 +148,9 @@ pub(crate) struct Aggregator {
     /// Events whose timestamp was older than the window when they arrived (hand-recorded with an
     /// old timestamp): counted, not filed.
     pub late: u64,
+    /// The bucket grid, taken once per batch of events ([`Aggregator::begin`]) for the class
+    /// totals and exemplars, instead of a read lock per event.
+    grid: crate::core::hist::Grid,
     /// The trace id carried by the event just processed ([`FLAG_TRACE`]) for the series named,
     /// applied to the next event, which the ring published together with it.
     pending_trace: (u32, u128),
@@ -166,6 +169,7 @@ impl Aggregator {
             processed: 0,
             late: 0,
             pending_trace: (0, 0),
+            grid: crate::core::hist::grid(),
         }
     }
 
@@ -176,6 +180,7 @@ impl Aggregator {
             self.anchor = fresh;
         }
         self.now_ns = fresh.unix_ns();
+        self.grid = crate::core::hist::grid();
     }
 
     #[inline]
@@ -254,14 +259,17 @@ impl Aggregator {
         };
         let minute = self.minute_of(x.unix_ns);
         let now_minute = self.now_ns / NS_PER_MINUTE;
-        let Some(s) = self.series_mut(ev.series) else {
+        if self.series_mut(ev.series).is_none() {
             return;
-        };
+        }
+        // the series (registered by now) beside the grid, borrowed apart
+        let (s, grid) = (&mut self.series[ev.series as usize], &self.grid);
         let kind = s.info.kind;
         let filed = s.file(kind, minute, now_minute, &x);
         // the class totals count late events too, as the lifetime totals do
         if kind == Kind::Api && status_classes() {
-            s.by_class.get_or_insert_with(Default::default)[class_of(x.status)].add_value(x.dur_ns);
+            s.by_class.get_or_insert_with(Default::default)[class_of(x.status)]
+                .add_value_on(x.dur_ns, grid);
         }
         if !filed {
             self.late += 1;
@@ -276,6 +284,7 @@ impl Aggregator {
                     status: x.status,
                 },
                 exemplar_group(kind, x.status),
+                grid,
             );
         }
         if kind == Kind::Api {

@@ -6,7 +6,7 @@ use crate::core::hist::HistogramKind;
 use crate::core::limits::Limits;
 use crate::core::secret::redact;
 use crate::ops::alerts::{AlertConfig, Notification};
-use crate::ops::notify::Sinks;
+use crate::ops::notify::{is_http_url, Sinks};
 use crate::read::sla::SlaTargets;
 
 /// Everything `init` needs. Build it with [`Config::from_env`] or [`Config::builder`]. Its
@@ -513,11 +513,6 @@ fn env_duration(v: &str) -> Option<Duration> {
         _ => return None,
     };
     (secs.is_finite() && secs > 0.0 && secs < 86_400.0).then(|| Duration::from_secs_f64(secs))
-}
-
-/// An `http://` or `https://` URL (what the HTTP sinks accept).
-fn is_http_url(url: &str) -> bool {
-    url.starts_with("http://") || url.starts_with("https://")
 }
 
 /// The job a Pushgateway groups pushes under by default: the program's file name.
