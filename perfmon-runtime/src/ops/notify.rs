@@ -286,17 +286,16 @@ impl Outbound {
             .spawn(move || {
                 for d in rx {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
-                    let retries = &self.retries;
                     // a panic in the client must not end the thread with notifications queued
                     let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        send_counted(
+                        send(
                             "POST",
                             &d.url,
                             "application/json",
                             &d.body,
                             d.tries,
                             ATTEMPT_TIMEOUT,
-                            retries,
+                            Some(&self.retries),
                         )
                     }))
                     .unwrap_or_else(|_| Err("the HTTP client panicked".into()));
@@ -378,7 +377,8 @@ pub(crate) fn is_http_url(url: &str) -> bool {
 }
 
 /// Sends `body` with `method` to an `http://` or `https://` URL, `tries` times at most with
-/// backoff (200 ms, doubling); the status code of a 2xx answer, else what went wrong last.
+/// backoff (200 ms, doubling), counting each retry in `retries`; the status code of a 2xx
+/// answer, else what went wrong last.
 pub(crate) fn send(
     method: &str,
     url: &str,
@@ -386,26 +386,7 @@ pub(crate) fn send(
     body: &str,
     tries: u32,
     timeout: Duration,
-) -> Result<u16, String> {
-    send_counted(
-        method,
-        url,
-        content_type,
-        body,
-        tries,
-        timeout,
-        &AtomicU64::new(0),
-    )
-}
-
-fn send_counted(
-    method: &str,
-    url: &str,
-    content_type: &str,
-    body: &str,
-    tries: u32,
-    timeout: Duration,
-    retries: &AtomicU64,
+    retries: Option<&AtomicU64>,
 ) -> Result<u16, String> {
     if !is_http_url(url) {
         return Err(format!(
@@ -417,7 +398,9 @@ fn send_counted(
     let mut last = String::new();
     for attempt in 0..tries.max(1) {
         if attempt > 0 {
-            retries.fetch_add(1, Ordering::Relaxed);
+            if let Some(r) = retries {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
             std::thread::sleep(Duration::from_millis(200 << (attempt - 1).min(5)));
         }
         let request = ureq::http::Request::builder()

@@ -126,6 +126,7 @@ impl Job for Push {
             &text,
             2,
             Duration::from_secs(5),
+            None,
         );
         match &sent {
             Ok(_) if self.failing => {
