@@ -81,20 +81,31 @@ fn by_id(dom: &str, id: &str) -> String {
 fn ms(v: &Value) -> String {
     let v = v.as_f64().expect("a number");
     if v >= 1000.0 {
-        format!("{:.2} s", js_round(v / 1000.0, 100.0))
+        format!("{} s", to_fixed(v / 1000.0, 2))
     } else {
-        format!("{:.1} ms", js_round(v, 10.0))
+        format!("{} ms", to_fixed(v, 1))
     }
 }
 
-/// JavaScript's `toFixed` takes the larger of two equally near results (0.25 → "0.3"); Rust's
-/// formatting the even one ("0.2"). Rounding first, half away from zero, gives the page's text.
-fn js_round(v: f64, scale: f64) -> f64 {
-    (v * scale).round() / scale
+/// JavaScript's `toFixed`. Both it and Rust's formatting round the double's exact value, but on
+/// an exact tie (0.25 to one digit) JavaScript takes the larger result ("0.3") and Rust the even
+/// one ("0.2"). Rounding `v * 10` in floating point is not the same either: 11.85 is stored as
+/// 11.8499…, which `toFixed(1)` gives as "11.8" while `(11.85 * 10.0).round()` is 119.
+fn to_fixed(v: f64, digits: usize) -> String {
+    // a finite double's exact decimal expansion has at most 1074 digits after the point
+    let exact = format!("{v:.1100}");
+    let fraction = &exact[exact.find('.').expect("a point") + 1..];
+    let tie =
+        fraction.as_bytes()[digits] == b'5' && fraction[digits + 1..].bytes().all(|b| b == b'0');
+    if tie && v > 0.0 {
+        format!("{:.digits$}", v.next_up())
+    } else {
+        format!("{v:.digits$}")
+    }
 }
 
 fn pct(v: &Value) -> String {
-    format!("{:.1}%", v.as_f64().expect("a number"))
+    format!("{}%", to_fixed(v.as_f64().expect("a number"), 1))
 }
 
 #[test]
@@ -126,7 +137,7 @@ fn the_dashboard_shows_what_the_json_endpoint_says() {
     assert_eq!(by_id(&dom, "api-error-rate"), pct(&d["api"]["errorRate"]));
     assert_eq!(
         by_id(&dom, "api-apdex"),
-        format!("{:.2}", d["api"]["apdex"].as_f64().expect("an Apdex score"))
+        to_fixed(d["api"]["apdex"].as_f64().expect("an Apdex score"), 2)
     );
     assert_eq!(by_id(&dom, "cache-hit-rate"), pct(&d["cache"]["hitRate"]));
     assert_eq!(
@@ -143,9 +154,9 @@ fn the_dashboard_shows_what_the_json_endpoint_says() {
     if !slow.is_null() {
         let path = slow["path"].as_str().expect("path");
         let first = format!(
-            "{} {path} - {:.1}s ({})",
+            "{} {path} - {}s ({})",
             slow["method"].as_str().expect("method"),
-            js_round(slow["duration"].as_f64().expect("ms") / 1000.0, 10.0),
+            to_fixed(slow["duration"].as_f64().expect("ms") / 1000.0, 1),
             slow["statusCode"]
         );
         // each entry links to its route's drill-down
@@ -491,4 +502,16 @@ fn an_outage_fires_and_resolves_a_critical_alert_that_the_dashboard_shows() {
     ]);
     assert!(std::fs::read(&shot).is_ok_and(|png| png.starts_with(b"\x89PNG")));
     println!("dashboard screenshot with alerts: {}", shot.display());
+}
+
+#[test]
+fn to_fixed_rounds_as_javascript_does() {
+    // (0.25).toFixed(1), (11.85).toFixed(1), (0.125).toFixed(2), (1.005).toFixed(2), (2.5).toFixed(0)
+    assert_eq!(to_fixed(0.25, 1), "0.3");
+    assert_eq!(to_fixed(11.85, 1), "11.8");
+    assert_eq!(to_fixed(0.125, 2), "0.13");
+    assert_eq!(to_fixed(1.005, 2), "1.00");
+    assert_eq!(to_fixed(2.5, 0), "3");
+    assert_eq!(to_fixed(11.75, 1), "11.8");
+    assert_eq!(to_fixed(0.0, 1), "0.0");
 }
