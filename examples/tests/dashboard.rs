@@ -98,7 +98,8 @@ fn to_fixed(v: f64, digits: usize) -> String {
     let tie =
         fraction.as_bytes()[digits] == b'5' && fraction[digits + 1..].bytes().all(|b| b == b'0');
     if tie && v > 0.0 {
-        format!("{:.digits$}", v.next_up())
+        // the next double up (`f64::next_up`, newer than this crate's MSRV) lies above the tie
+        format!("{:.digits$}", f64::from_bits(v.to_bits() + 1))
     } else {
         format!("{v:.digits$}")
     }

@@ -70,8 +70,13 @@ pub(crate) fn now_ticks() -> u64 {
 /// Nanoseconds between two tick readings (0 if `end` is not after `start`).
 #[inline]
 pub(crate) fn ticks_between_ns(start: u64, end: u64) -> u64 {
+    scale_ticks(start, end, calibrated().ns_per_tick_q32)
+}
+
+#[inline(always)]
+fn scale_ticks(start: u64, end: u64, ns_per_tick_q32: u64) -> u64 {
     let ticks = end.saturating_sub(start);
-    let ns = (ticks as u128 * calibrated().ns_per_tick_q32 as u128) >> 32;
+    let ns = (ticks as u128 * ns_per_tick_q32 as u128) >> 32;
     u64::try_from(ns).unwrap_or(u64::MAX)
 }
 
@@ -102,23 +107,37 @@ pub(crate) fn system_time(unix_ns: u64) -> SystemTime {
 pub(crate) struct Anchor {
     tick: u64,
     unix_ns: u64,
+    /// The calibration, copied so that the aggregator converts each event without going
+    /// through the clock's `OnceLock`.
+    ns_per_tick_q32: u64,
 }
 
 impl Anchor {
     pub(crate) fn now() -> Anchor {
         let tick = now_ticks();
         let unix_ns = unix_ns(SystemTime::now());
-        Anchor { tick, unix_ns }
+        Anchor {
+            tick,
+            unix_ns,
+            ns_per_tick_q32: calibrated().ns_per_tick_q32,
+        }
+    }
+
+    /// Nanoseconds between two tick readings, as [`ticks_between_ns`].
+    #[inline(always)]
+    pub(crate) fn between_ns(self, start: u64, end: u64) -> u64 {
+        scale_ticks(start, end, self.ns_per_tick_q32)
     }
 
     /// Wall-clock nanoseconds of a tick stamp.
+    #[inline(always)]
     pub(crate) fn to_unix_ns(self, tick: u64) -> u64 {
         if tick >= self.tick {
             self.unix_ns
-                .saturating_add(ticks_between_ns(self.tick, tick))
+                .saturating_add(self.between_ns(self.tick, tick))
         } else {
             self.unix_ns
-                .saturating_sub(ticks_between_ns(tick, self.tick))
+                .saturating_sub(self.between_ns(tick, self.tick))
         }
     }
 

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::MatchedPath;
-use axum::http::{Request, Response};
+use axum::http::{HeaderName, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -87,6 +87,10 @@ struct Caches {
 }
 
 const CACHE_SLOTS: usize = 256;
+
+/// The W3C trace context header, as a ready name: looking a header up by `&str` parses and
+/// validates the name on every request.
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 thread_local! {
     static CACHES: RefCell<Caches> = const {
@@ -207,7 +211,7 @@ where
         let method = method_index(req.method().as_str());
         let trace = req
             .headers()
-            .get("traceparent")
+            .get(&TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(TraceId::from_traceparent)
             .map_or_else(context_trace, TraceId::raw);

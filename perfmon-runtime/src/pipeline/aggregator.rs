@@ -8,12 +8,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::core::clock::{ticks_between_ns, Anchor};
+use crate::core::clock::Anchor;
 use crate::core::hist::{Buckets, CompactHist, Exemplar, Merged, PagedHist};
 use crate::core::kind::{Kind, CACHE_ERROR, FAILED, OK};
 use crate::core::window::{NS_PER_MINUTE, RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
 use crate::pipeline::event::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_TICKS, FLAG_TRACE, FLAG_VALUE};
 use crate::pipeline::registry::SeriesInfo;
+use crate::pipeline::ring::Ring;
 
 /// Closed minutes kept past the window (see `SeriesAgg::rotate`).
 pub(crate) const EVICTION_GRACE_MINUTES: u64 = 2;
@@ -141,6 +142,8 @@ pub(crate) struct Aggregator {
     recent: VecDeque<RawRequest>,
     anchor: Anchor,
     now_ns: u64,
+    /// `now_ns` in minutes: spares a division per event.
+    now_minute: u64,
     /// The last minute an event fell in, as `[start_ns, end_ns)`: spares a division per event.
     minute_cache: (u64, u64, u64),
     /// Events processed since start.
@@ -165,6 +168,7 @@ impl Aggregator {
             recent: VecDeque::with_capacity(RECENT_REQUESTS),
             anchor,
             now_ns: anchor.unix_ns(),
+            now_minute: anchor.unix_ns() / NS_PER_MINUTE,
             minute_cache: (0, 0, 0),
             processed: 0,
             late: 0,
@@ -180,6 +184,7 @@ impl Aggregator {
             self.anchor = fresh;
         }
         self.now_ns = fresh.unix_ns();
+        self.now_minute = self.now_ns / NS_PER_MINUTE;
         self.grid = crate::core::hist::grid();
     }
 
@@ -222,7 +227,7 @@ impl Aggregator {
     fn sample(&self, ev: &Event, trace: u128) -> Option<Sample> {
         let (dur_ns, unix_ns, value) = if ev.flags & FLAG_TICKS != 0 {
             (
-                ticks_between_ns(ev.a, ev.b),
+                self.anchor.between_ns(ev.a, ev.b),
                 self.anchor.to_unix_ns(ev.b),
                 0.0,
             )
@@ -244,6 +249,16 @@ impl Aggregator {
         })
     }
 
+    /// Aggregates every event `ring` holds.
+    ///
+    /// # Safety
+    ///
+    /// As [`Ring::drain`]: the caller is the ring's only consumer (it holds this shard's lock).
+    pub(crate) unsafe fn drain(&mut self, ring: &Ring) -> usize {
+        // SAFETY: the caller's promise.
+        unsafe { ring.drain(|ev| self.process(ev)) }
+    }
+
     pub(crate) fn process(&mut self, ev: Event) {
         if ev.flags & FLAG_TRACE != 0 {
             self.pending_trace = (ev.series, u128::from(ev.a) << 64 | u128::from(ev.b));
@@ -258,7 +273,7 @@ impl Aggregator {
             return;
         };
         let minute = self.minute_of(x.unix_ns);
-        let now_minute = self.now_ns / NS_PER_MINUTE;
+        let now_minute = self.now_minute;
         if self.series_mut(ev.series).is_none() {
             return;
         }
@@ -347,7 +362,7 @@ impl Aggregator {
 
     /// The minute containing "now", for window queries.
     pub(crate) fn now_minute(&self) -> u64 {
-        self.now_ns / NS_PER_MINUTE
+        self.now_minute
     }
 
     /// Every series of the given kinds with activity in minutes `first..=last`.
