@@ -54,13 +54,31 @@ fn calibrated() -> &'static Calibrated {
     CLOCK.get_or_init(init_clock)
 }
 
+/// Set once the clock is calibrated and its raw ticks are the TSC: the hot path then tests this
+/// one flag instead of the `OnceLock`'s state and the calibration's `tsc` field.
+#[cfg(target_arch = "x86_64")]
+static TSC_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Reads the raw tick counter: the TSC, inline, where `quanta` found it invariant; else
 /// `quanta`'s own source. No syscall where the TSC is usable.
 #[inline(always)]
 pub(crate) fn now_ticks() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if TSC_READY.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: `rdtsc` is available on every x86_64 processor.
+        return unsafe { core::arch::x86_64::_rdtsc() };
+    }
+    now_ticks_slow()
+}
+
+/// `now_ticks` before the flag is set (the first reads), or where the TSC is not used.
+#[cold]
+#[inline(never)]
+fn now_ticks_slow() -> u64 {
     let c = calibrated();
     #[cfg(target_arch = "x86_64")]
     if c.tsc {
+        TSC_READY.store(true, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: `rdtsc` is available on every x86_64 processor.
         return unsafe { core::arch::x86_64::_rdtsc() };
     }

@@ -66,16 +66,17 @@ pub(crate) struct Summary {
 }
 
 impl Summary {
-    #[inline]
-    fn add(&mut self, v: u64, n: u64) {
-        if self.count == 0 || v < self.min_ns {
+    /// Adds one value.
+    #[inline(always)]
+    fn add_one(&mut self, v: u64) {
+        // `min_ns` of an empty summary is 0, so an empty summary takes the first value as its
+        // minimum through the count check; `max_ns` needs no such check
+        if v < self.min_ns || self.count == 0 {
             self.min_ns = v;
         }
-        if v > self.max_ns {
-            self.max_ns = v;
-        }
-        self.count += n;
-        self.sum_ns = self.sum_ns.saturating_add(v.saturating_mul(n));
+        self.max_ns = self.max_ns.max(v);
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(v);
     }
 
     fn merge(&mut self, o: &Summary) {
@@ -103,8 +104,20 @@ pub(crate) struct PagedHist {
 impl PagedHist {
     #[inline]
     pub(crate) fn record(&mut self, v: u64) {
-        self.summary.add(v, 1);
+        self.summary.add_one(v);
         let idx = index_of(v);
+        let p = (idx >> PAGE_BITS) as usize;
+        let slot = idx as usize & (PAGE - 1);
+        match self.pages.get_mut(p) {
+            Some(Some(page)) if page[slot] != u32::MAX => page[slot] += 1,
+            _ => self.record_slow(idx),
+        }
+    }
+
+    /// `record`'s rare cases: a page not allocated yet, or a count about to overflow.
+    #[cold]
+    #[inline(never)]
+    fn record_slow(&mut self, idx: u32) {
         let p = (idx >> PAGE_BITS) as usize;
         if p >= self.pages.len() {
             self.pages.resize_with(p + 1, || None);
@@ -183,7 +196,7 @@ pub(crate) struct CompactHist {
 impl CompactHist {
     /// Adds one value (for the rare event that arrives after its minute was closed).
     pub(crate) fn record(&mut self, v: u64) {
-        self.summary.add(v, 1);
+        self.summary.add_one(v);
         let idx = index_of(v);
         match self.bins.binary_search_by_key(&idx, |(i, _)| *i) {
             Ok(pos) => self.bins[pos].1 += 1,

@@ -83,6 +83,8 @@ impl<H> Minute<H> {
 
 pub(crate) struct SeriesAgg {
     pub info: Arc<SeriesInfo>,
+    /// `info.kind`, kept beside the counters: spares a load through the `Arc` per event.
+    kind: Kind,
     cur_minute: u64,
     cur: Minute<PagedHist>,
     closed: VecDeque<(u64, Minute<CompactHist>)>,
@@ -207,6 +209,7 @@ impl Aggregator {
             while self.series.len() <= idx {
                 let info = reg.info(self.series.len() as u32)?.clone();
                 self.series.push(SeriesAgg {
+                    kind: info.kind,
                     info,
                     cur_minute: 0,
                     cur: Minute::default(),
@@ -264,9 +267,14 @@ impl Aggregator {
             self.pending_trace = (ev.series, u128::from(ev.a) << 64 | u128::from(ev.b));
             return;
         }
-        let trace = match std::mem::take(&mut self.pending_trace) {
-            (series, trace) if series == ev.series => trace,
-            _ => 0,
+        // a carrier is rare: test before taking, which would write the 20 bytes back each time
+        let trace = if self.pending_trace.1 == 0 {
+            0
+        } else {
+            match std::mem::take(&mut self.pending_trace) {
+                (series, trace) if series == ev.series => trace,
+                _ => 0,
+            }
         };
         self.processed += 1;
         let Some(x) = self.sample(&ev, trace) else {
@@ -279,7 +287,7 @@ impl Aggregator {
         }
         // the series (registered by now) beside the grid, borrowed apart
         let (s, grid) = (&mut self.series[ev.series as usize], &self.grid);
-        let kind = s.info.kind;
+        let kind = s.kind;
         let filed = s.file(kind, minute, now_minute, &x);
         // the class totals count late events too, as the lifetime totals do
         if kind == Kind::Api && status_classes() {
