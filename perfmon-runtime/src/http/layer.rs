@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::MatchedPath;
-use axum::http::{HeaderName, Request, Response};
+use axum::http::{HeaderName, Method, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -96,6 +96,28 @@ thread_local! {
     static CACHES: RefCell<Caches> = const {
         RefCell::new(Caches { routes: Vec::new(), handlers: Vec::new(), unmatched: [None; METHODS.len()] })
     };
+}
+
+/// The standard methods in [`METHODS`]' order (after `ANY`).
+const STANDARD_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::CONNECT,
+];
+
+/// The index in [`METHODS`] of a request's method: a standard one by comparing `http`'s own
+/// value (no string comparison), an extension method by name.
+fn request_method(m: &Method) -> usize {
+    STANDARD_METHODS
+        .iter()
+        .position(|s| s == m)
+        .map_or_else(|| method_index(m.as_str()), |i| i + 1)
 }
 
 /// The series of (method, route), registered with `slow_ns` (default: the configured API
@@ -208,7 +230,7 @@ where
             };
         }
         let start = now_ticks();
-        let method = method_index(req.method().as_str());
+        let method = request_method(req.method());
         let trace = req
             .headers()
             .get(&TRACEPARENT)
@@ -382,5 +404,25 @@ where
             }
         }
         polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_methods_index_as_their_names_do() {
+        for name in [
+            "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT", "PURGE",
+        ] {
+            let m = Method::from_bytes(name.as_bytes()).expect("a method");
+            assert_eq!(request_method(&m), method_index(name), "{name}");
+        }
+        assert_eq!(METHODS[request_method(&Method::GET)], "GET");
+        assert_eq!(
+            METHODS[request_method(&Method::from_bytes(b"PURGE").expect("a method"))],
+            "OTHER"
+        );
     }
 }
