@@ -6,7 +6,8 @@
 //!
 //! `-- --alone-only` runs only the last table: each variant alone for 20 M calls in a process of
 //! its own, at its best and at steady state, with its peak RSS. `-- --layer-only [REQUESTS]` runs only
-//! the `PerfmonLayer` figures: a request through axum alone, with an empty layer, with the layer.
+//! the `PerfmonLayer` figures: a request through axum alone, with an empty layer, with the layer;
+//! `-- --scaling-only` only the throughput on one thread and on two.
 //!
 //! `cargo bench -p perfmon-benches` prints ns per call (median of several rounds) and the ns
 //! each instrumentation adds over the bare call. The machine is shared and noisy: compare the
@@ -273,6 +274,42 @@ fn api_requests() -> u64 {
     collector().api_stats_for("/api/ping").total_requests
 }
 
+/// A control for the throughput runs: about 250 instructions of arithmetic in four independent
+/// chains, with no memory shared between threads, so it shows how far the machine's two cores
+/// scale work that keeps the execution units busy (the bare clock reads mostly wait on `rdtsc`).
+#[inline(never)]
+fn arithmetic_call(x: u64) -> u64 {
+    let mut h = [x, x ^ 0x9e37, x ^ 0x7f4a, x ^ 0x3c6e];
+    for _ in 0..10 {
+        for v in h.iter_mut() {
+            *v ^= *v << 13;
+            *v ^= *v >> 7;
+            *v ^= *v << 17;
+        }
+    }
+    h[0] ^ h[1] ^ h[2] ^ h[3]
+}
+
+/// Throughput on one thread and on two, of the bare clock reads, of a control of arithmetic, and
+/// of `#[measure]` (each thread drains its own full ring: no worker runs).
+fn scaling_table(quick: bool) {
+    let per_thread = if quick { 1_000_000 } else { 5_000_000 };
+    let rounds = if quick { 3 } else { 5 };
+    for (name, f) in [
+        ("2 TSC reads, no perfmon", floor_call as fn(u64) -> u64),
+        ("arithmetic, no perfmon", arithmetic_call),
+        ("#[measure], no worker", measured),
+    ] {
+        let (one, two) = scaling(rounds, per_thread, f);
+        println!(
+            "throughput {name:<24}: 1 thread {:>5.1} M calls/s, 2 threads {:>5.1} M calls/s, ratio {:.2}",
+            one / 1e6,
+            two / 1e6,
+            two / one
+        );
+    }
+}
+
 /// The variants measured alone, each in a process of its own.
 const ALONE: [&str; 8] = [
     "bare",
@@ -414,6 +451,10 @@ fn main() {
         println!(
             "axum alone {axum_ns:.0} ns/request, empty layer {noop_ns:.0}, PerfmonLayer {layered_ns:.0}"
         );
+        return;
+    }
+    if args.iter().any(|a| a == "--scaling-only") {
+        scaling_table(false);
         return;
     }
     if args.iter().any(|a| a == "--alone-only") {
@@ -596,20 +637,7 @@ fn main() {
     );
     drop(perfmon);
 
-    let per_thread = if quick { 1_000_000 } else { 5_000_000 };
-    let rounds_t = if quick { 3 } else { 5 };
-    for (name, f) in [
-        ("2 TSC reads, no perfmon", floor_call as fn(u64) -> u64),
-        ("#[measure], no worker", measured),
-    ] {
-        let (one, two) = scaling(rounds_t, per_thread, f);
-        println!(
-            "throughput {name:<24}: 1 thread {:>5.1} M calls/s, 2 threads {:>5.1} M calls/s, ratio {:.2}",
-            one / 1e6,
-            two / 1e6,
-            two / one
-        );
-    }
+    scaling_table(quick);
 
     // the figures are real: every call above was recorded (none with the feature `off`)
     match collector().function_stats().functions.get("bench") {
