@@ -87,17 +87,28 @@ fn ms(v: &Value) -> String {
     }
 }
 
-/// JavaScript's `toFixed`. Both it and Rust's formatting round the double's exact value, but on
-/// an exact tie (0.25 to one digit) JavaScript takes the larger result ("0.3") and Rust the even
-/// one ("0.2"). Rounding `v * 10` in floating point is not the same either: 11.85 is stored as
-/// 11.8499…, which `toFixed(1)` gives as "11.8" while `(11.85 * 10.0).round()` is 119.
+/// JavaScript's `toFixed`, for the finite values below 1e21 the page formats (from there on,
+/// `toFixed` switches to exponent form). Both it and Rust's formatting round the double's exact
+/// value, but on an exact tie (0.25 to one digit) JavaScript takes the larger magnitude ("0.3")
+/// and Rust the even digit ("0.2"). Rounding `v * 10` in floating point is not the same either:
+/// 11.85 is stored as 11.8499…, which `toFixed(1)` gives as "11.8" while
+/// `(11.85 * 10.0).round()` is 119. A negative value is formatted as its magnitude after a "-",
+/// as `toFixed` does (so -0.25 gives "-0.3", and -0 gives "0.0").
 fn to_fixed(v: f64, digits: usize) -> String {
-    // a finite double's exact decimal expansion has at most 1074 digits after the point
+    assert!(
+        v.is_finite() && v.abs() < 1e21,
+        "toFixed uses exponent form for {v}"
+    );
+    if v < 0.0 {
+        return format!("-{}", to_fixed(-v, digits));
+    }
+    let v = v.abs(); // -0 formats as 0
+                     // a finite double's exact decimal expansion has at most 1074 digits after the point
     let exact = format!("{v:.1100}");
     let fraction = &exact[exact.find('.').expect("a point") + 1..];
     let tie =
         fraction.as_bytes()[digits] == b'5' && fraction[digits + 1..].bytes().all(|b| b == b'0');
-    if tie && v > 0.0 {
+    if tie {
         // the next double up (`f64::next_up`, newer than this crate's MSRV) lies above the tie
         format!("{:.digits$}", f64::from_bits(v.to_bits() + 1))
     } else {
@@ -515,4 +526,9 @@ fn to_fixed_rounds_as_javascript_does() {
     assert_eq!(to_fixed(2.5, 0), "3");
     assert_eq!(to_fixed(11.75, 1), "11.8");
     assert_eq!(to_fixed(0.0, 1), "0.0");
+    // (-0.25).toFixed(1), (-2.5).toFixed(0), (-0).toFixed(1), (-11.85).toFixed(1)
+    assert_eq!(to_fixed(-0.25, 1), "-0.3");
+    assert_eq!(to_fixed(-2.5, 0), "-3");
+    assert_eq!(to_fixed(-0.0, 1), "0.0");
+    assert_eq!(to_fixed(-11.85, 1), "-11.8");
 }

@@ -71,8 +71,9 @@ pub(crate) fn now_ticks() -> u64 {
     now_ticks_slow()
 }
 
-/// `now_ticks` before the flag is set (the first reads), or where the TSC is not used.
-#[cold]
+/// `now_ticks` before the flag is set (the first reads), or where the TSC is not used. Out of
+/// line to keep the hot path small, but not `#[cold]`: where the TSC is not used, every read
+/// comes here.
 #[inline(never)]
 fn now_ticks_slow() -> u64 {
     let c = calibrated();
