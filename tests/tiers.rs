@@ -325,10 +325,15 @@ async fn postgres_hourly_daily_events_and_pruning() {
         assert_eq!(q, memory, "{window:?} {scope:?}");
     }
     // Another instance's rows: a valid copy of ours and one that cannot be decoded. The instance
-    // scope filters in PostgreSQL; the cluster scope merges the copy and skips the bad row.
+    // scope filters in PostgreSQL; the cluster scope merges the copy and skips the bad row. Both
+    // go into the hourly and the daily table: which one a window reads today depends on the hour
+    // (from 23:00 UTC on, the current day is a whole day of the window and comes from the daily
+    // rows).
     sqlx::raw_sql(&format!(
         "INSERT INTO {schema}.hourly SELECT bucket_start, 'pg-b', run, series, events, data, now() FROM {schema}.hourly WHERE instance = 'pg-a';
+         INSERT INTO {schema}.daily SELECT bucket_start, 'pg-b', run, series, events, data, now() FROM {schema}.daily WHERE instance = 'pg-a';
          INSERT INTO {schema}.hourly VALUES (date_trunc('hour', now()), 'pg-c', 'r', 'api' || chr(31) || 'GET' || chr(31) || '/pg/a' || chr(31) || chr(31) || chr(31) || 'r', 1, '\\x00ff'::bytea, now());
+         INSERT INTO {schema}.daily VALUES (date_trunc('day', now()), 'pg-c', 'r', 'api' || chr(31) || 'GET' || chr(31) || '/pg/a' || chr(31) || chr(31) || chr(31) || 'r', 1, '\\x00ff'::bytea, now());
          INSERT INTO {schema}.compact_queue SELECT DISTINCT 'hourly', bucket_start, series FROM {schema}.hourly ON CONFLICT DO NOTHING;"
     ))
     .execute(&pool)
@@ -371,7 +376,8 @@ async fn postgres_hourly_daily_events_and_pruning() {
         "no flush on the endpoint's behalf"
     );
     sqlx::raw_sql(&format!(
-        "DELETE FROM {schema}.hourly WHERE instance IN ('pg-b', 'pg-c')"
+        "DELETE FROM {schema}.hourly WHERE instance IN ('pg-b', 'pg-c');
+         DELETE FROM {schema}.daily WHERE instance IN ('pg-b', 'pg-c');"
     ))
     .execute(&pool)
     .await
