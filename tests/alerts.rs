@@ -279,11 +279,7 @@ fn a_name_with_a_line_break_cannot_forge_a_log_line() {
         message: format!("batch {forged} failed"),
     };
     let out = LogBuffer::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber = out.subscriber(tracing_subscriber::filter::LevelFilter::INFO);
     tracing::subscriber::with_default(subscriber, || {
         perfmon_runtime::alerts::deliver(&n, &perfmon_runtime::alerts::Sinks::default())
     });

@@ -344,6 +344,19 @@ impl LogBuffer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
     }
+
+    /// A plain-text `tracing` subscriber (no colours) of events up to `max_level`, writing here.
+    pub fn subscriber(
+        &self,
+        max_level: tracing_subscriber::filter::LevelFilter,
+    ) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(max_level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish()
+    }
 }
 
 impl std::io::Write for LogBuffer {

@@ -37,11 +37,7 @@ fn every_call_slow_gives_one_warning_per_series_per_interval() {
     )
     .expect("init");
     let out = LogBuffer::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber = out.subscriber(tracing_subscriber::filter::LevelFilter::INFO);
     let lines = |table: &str| -> Vec<String> {
         out.text()
             .lines()

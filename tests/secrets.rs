@@ -2,28 +2,12 @@
 //! the monitoring token never appear in logs, errors (`Display`, `Debug`, sources), `Config`'s `Debug`, or any
 //! endpoint. (Its own test binary: it sets environment variables and the log subscriber.)
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use perfmon_runtime::{init, Config};
+use perfmon_tests::LogBuffer;
 
 const SECRET: &str = "pm-S3cret-9731";
-
-/// Every log line of the process.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("logs").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = format!("{e} / {e:?}");
@@ -41,13 +25,11 @@ fn assert_clean(what: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_logs_errors_debug_or_endpoints() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let logs = LogBuffer::default();
+    tracing::subscriber::set_global_default(
+        logs.subscriber(tracing_subscriber::filter::LevelFilter::TRACE),
+    )
+    .expect("the only subscriber of this test binary");
 
     // invalid URLs in the environment: the errors name the variable, not the password
     // SAFETY: this test binary runs this one test; nothing else reads the environment meanwhile.
@@ -135,7 +117,7 @@ async fn no_secret_in_logs_errors_debug_or_endpoints() {
         .await
         .expect("clean up");
 
-    let logs = String::from_utf8_lossy(&logs.0.lock().expect("logs")).to_string();
+    let logs = logs.text();
     assert!(
         logs.contains("PostgreSQL reachable"),
         "the logs were captured: {logs}"

@@ -116,6 +116,17 @@ fn to_fixed(v: f64, digits: usize) -> String {
     }
 }
 
+/// The lines the trend chart draws (one per percentile and the error rate).
+fn trend_lines(dom: &str) -> usize {
+    let trend = &dom[dom.find("id=\"chart-trend\"").expect("the trend chart")..];
+    trend
+        .split("</svg>")
+        .next()
+        .unwrap_or("")
+        .matches("<polyline")
+        .count()
+}
+
 fn pct(v: &Value) -> String {
     format!("{}%", to_fixed(v.as_f64().expect("a number"), 1))
 }
@@ -275,16 +286,7 @@ fn the_dashboard_reads_a_long_window_from_redis() {
     );
     assert_eq!(by_id(&dom, "drill-p99"), ms(&d["api"]["p99Duration"]));
     assert!(d["trend"].as_array().is_some_and(|t| !t.is_empty()), "{d}");
-    let trend = &dom[dom.find("id=\"chart-trend\"").expect("the trend chart")..];
-    assert_eq!(
-        trend
-            .split("</svg>")
-            .next()
-            .unwrap_or("")
-            .matches("<polyline")
-            .count(),
-        4
-    );
+    assert_eq!(trend_lines(&dom), 4);
 }
 
 #[test]
@@ -335,16 +337,7 @@ fn a_route_drills_down_to_its_distribution_and_trend_with_the_json_figures() {
     }
     // the trend of the 5-minute window: a line per percentile and the error rate
     assert!(d["trend"].as_array().is_some_and(|t| !t.is_empty()));
-    let trend = &dom[dom.find("id=\"chart-trend\"").expect("the trend chart")..];
-    assert_eq!(
-        trend
-            .split("</svg>")
-            .next()
-            .unwrap_or("")
-            .matches("<polyline")
-            .count(),
-        4
-    );
+    assert_eq!(trend_lines(&dom), 4);
     // routes and slow requests link to their drill-down; the window selector lists what this
     // example (no tiers) can answer
     assert!(
