@@ -269,6 +269,17 @@ fn layer_overhead(rounds: usize, requests: u64) -> [f64; 3] {
     })
 }
 
+/// Prints [`layer_overhead`]'s figures and what the layers add.
+fn layer_table(rounds: usize, requests: u64) {
+    let [axum_ns, noop_ns, layered_ns] = layer_overhead(rounds, requests);
+    println!(
+        "GET /api/ping in process: axum alone {axum_ns:.0} ns/request; with a layer that does nothing {noop_ns:.0} (+{:.0}: axum's boxing of a layered route); with PerfmonLayer {layered_ns:.0} (+{:.0} over axum alone, +{:.0} over the empty layer)",
+        noop_ns - axum_ns,
+        layered_ns - axum_ns,
+        layered_ns - noop_ns
+    );
+}
+
 /// Requests recorded for `GET /api/ping` so far.
 fn api_requests() -> u64 {
     collector().api_stats_for("/api/ping").total_requests
@@ -447,10 +458,7 @@ fn main() {
             .position(|a| a == "--layer-only")
             .and_then(|i| args.get(i + 1)?.parse().ok())
             .unwrap_or(100_000);
-        let [axum_ns, noop_ns, layered_ns] = layer_overhead(11, requests);
-        println!(
-            "axum alone {axum_ns:.0} ns/request, empty layer {noop_ns:.0}, PerfmonLayer {layered_ns:.0}"
-        );
+        layer_table(11, requests);
         return;
     }
     if args.iter().any(|a| a == "--scaling-only") {
@@ -627,14 +635,7 @@ fn main() {
     for (name, ns) in &with_worker {
         println!("{name:<46} {ns:>10.1} {:>12.1}", ns - bare_ns);
     }
-    let [axum_ns, noop_ns, layered_ns] =
-        layer_overhead(rounds, if quick { 20_000 } else { 200_000 });
-    println!(
-        "GET /api/ping in process: axum alone {axum_ns:.0} ns/request; with a layer that does nothing {noop_ns:.0} (+{:.0}: axum's boxing of a layered route); with PerfmonLayer {layered_ns:.0} (+{:.0} over axum alone, +{:.0} over the empty layer)",
-        noop_ns - axum_ns,
-        layered_ns - axum_ns,
-        layered_ns - noop_ns
-    );
+    layer_table(rounds, if quick { 20_000 } else { 200_000 });
     drop(perfmon);
 
     scaling_table(quick);

@@ -14,7 +14,6 @@ use crate::core::kind::{Kind, CACHE_ERROR, FAILED, OK};
 use crate::core::window::{NS_PER_MINUTE, RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
 use crate::pipeline::event::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_TICKS, FLAG_TRACE, FLAG_VALUE};
 use crate::pipeline::registry::SeriesInfo;
-use crate::pipeline::ring::Ring;
 
 /// Closed minutes kept past the window (see `SeriesAgg::rotate`).
 pub(crate) const EVICTION_GRACE_MINUTES: u64 = 2;
@@ -250,16 +249,6 @@ impl Aggregator {
             slow: ev.flags & FLAG_SLOW != 0,
             trace,
         })
-    }
-
-    /// Aggregates every event `ring` holds.
-    ///
-    /// # Safety
-    ///
-    /// As [`Ring::drain`]: the caller is the ring's only consumer (it holds this shard's lock).
-    pub(crate) unsafe fn drain(&mut self, ring: &Ring) -> usize {
-        // SAFETY: the caller's promise.
-        unsafe { ring.drain(|ev| self.process(ev)) }
     }
 
     pub(crate) fn process(&mut self, ev: Event) {

@@ -81,7 +81,7 @@ impl State {
         let mut agg = lock(&self.shards[ring.shard()].0);
         agg.begin();
         // SAFETY: we hold the lock of the ring's shard, so we are its only consumer.
-        unsafe { agg.drain(ring) };
+        unsafe { ring.drain(|ev| agg.process(ev)) };
         self.inline_drains.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -109,7 +109,7 @@ impl State {
             agg.begin();
             for r in rings.iter().filter(|r| r.shard() == i) {
                 // SAFETY: we hold the lock of the ring's shard.
-                unsafe { agg.drain(r) };
+                unsafe { r.drain(|ev| agg.process(ev)) };
             }
         }
         lock(&self.rings).retain(|r| !r.is_orphan_and_empty());
@@ -125,7 +125,7 @@ impl State {
         for r in rings.iter() {
             let agg = &mut shards[r.shard()];
             // SAFETY: we hold every shard's lock.
-            unsafe { agg.drain(r) };
+            unsafe { r.drain(|ev| agg.process(ev)) };
         }
         // Rings of threads that have exited (or scopes that ended) are dropped once empty.
         rings.retain(|r| !r.is_orphan_and_empty());
