@@ -352,7 +352,12 @@ fn peak_rss_mb() -> f64 {
 /// `init`, so the worker drains the rings, as in a service), and prints its ns per call at its
 /// best (the fastest of ten equal parts) and at steady state (the whole run), and its peak RSS.
 fn alone(variant: &str, calls: u64) {
-    let _perfmon = (!variant.starts_with("bare") && variant != "floor").then(|| {
+    // `BENCH_INIT=0|1` overrides whether `init` runs (the worker's thread beside the calls)
+    let init = std::env::var("BENCH_INIT")
+        .map_or(!variant.starts_with("bare") && variant != "floor", |v| {
+            v == "1"
+        });
+    let _perfmon = init.then(|| {
         perfmon_runtime::init_blocking(perfmon_runtime::Config::builder().no_alerts().build())
             .expect("init")
     });
@@ -396,6 +401,14 @@ fn alone(variant: &str, calls: u64) {
     } else {
         String::new()
     };
+    if std::env::var_os("BENCH_SPREAD").is_some() {
+        if let Some(f) = collector().function_stats().functions.get("bench") {
+            eprintln!(
+                "spread of #[measure] calls: p50 {:?} p95 {:?} p99 {:?} max {:?}",
+                f.p50_duration, f.p95_duration, f.p99_duration, f.max_duration
+            );
+        }
+    }
     println!(
         "alone {variant} best {best:.1} steady {steady:.1} rss {:.1}{inline}",
         peak_rss_mb()

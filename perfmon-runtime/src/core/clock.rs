@@ -86,6 +86,11 @@ fn now_ticks_slow() -> u64 {
     c.clock.raw()
 }
 
+/// The tick-to-ns factor, 32.32 fixed point.
+pub(crate) fn ns_per_tick_q32() -> u64 {
+    calibrated().ns_per_tick_q32
+}
+
 /// Nanoseconds between two tick readings (0 if `end` is not after `start`).
 #[inline]
 pub(crate) fn ticks_between_ns(start: u64, end: u64) -> u64 {
@@ -93,7 +98,7 @@ pub(crate) fn ticks_between_ns(start: u64, end: u64) -> u64 {
 }
 
 #[inline(always)]
-fn scale_ticks(start: u64, end: u64, ns_per_tick_q32: u64) -> u64 {
+pub(crate) fn scale_ticks(start: u64, end: u64, ns_per_tick_q32: u64) -> u64 {
     let ticks = end.saturating_sub(start);
     let ns = (ticks as u128 * ns_per_tick_q32 as u128) >> 32;
     u64::try_from(ns).unwrap_or(u64::MAX)
@@ -162,6 +167,27 @@ impl Anchor {
 
     pub(crate) fn unix_ns(self) -> u64 {
         self.unix_ns
+    }
+
+    /// The Unix minute of a tick stamp, and the first tick whose wall-clock time is past that
+    /// minute (as [`to_unix_ns`](Anchor::to_unix_ns) converts, so a tick before it falls in
+    /// the minute and a tick from it on does not).
+    pub(crate) fn minute_span(self, tick: u64, ns_per_minute: u64) -> (u64, u64) {
+        let minute = self.to_unix_ns(tick) / ns_per_minute;
+        let boundary = (minute + 1).saturating_mul(ns_per_minute);
+        if tick < self.tick || boundary <= self.unix_ns {
+            // before the anchor (rare: an event read just before `begin` re-took the anchor):
+            // no tick past this one is known to be in the same minute
+            return (minute, tick.saturating_add(1));
+        }
+        // the least `x` with `(x * q) >> 32 >= boundary - unix_ns`
+        let need = u128::from(boundary - self.unix_ns) << 32;
+        let q = u128::from(self.ns_per_tick_q32);
+        let x = u64::try_from(need.div_ceil(q)).unwrap_or(u64::MAX);
+        (
+            minute,
+            self.tick.saturating_add(x).max(tick.saturating_add(1)),
+        )
     }
 }
 
@@ -249,6 +275,26 @@ mod tests {
                 "{ticks}: {ours} vs {theirs}"
             );
         }
+    }
+
+    #[test]
+    fn a_minute_span_ends_where_the_conversion_says() {
+        let anchor = Anchor::now();
+        for ahead in [0u64, 1, 999, 123_456_789, 59_000_000_000, 200_000_000_000] {
+            let tick = anchor.tick + ns_to_ticks(ahead);
+            let (minute, end) = anchor.minute_span(tick, 60_000_000_000);
+            assert_eq!(anchor.to_unix_ns(tick) / 60_000_000_000, minute);
+            assert!(end > tick);
+            assert_eq!(anchor.to_unix_ns(end) / 60_000_000_000, minute + 1);
+            assert_eq!(
+                anchor.to_unix_ns(end - 1) / 60_000_000_000,
+                minute,
+                "{ahead}"
+            );
+        }
+        // before the anchor: only the tick itself
+        let (_, end) = anchor.minute_span(anchor.tick - 1, 60_000_000_000);
+        assert_eq!(end, anchor.tick);
     }
 
     #[test]

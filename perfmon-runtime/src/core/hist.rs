@@ -79,7 +79,7 @@ impl Summary {
         self.sum_ns = self.sum_ns.saturating_add(v);
     }
 
-    fn merge(&mut self, o: &Summary) {
+    pub(crate) fn merge(&mut self, o: &Summary) {
         if o.count == 0 {
             return;
         }
@@ -111,6 +111,22 @@ impl PagedHist {
         match self.pages.get_mut(p) {
             Some(Some(page)) if page[slot] != u32::MAX => page[slot] += 1,
             _ => self.record_slow(idx),
+        }
+    }
+
+    /// Adds `bins[i]` values in bin `base + i` for every `i`, with their summary (a per-thread
+    /// tally's harvest).
+    pub(crate) fn add_bins(&mut self, base: u32, bins: &[u32], summary: &Summary) {
+        self.summary.merge(summary);
+        for (idx, n) in nonzero(base, bins) {
+            let p = (idx >> PAGE_BITS) as usize;
+            let slot = idx as usize & (PAGE - 1);
+            match self.pages.get_mut(p) {
+                Some(Some(page)) if u64::from(page[slot]) + n <= u64::from(u32::MAX) => {
+                    page[slot] += n as u32
+                }
+                _ => (0..n).for_each(|_| self.record_slow(idx)),
+            }
         }
     }
 
@@ -204,9 +220,28 @@ impl CompactHist {
         }
     }
 
+    /// Adds `bins[i]` values in bin `base + i` for every `i`, with their summary.
+    pub(crate) fn add_bins(&mut self, base: u32, bins: &[u32], summary: &Summary) {
+        self.summary.merge(summary);
+        for (idx, n) in nonzero(base, bins) {
+            match self.bins.binary_search_by_key(&idx, |(i, _)| *i) {
+                Ok(pos) => self.bins[pos].1 += n,
+                Err(pos) => self.bins.insert(pos, (idx, n)),
+            }
+        }
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         self.bins.capacity() * std::mem::size_of::<(u32, u64)>()
     }
+}
+
+/// The non-zero counts of `bins` as (HDR index, count), `bins[0]` being bin `base`.
+fn nonzero(base: u32, bins: &[u32]) -> impl Iterator<Item = (u32, u64)> + '_ {
+    bins.iter()
+        .enumerate()
+        .filter(|(_, n)| **n != 0)
+        .map(move |(i, n)| (base + i as u32, u64::from(*n)))
 }
 
 /// The default upper bounds of the cumulative buckets exposed to Prometheus, in nanoseconds
@@ -492,6 +527,16 @@ impl Buckets {
         self.size_to(g);
         self.add_bin(&g.1, index_of(v), 1);
         self.sum_ns = self.sum_ns.saturating_add(v);
+    }
+
+    /// Adds `bins[i]` values in bin `base + i` for every `i`, summing to `sum_ns`, counted on
+    /// `g`.
+    pub(crate) fn add_bins_on(&mut self, base: u32, bins: &[u32], sum_ns: u64, g: &Grid) {
+        self.size_to(g);
+        for (idx, n) in nonzero(base, bins) {
+            self.add_bin(&g.1, idx, n);
+        }
+        self.sum_ns = self.sum_ns.saturating_add(sum_ns);
     }
 
     /// Adds the bins of a closed minute.

@@ -9,11 +9,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::core::clock::Anchor;
-use crate::core::hist::{Buckets, CompactHist, Exemplar, Merged, PagedHist};
+use crate::core::hist::{Buckets, CompactHist, Exemplar, Grid, Merged, PagedHist, Summary};
 use crate::core::kind::{Kind, CACHE_ERROR, FAILED, OK};
 use crate::core::window::{NS_PER_MINUTE, RECENT_REQUESTS, SLOW_LIST_SIZE, WINDOW_MINUTES};
 use crate::pipeline::event::{Event, FLAG_NANOS, FLAG_SLOW, FLAG_TICKS, FLAG_TRACE, FLAG_VALUE};
 use crate::pipeline::registry::SeriesInfo;
+use crate::pipeline::tally::{Bulk, Logged};
 
 /// Closed minutes kept past the window (see `SeriesAgg::rotate`).
 pub(crate) const EVICTION_GRACE_MINUTES: u64 = 2;
@@ -307,14 +308,65 @@ impl Aggregator {
                 unix_ns: x.unix_ns,
                 trace,
             };
-            if self.recent.len() == RECENT_REQUESTS {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(req);
+            self.push_recent(req);
             if x.slow {
                 self.add_slow(minute, req);
             }
         }
+    }
+
+    /// Keeps the newest [`RECENT_REQUESTS`] requests, oldest first (requests arrive nearly in
+    /// order, from rings and tallies drained at different times).
+    fn push_recent(&mut self, req: RawRequest) {
+        if self.recent.len() == RECENT_REQUESTS {
+            if self.recent.front().is_some_and(|r| r.unix_ns > req.unix_ns) {
+                return;
+            }
+            // before the insert, so the list never grows past its capacity
+            self.recent.pop_front();
+        }
+        let pos = self
+            .recent
+            .iter()
+            .rposition(|r| r.unix_ns <= req.unix_ns)
+            .map_or(0, |p| p + 1);
+        self.recent.insert(pos, req);
+    }
+
+    /// Files what a thread's tally counted since its last harvest (see `pipeline::tally`), as
+    /// `b.count` events of its minute.
+    pub(crate) fn add_bulk(&mut self, b: &Bulk) {
+        self.processed += b.count;
+        let now_minute = self.now_minute;
+        if self.series_mut(b.series).is_none() {
+            return;
+        }
+        let (s, grid) = (&mut self.series[b.series as usize], &self.grid);
+        let kind = s.kind;
+        if kind == Kind::Api && status_classes() {
+            s.by_class.get_or_insert_with(Default::default)[class_of(b.status)]
+                .add_bins_on(b.base, &b.bins, b.sum_ns, grid);
+        }
+        if !s.file_bulk(kind, now_minute, b, grid) {
+            self.late += b.count;
+        }
+    }
+
+    /// A request from a thread's recent log (see `pipeline::tally`).
+    pub(crate) fn add_logged(&mut self, (series, status, end_tick, dur_ns): Logged) {
+        let req = RawRequest {
+            series,
+            status,
+            dur_ns,
+            unix_ns: self.anchor.to_unix_ns(end_tick),
+            trace: 0,
+        };
+        self.push_recent(req);
+    }
+
+    /// The Unix minute of a tick stamp and the first tick past it, for a tally's entry.
+    pub(crate) fn minute_span(&self, tick: u64) -> (u64, u64) {
+        self.anchor.minute_span(tick, NS_PER_MINUTE)
     }
 
     fn add_slow(&mut self, minute: u64, req: RawRequest) {
@@ -604,6 +656,21 @@ fn apply<H>(m: &mut Minute<H>, kind: Kind, x: &Sample, record: impl FnOnce(&mut 
     record(&mut m.hist, x.dur_ns);
 }
 
+/// Adds a tally's bulk of events (never slow, never traced: those go through the ring) to a
+/// minute (or the totals), its bins through `record`.
+fn apply_bulk<H>(m: &mut Minute<H>, kind: Kind, b: &Bulk, record: impl FnOnce(&mut H)) {
+    m.events += b.count;
+    m.dirty = true;
+    match kind {
+        Kind::Api => m.count_status_n(b.status, b.count),
+        Kind::Query => m.outcomes[usize::from(b.status.min(FAILED))] += b.count,
+        Kind::Measure => {}
+        // tallies count only the three kinds above
+        _ => return,
+    }
+    record(&mut m.hist);
+}
+
 impl SeriesAgg {
     /// Files a sample under its own minute: the current one, a closed one still in the window
     /// (and the totals, which folded that minute already), or — too old for the window — the
@@ -628,22 +695,57 @@ impl SeriesAgg {
         }
         let in_window = minute + WINDOW_MINUTES > now_minute;
         if in_window {
-            // creating the minute if it saw nothing until now
-            let pos = match self.closed.iter().position(|(m, _)| *m >= minute) {
-                Some(p) if self.closed[p].0 == minute => p,
-                Some(p) => {
-                    self.closed.insert(p, (minute, Minute::default()));
-                    p
-                }
-                None => {
-                    self.closed.push_back((minute, Minute::default()));
-                    self.closed.len() - 1
-                }
-            };
+            let pos = self.closed_pos(minute);
             apply(&mut self.closed[pos].1, kind, x, |h, v| h.record(v));
         }
         apply(&mut self.totals, kind, x, |b, v| b.add_value(v));
         in_window
+    }
+
+    /// Files a tally's bulk of events as [`file`](SeriesAgg::file) files one: under its minute,
+    /// a closed one still in the window, or the totals only (false).
+    fn file_bulk(&mut self, kind: Kind, now_minute: u64, b: &Bulk, grid: &Grid) -> bool {
+        let summary = Summary {
+            count: b.count,
+            sum_ns: b.sum_ns,
+            min_ns: b.min_ns,
+            max_ns: b.max_ns,
+        };
+        if b.minute > self.cur_minute {
+            self.rotate(b.minute);
+        }
+        if b.minute == self.cur_minute {
+            apply_bulk(&mut self.cur, kind, b, |h| {
+                h.add_bins(b.base, &b.bins, &summary)
+            });
+            return true;
+        }
+        let in_window = b.minute + WINDOW_MINUTES > now_minute;
+        if in_window {
+            let pos = self.closed_pos(b.minute);
+            apply_bulk(&mut self.closed[pos].1, kind, b, |h| {
+                h.add_bins(b.base, &b.bins, &summary)
+            });
+        }
+        apply_bulk(&mut self.totals, kind, b, |t| {
+            t.add_bins_on(b.base, &b.bins, b.sum_ns, grid)
+        });
+        in_window
+    }
+
+    /// The position of closed minute `minute`, created if it saw nothing until now.
+    fn closed_pos(&mut self, minute: u64) -> usize {
+        match self.closed.iter().position(|(m, _)| *m >= minute) {
+            Some(p) if self.closed[p].0 == minute => p,
+            Some(p) => {
+                self.closed.insert(p, (minute, Minute::default()));
+                p
+            }
+            None => {
+                self.closed.push_back((minute, Minute::default()));
+                self.closed.len() - 1
+            }
+        }
     }
 
     fn rotate(&mut self, minute: u64) {

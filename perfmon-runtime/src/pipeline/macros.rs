@@ -6,8 +6,9 @@ use std::mem::ManuallyDrop;
 use std::sync::atomic::Ordering;
 
 use crate::core::clock::now_ticks;
+use crate::core::kind::Kind;
 use crate::pipeline::event::{Event, FLAG_SLOW, FLAG_TICKS};
-use crate::pipeline::state::push_in_trace;
+use crate::pipeline::state::push_call;
 
 pub use crate::core::status::probe as status;
 pub use crate::pipeline::meta::Meta;
@@ -62,15 +63,24 @@ fn record(meta: &'static Meta, start: u64, end: u64, status: u16) {
     }
     let series = meta.series();
     let mut flags = FLAG_TICKS;
-    if end.saturating_sub(start) > meta.slow_ticks.load(Ordering::Relaxed) {
+    let slow = end.saturating_sub(start) > meta.slow_ticks.load(Ordering::Relaxed);
+    if slow {
         flags |= FLAG_SLOW;
         meta.warn_slow(series, start, end);
     }
-    push_in_trace(Event {
-        series,
-        status,
-        flags,
-        a: start,
-        b: end,
-    });
+    // slow calls (the slow list) and batches, cache lookups (last runs, no duration) go
+    // through the ring; the rest is counted in the thread's tally where it can be
+    let kind = meta.kind;
+    let fast = !slow && matches!(kind, Kind::Api | Kind::Query | Kind::Measure);
+    push_call(
+        Event {
+            series,
+            status,
+            flags,
+            a: start,
+            b: end,
+        },
+        fast,
+        kind == Kind::Api,
+    );
 }

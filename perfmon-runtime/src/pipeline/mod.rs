@@ -20,3 +20,4 @@ pub(crate) mod registry;
 pub(crate) mod ring;
 pub(crate) mod slowlog;
 pub(crate) mod state;
+pub(crate) mod tally;

@@ -11,6 +11,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::pipeline::event::Event;
+use crate::pipeline::tally::Tally;
 
 /// Events a ring holds before its owner drains it itself (24 bytes each: 24 KiB per thread, small enough to stay in L1).
 pub const RING_CAPACITY: usize = 1024;
@@ -27,6 +28,8 @@ pub(crate) struct Ring {
     owner_alive: AtomicBool,
     shard: usize,
     buf: Box<[UnsafeCell<MaybeUninit<Event>>]>,
+    /// The thread's tallies, the hot path's fast lane (drained with the ring).
+    pub(crate) tally: Tally,
 }
 
 // SAFETY: slots are written only by the single producer (the owning thread) at indices the
@@ -49,6 +52,7 @@ impl Ring {
             owner_alive: AtomicBool::new(true),
             shard,
             buf,
+            tally: Tally::new(crate::core::clock::ns_per_tick_q32()),
         }
     }
 
@@ -127,10 +131,11 @@ impl Ring {
         self.owner_alive.store(false, Ordering::Release);
     }
 
-    /// Abandoned and fully drained: it can be forgotten.
+    /// Abandoned and fully drained (its tallies harvested): it can be forgotten.
     pub(crate) fn is_orphan_and_empty(&self) -> bool {
         !self.owner_alive.load(Ordering::Acquire)
             && self.head.load(Ordering::Acquire) == self.tail.load(Ordering::Acquire)
+            && self.tally.is_harvested()
     }
 }
 

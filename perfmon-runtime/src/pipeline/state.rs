@@ -81,8 +81,41 @@ impl State {
         let mut agg = lock(&self.shards[ring.shard()].0);
         agg.begin();
         // SAFETY: we hold the lock of the ring's shard, so we are its only consumer.
-        unsafe { ring.drain(|ev| agg.process(ev)) };
+        unsafe { drain_into(ring, &mut agg) };
         self.inline_drains.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called by a producer whose call its tally could not count: gives the call a tally entry
+    /// for its minute if one of its entries is free or its minute is over (under the shard's
+    /// lock, after harvesting the whole tally), and counts it there. False if it could not.
+    fn claim_and_count(&self, ring: &Ring, ev: &Event, log: bool) -> bool {
+        let tally = &ring.tally;
+        let Some(slot) = tally.claimable(ev.series, ev.status, ev.b) else {
+            return false;
+        };
+        {
+            let mut agg = lock(&self.shards[ring.shard()].0);
+            agg.begin();
+            // SAFETY: we hold the lock of the ring's shard, so we are its only consumer; and
+            // we are the tally's owner.
+            unsafe {
+                drain_into(ring, &mut agg);
+                let (minute, end) = agg.minute_span(ev.b);
+                tally.claim(
+                    slot,
+                    ev.series,
+                    ev.status,
+                    minute,
+                    end,
+                    ev.b.saturating_sub(ev.a),
+                );
+            }
+        }
+        let counted = tally.try_count(ev.series, ev.status, ev.a, ev.b);
+        if counted && log {
+            tally.log(ev.series, ev.status, ev.a, ev.b);
+        }
+        counted
     }
 
     /// An event recorded while the thread's ring is unavailable (thread-local teardown).
@@ -109,7 +142,7 @@ impl State {
             agg.begin();
             for r in rings.iter().filter(|r| r.shard() == i) {
                 // SAFETY: we hold the lock of the ring's shard.
-                unsafe { r.drain(|ev| agg.process(ev)) };
+                unsafe { drain_into(r, &mut agg) };
             }
         }
         lock(&self.rings).retain(|r| !r.is_orphan_and_empty());
@@ -125,7 +158,7 @@ impl State {
         for r in rings.iter() {
             let agg = &mut shards[r.shard()];
             // SAFETY: we hold every shard's lock.
-            unsafe { r.drain(|ev| agg.process(ev)) };
+            unsafe { drain_into(r, agg) };
         }
         // Rings of threads that have exited (or scopes that ended) are dropped once empty.
         rings.retain(|r| !r.is_orphan_and_empty());
@@ -136,6 +169,20 @@ impl State {
             rings: n,
             inline_drains: self.inline_drains.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Drains a ring's events and harvests its tallies into `agg`.
+///
+/// # Safety
+///
+/// The caller holds the lock of the ring's shard (`agg`'s), so it is the ring's only consumer.
+unsafe fn drain_into(ring: &Ring, agg: &mut Aggregator) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        ring.drain(|ev| agg.process(ev));
+        ring.tally.harvest(|b| agg.add_bulk(b));
+        ring.tally.harvest_log(|l| agg.add_logged(l));
     }
 }
 
@@ -372,6 +419,37 @@ pub(crate) fn push(ev: Event) {
     }
 }
 
+/// Records a tracked call (`ev` with [`FLAG_TICKS`](crate::pipeline::event::FLAG_TICKS)).
+/// With `fast` (a call of a kind the tallies count, not slow: `ev.flags` is `FLAG_TICKS`) and outside a trace, it is
+/// counted in the thread's tally (see `pipeline::tally`), and written to its recent log too
+/// with `log`; otherwise, or when no tally entry can take it, it goes to the ring.
+#[inline(always)]
+pub(crate) fn push_call(ev: Event, fast: bool, log: bool) {
+    if fast && crate::core::trace::current_raw() == 0 {
+        // only the slot's address is taken inside the closure, which keeps `try_with` small
+        // enough to inline (with the whole fast path inside, it was a call of its own)
+        if let Ok(slot) = LOCAL.try_with(|l| l.slot.get().cast_const()) {
+            // SAFETY: `LOCAL` is this thread's own and outlives this call (it is torn down only
+            // when the thread exits); nothing else borrows `slot` mutably while we use it: the
+            // code below never calls back into `push` or the scope functions.
+            if let Some(s) = unsafe { &*slot } {
+                let tally = &s.ring.tally;
+                if tally.try_count(ev.series, ev.status, ev.a, ev.b) {
+                    if log {
+                        tally.log(ev.series, ev.status, ev.a, ev.b);
+                    }
+                } else {
+                    // scalars, not the event: an event built on the stack for this call
+                    // was stored on every call, ahead of the fast path
+                    s.count_elsewhere(ev.series, ev.status, ev.a, ev.b, log);
+                }
+                return;
+            }
+        }
+    }
+    push_in_trace(ev);
+}
+
 /// Appends an event, with the current trace id if the calling code runs in a trace.
 #[inline(always)]
 pub(crate) fn push_in_trace(ev: Event) {
@@ -409,6 +487,22 @@ pub(crate) fn push_traced(ev: Event, trace: u128) {
 }
 
 impl Slot {
+    /// A call the tally's entries did not take: claims an entry for it, or appends it to the
+    /// ring.
+    #[inline(never)]
+    fn count_elsewhere(&self, series: u32, status: u16, start: u64, end: u64, log: bool) {
+        let ev = Event {
+            series,
+            status,
+            flags: crate::pipeline::event::FLAG_TICKS,
+            a: start,
+            b: end,
+        };
+        if !self.state.claim_and_count(&self.ring, &ev, log) && !self.ring.try_push(ev) {
+            self.push_full(ev);
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn push_full(&self, ev: Event) {
