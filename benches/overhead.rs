@@ -53,11 +53,23 @@ async fn tracked_async(x: u64) -> u64 {
     black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7)
 }
 
+/// The async floor: the body of an async fn between two clock reads, the second after the
+/// inner future's `.await`, as `#[track_api]` places them.
+async fn floor_async(x: u64) -> u64 {
+    let a = tsc();
+    let r = async move { black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7) }.await;
+    r.wrapping_add(tsc().wrapping_sub(a))
+}
+
 #[inline(never)]
 async fn bare_async(x: u64) -> u64 {
     black_box(x).wrapping_mul(0x9E37_79B9).rotate_left(7)
 }
 
+/// Polls a future that is ready at once, pinned where it is built (inlined, as an executor polls
+/// a task in place: moving the future into a poll function first made the tracked future pay a
+/// failed store-to-load forwarding of its wider state, an artifact of the harness).
+#[inline(always)]
 fn poll_ready<F: std::future::Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -322,12 +334,15 @@ fn scaling_table(quick: bool) {
 }
 
 /// The variants measured alone, each in a process of its own.
-const ALONE: [&str; 8] = [
+const ALONE: [&str; 11] = [
     "bare",
     "floor",
     "track_api",
     "track_query",
     "measure",
+    "bare_async",
+    "floor_async",
+    "async_api",
     "metered",
     "metrics",
     "hotpath",
@@ -353,10 +368,10 @@ fn peak_rss_mb() -> f64 {
 /// best (the fastest of ten equal parts) and at steady state (the whole run), and its peak RSS.
 fn alone(variant: &str, calls: u64) {
     // `BENCH_INIT=0|1` overrides whether `init` runs (the worker's thread beside the calls)
-    let init = std::env::var("BENCH_INIT")
-        .map_or(!variant.starts_with("bare") && variant != "floor", |v| {
-            v == "1"
-        });
+    let init = std::env::var("BENCH_INIT").map_or(
+        !variant.starts_with("bare") && !variant.starts_with("floor"),
+        |v| v == "1",
+    );
     let _perfmon = init.then(|| {
         perfmon_runtime::init_blocking(perfmon_runtime::Config::builder().no_alerts().build())
             .expect("init")
@@ -377,6 +392,9 @@ fn alone(variant: &str, calls: u64) {
         "metered" => Box::new(|i| metered.call(i)),
         "metrics" => Box::new(peers::metrics_histogram),
         "hotpath" => Box::new(peers::hotpath_measured),
+        "bare_async" => Box::new(|i| poll_ready(bare_async(i))),
+        "async_api" => Box::new(|i| poll_ready(tracked_async(i))),
+        "floor_async" => Box::new(|i| poll_ready(floor_async(i))),
         other => panic!("unknown variant {other}"),
     };
     let part = (calls / 10).max(1);
@@ -524,7 +542,8 @@ fn main() {
         ("#[track_query]", iters, Box::new(tracked_query)),
         ("#[measure]", iters, Box::new(measured)),
         // the cost of a trace id: the same calls inside `with_trace_id` (the scope's own cost is
-        // the first case's; the second's extra over it is the traced event's second ring slot)
+        // the first case's; the second's extra over it is a traced event's: it goes to the
+        // ring, in two slots, and is aggregated one by one)
         (
             "bare fn in with_trace_id",
             iters,
@@ -539,6 +558,11 @@ fn main() {
             "bare async fn (polled)",
             iters,
             Box::new(|i| poll_ready(bare_async(i))),
+        ),
+        (
+            "floor async: 2 TSC reads around an .await",
+            iters,
+            Box::new(|i| poll_ready(floor_async(i))),
         ),
         (
             "async #[track_api] (polled)",
@@ -589,6 +613,22 @@ fn main() {
         added("#[track_query] in with_trace_id") - added("bare fn in with_trace_id"),
         added("#[track_query]")
     );
+    let floor = added("floor: bare fn + 2 TSC reads");
+    let async_floor = cases
+        .iter()
+        .find(|(n, _)| n.starts_with("floor async"))
+        .map_or(f64::NAN, |c| c.1);
+    let async_api = cases
+        .iter()
+        .find(|(n, _)| *n == "async #[track_api] (polled)")
+        .map_or(f64::NAN, |c| c.1);
+    println!(
+        "over the floor (this run): #[track_api] +{:.1} ns, #[track_query] +{:.1}, #[measure] +{:.1}; async #[track_api] +{:.1} over the async floor (which includes polling the future)",
+        added("#[track_api]") - floor,
+        added("#[track_query]") - floor,
+        added("#[measure]") - floor,
+        async_api - async_floor
+    );
     let ours = added("#[track_api]");
     let fastest_peer = added("metered #[measure([HitCount, ResponseTime])]")
         .min(added("metrics histogram! + Prometheus recorder"))
@@ -603,7 +643,7 @@ fn main() {
     let hot_query = hot_path_only(rounds, bursts, tracked_query);
     // the whole measurement inside one trace: every call's event carries the trace id
     let hot_query_traced = with_trace_id(trace, || hot_path_only(rounds, bursts, tracked_query));
-    println!("\nhot path alone (rings drained between bursts, outside the timing):");
+    println!("\nhot path alone (rings drained and tallies harvested between bursts, outside the timing):");
     for (name, ns) in [
         ("bare fn", hot_bare),
         ("floor: 2 TSC reads", hot_floor),
@@ -615,13 +655,13 @@ fn main() {
         println!("{name:<46} {ns:>10.1} {:>12.1}", ns - hot_bare);
     }
     println!(
-        "a trace id on the calling thread: #[track_query] adds {:.1} ns over the two clock reads without a trace, {:.1} ns in one (+{:.1} ns: the second ring slot)",
+        "a trace id on the calling thread: #[track_query] adds {:.1} ns over the two clock reads without a trace (its tally), {:.1} ns in one (+{:.1} ns: a traced call goes to the ring, in two slots)",
         hot_query - hot_floor,
         hot_query_traced - hot_floor,
         hot_query_traced - hot_query
     );
     println!(
-        "#[measure] adds {:.1} ns over the two clock reads on the calling thread; aggregation ({:.1} ns per event) runs where the ring is drained\n",
+        "#[measure] adds {:.1} ns over the two clock reads on the calling thread; binning its tally and the harvests add {:.1} ns per call in the tight loop above\n",
         hot_measure - hot_floor,
         (cases.iter().find(|(n, _)| *n == "#[measure]").map_or(f64::NAN, |c| c.1) - hot_measure).max(0.0)
     );
@@ -629,9 +669,9 @@ fn main() {
     // hotpath's own report; its background thread must be gone before the throughput runs
     drop(hotpath);
 
-    // After `init`, as in a service: the worker drains the rings every 10 ms, but a thread
-    // recording flat out fills its ring (1,024 events) in tens of microseconds and aggregates it
-    // itself, so these figures still include the aggregation (see `inline drains` below).
+    // After `init`, as in a service: the worker drains the rings and harvests the tallies every
+    // 10 ms. Untraced calls that are not slow go to the tallies, so a thread recording flat out
+    // no longer fills its ring (`inline drains` below counts the times one did).
     let perfmon =
         perfmon_runtime::init_blocking(perfmon_runtime::Config::builder().build()).expect("init");
     let with_worker = ns_per_call(

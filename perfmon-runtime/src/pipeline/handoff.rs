@@ -55,7 +55,9 @@ pub(crate) fn offer_route(route: Option<Series>) {
 }
 
 /// Called by `#[track_api]` when it finishes: inside a layer's request, leave the call site's
-/// metadata there (the layer records) and return true; else false (record yourself).
+/// metadata there (the layer records) and return true; else false (record yourself). Inline:
+/// every `#[track_api]` call asks, mostly outside any layer.
+#[inline]
 pub(crate) fn hand_over(meta: &'static Meta) -> bool {
     STACK
         .try_with(|s| match s.try_borrow_mut() {
