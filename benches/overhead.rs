@@ -7,7 +7,8 @@
 //! `-- --alone-only` runs only the last table: each variant alone for 20 M calls in a process of
 //! its own, at its best and at steady state, with its peak RSS. `-- --layer-only [REQUESTS]` runs only
 //! the `PerfmonLayer` figures: a request through axum alone, with an empty layer, with the layer;
-//! `-- --scaling-only` only the throughput on one thread and on two.
+//! `-- --scaling-only` only the throughput on one thread and on two. `-- --pinned [RUNS]` runs
+//! perfmon's variants and the floors alone, pinned to each CPU in turn, several processes each.
 //!
 //! `cargo bench -p perfmon-benches` prints ns per call (median of several rounds) and the ns
 //! each instrumentation adds over the bare call. The machine is shared and noisy: compare the
@@ -469,8 +470,76 @@ fn alone_table(calls: u64) {
     }
 }
 
+/// `--pinned [RUNS]`: perfmon's variants and their floors alone, pinned to each CPU in turn
+/// (`taskset`), `RUNS` processes each (5 by default): the median of their best parts, and the
+/// lowest. On this project's VM one vCPU runs perfmon's variants ~10 ns slower in some processes
+/// (the floor never), so figures are reported per CPU.
+fn pinned_table(runs: usize) {
+    const PINNED: [&str; 6] = [
+        "floor",
+        "track_api",
+        "track_query",
+        "measure",
+        "floor_async",
+        "async_api",
+    ];
+    let exe = std::env::current_exe().expect("own path");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("\npinned, 5 M calls per process, {runs} processes per CPU: median of the best parts (lowest), ns over its floor");
+    for cpu in 0..cpus {
+        let mut medians = Vec::new();
+        for v in PINNED {
+            let mut best: Vec<f64> = (0..runs)
+                .filter_map(|_| {
+                    let out = std::process::Command::new("taskset")
+                        .args(["-c", &cpu.to_string()])
+                        .arg(&exe)
+                        .args(["--alone", v, "5000000"])
+                        .output()
+                        .ok()?;
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let line = text.lines().find(|l| l.starts_with("alone "))?.to_string();
+                    line.split_whitespace().nth(3)?.parse().ok()
+                })
+                .collect();
+            best.sort_by(|a, b| a.total_cmp(b));
+            let median = best.get(best.len() / 2).copied().unwrap_or(f64::NAN);
+            let lowest = best.first().copied().unwrap_or(f64::NAN);
+            medians.push((v, median, lowest));
+        }
+        let floor_of = |v: &str| {
+            let f = if v.contains("async") {
+                "floor_async"
+            } else {
+                "floor"
+            };
+            medians
+                .iter()
+                .find(|m| m.0 == f)
+                .map_or((f64::NAN, f64::NAN), |m| (m.1, m.2))
+        };
+        let row: Vec<String> = medians
+            .iter()
+            .map(|(v, median, lowest)| {
+                if v.starts_with("floor") {
+                    format!("{v} {median:.1} ({lowest:.1})")
+                } else {
+                    let (fm, fl) = floor_of(v);
+                    format!("{v} +{:.1} (+{:.1})", median - fm, lowest - fl)
+                }
+            })
+            .collect();
+        println!("cpu {cpu}: {}", row.join(", "));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--pinned") {
+        let runs = args.get(i + 1).and_then(|r| r.parse().ok()).unwrap_or(5);
+        pinned_table(runs);
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--alone") {
         let variant = args.get(i + 1).map_or("bare", String::as_str);
         let calls = args

@@ -184,7 +184,7 @@
 //!
 //! | call | failure | what happens |
 //! | --- | --- | --- |
-//! | tracked call, `record_*` | nothing: never blocks on I/O, never panics | a full ring is drained by its own thread |
+//! | tracked call, `record_*` | nothing: never blocks on I/O, never panics | a full ring is drained by its own thread; a call no tally entry takes goes to the ring |
 //! | [`Config::from_env`] | [`ConfigError::InvalidEnv`] | names the variable and what it accepts |
 //! | [`init`] | [`InitError::Unreachable`] | names the backend and its URL (password redacted) |
 //! | [`init`] | [`InitError::Migration`] | the PostgreSQL schema could not be created or migrated |
@@ -216,7 +216,7 @@
 //! | layer | holds | imports |
 //! | --- | --- | --- |
 //! | `core/` | clock, HDR histograms, kinds and outcome codes, windows and their constants, limits, `/proc`, status codes from return values, runtime-agnostic channels, single flights, perfmon's own Tokio runtimes (read pool, I/O) and the worker pattern | nothing of ours |
-//! | `pipeline/` | events, per-thread rings, the series registry, the aggregator and its shards (`state`), hand recording, the macros' support (`meta`, `macros`), the layer's hand-off slot, the outbox for the tiers | `core` |
+//! | `pipeline/` | events, per-thread rings and tallies, the series registry, the aggregator and its shards (`state`), hand recording, the macros' support (`meta`, `macros`), the layer's hand-off slot, the outbox for the tiers | `core` |
 //! | `read/` | stats types, the collector and local collectors, snapshots, queries over a window source, the SLA report | `core`, `pipeline` |
 //! | `ops/` | health checks and resources, the alert engine and its board, notification sinks | the above |
 //! | `store/` | the aggregate codec, the Redis and PostgreSQL tiers, the flush worker, the tiers as a window source | the above |
@@ -241,10 +241,15 @@
 //! ```text
 //! #[track_*] expansion ──► static Meta (names, thresholds; series id registered on first call)
 //!     │ start = TSC read … end = TSC read
-//!     ▼
+//!     ├─ not slow, not traced (#[measure], #[track_query], #[track_api]):
+//!     │    per-thread tally: the tick count appended to the buffer of the entry that holds
+//!     │    (series, status, minute); every 32 calls binned by the owner (one-tick bins for
+//!     │    short calls, HDR bins of ns otherwise); #[track_api] also logs the request
+//!     ▼ otherwise (slow, traced, batches, cache, or no entry free)
 //! per-thread ring (series id, start, end, status)   ◄── record_*_metric() (labels interned, capped)
-//!     │ (inside Collector::scope, the ring of a local collector)
-//!     │ drained every 10 ms by the worker, by any stats read, or by its own thread when full
+//!     │ (inside Collector::scope, the ring and tally of a local collector)
+//!     │ drained — and the tally harvested — every 10 ms by the worker, by any stats read, or by
+//!     │ its own thread when the ring is full or a tally entry is claimed
 //!     ▼
 //! aggregator shards (one per core, up to 8; a ring always feeds the same shard): per series,
 //! the current minute as a paged HDR histogram + counters, the previous four minutes compact;
@@ -253,18 +258,25 @@
 //! collector() getters: lock every shard, drain, merge the window's histograms → stats types
 //! ```
 //!
-//! * **Hot path**: two TSC reads (`quanta`), a relaxed load of the call site's series id, a
-//!   24-byte write into the calling thread's ring and a release store. No lock shared with other
-//!   threads, no allocation after the thread's first event, no syscall.
+//! * **Hot path**: two TSC reads (`quanta`), a relaxed load of the call site's series id, and,
+//!   for an untraced call that is not slow, a range check and a one-byte (short calls) or
+//!   8-byte store into a tally entry of the calling thread plus a release store of its count;
+//!   every 32 calls the thread bins its buffer, counting it by value eight bytes at a time. The
+//!   rest writes 24 bytes (48 with a trace id) into the thread's ring. No lock shared with other
+//!   threads, no allocation after the thread's first call on a series, no syscall. A tally
+//!   entry is claimed under the shard's lock once per minute (or when the calls' durations
+//!   move out of its bins), right after the tally is harvested.
 //! * **No silent loss**: a ring is never overwritten; when full, its own thread drains it under
 //!   its shard's lock (counted in [`RecorderStats::inline_drains`]); threads on different shards
-//!   never wait for each other. Events are filed under the minute of their own timestamp,
-//!   whatever order threads are drained in.
+//!   never wait for each other. A tally is harvested under a sequence number (never half a
+//!   binning) and only ever reset by its owner right after a harvest. Events are filed under the
+//!   minute of their own timestamp, whatever order threads are drained in.
 //! * **Exact percentiles**: bins are HdrHistogram's (3 significant digits, 1 ns to `u64::MAX`);
 //!   every figure over several minutes, shards, routes or tables is a merge of bins, never an
 //!   average of percentiles. Means and maxima are exact.
-//! * **Bounded memory**: cardinality caps per dimension ([`Limits`]) and in total; rings are
-//!   24 KiB per recording thread; a live histogram allocates 1 KiB pages only where values fall
+//! * **Bounded memory**: cardinality caps per dimension ([`Limits`]) and in total; a recording
+//!   thread holds a 24 KiB ring and ~42 KiB of tallies (16 entries of 256 bins), allocated
+//!   once; a live histogram allocates 1 KiB pages only where values fall
 //!   (a series spread over two decades of latency holds ~8–30 pages); closed minutes keep only
 //!   their non-zero bins. [`RecorderStats::memory_bytes`] reports the total.
 //! * **Window**: the current minute and the four before it (4 to 5 minutes of data).

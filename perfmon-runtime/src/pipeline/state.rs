@@ -12,8 +12,8 @@
 //! shards' histograms, which is exact.
 //!
 //! Lock order, everywhere: shards in index order, then the ring list, then the registry (read).
-//! Recording threads take none of them on the hot path; a thread whose ring is full takes its
-//! own shard only.
+//! Recording threads take none of them on the hot path; a thread whose ring is full, or that
+//! claims an entry of its tally, takes its own shard only.
 
 use std::cell::UnsafeCell;
 use std::collections::{BTreeMap, BTreeSet};
