@@ -1,7 +1,8 @@
 //! A counting allocator proves that a tracked call allocates nothing after warm-up: the hot
-//! path is a write into the thread's ring. Draining (here by the recording thread itself, each
-//! time its ring fills) may allocate histogram pages for values in new ranges; that is bounded
-//! by the value range, not by the number of calls.
+//! path is a store into the thread's tally (or its ring, for a slow or traced call). Draining
+//! and harvesting (here by the recording thread itself, when its ring fills or it claims a tally
+//! entry) may allocate histogram pages for values in new ranges; that is bounded by the value
+//! range, not by the number of calls.
 
 use perfmon_runtime::{collector, measure, track_api, track_query, RING_CAPACITY};
 use std::alloc::{GlobalAlloc, Layout, System};

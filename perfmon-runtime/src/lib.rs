@@ -2,8 +2,8 @@
 //!
 //! Performance instrumentation for Rust services: annotate handlers and functions, read exact
 //! percentiles, error rates, slow-call lists, cache hit rates, batch outcomes and business
-//! counters. A tracked call costs two clock reads and one write into memory owned by the calling
-//! thread.
+//! counters. A tracked call costs two clock reads and a few stores into memory owned by the
+//! calling thread (a byte and a count in its tally; its ring when slow or traced).
 //!
 //! ## Getting started
 //!
@@ -263,7 +263,9 @@
 //!   8-byte store into a tally entry of the calling thread plus a release store of its count;
 //!   every 32 calls the thread bins its buffer, counting it by value eight bytes at a time. The
 //!   rest writes 24 bytes (48 with a trace id) into the thread's ring. No lock shared with other
-//!   threads, no allocation after the thread's first call on a series, no syscall. A tally
+//!   threads, no allocation on the hot path after the thread's first call on a series (a
+//!   claim, about once a minute, files a harvest and may allocate a histogram page), no
+//!   syscall. A tally
 //!   entry is claimed under the shard's lock once per minute (or when the calls' durations
 //!   move out of its bins), right after the tally is harvested.
 //! * **No silent loss**: a ring is never overwritten; when full, its own thread drains it under
@@ -278,7 +280,8 @@
 //!   thread holds a 24 KiB ring and ~42 KiB of tallies (16 entries of 256 bins), allocated
 //!   once; a live histogram allocates 1 KiB pages only where values fall
 //!   (a series spread over two decades of latency holds ~8–30 pages); closed minutes keep only
-//!   their non-zero bins. [`RecorderStats::memory_bytes`] reports the total.
+//!   their non-zero bins. [`RecorderStats::memory_bytes`] reports the histograms, lists and
+//!   labels (not the rings and tallies, a fixed 66 KiB per recording thread).
 //! * **Window**: the current minute and the four before it (4 to 5 minutes of data).
 
 #![warn(missing_docs)]

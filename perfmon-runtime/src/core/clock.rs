@@ -175,9 +175,9 @@ impl Anchor {
     pub(crate) fn minute_span(self, tick: u64, ns_per_minute: u64) -> (u64, u64) {
         let minute = self.to_unix_ns(tick) / ns_per_minute;
         let boundary = (minute + 1).saturating_mul(ns_per_minute);
-        if tick < self.tick || boundary <= self.unix_ns {
-            // before the anchor (rare: an event read just before `begin` re-took the anchor):
-            // no tick past this one is known to be in the same minute
+        if boundary <= self.unix_ns {
+            // a minute that ended before the anchor (an event read just before `begin` re-took
+            // the anchor at a minute's start): no tick past this one is in it
             return (minute, tick.saturating_add(1));
         }
         // the least `x` with `(x * q) >> 32 >= boundary - unix_ns`
@@ -292,9 +292,15 @@ mod tests {
                 "{ahead}"
             );
         }
-        // before the anchor: only the tick itself
-        let (_, end) = anchor.minute_span(anchor.tick - 1, 60_000_000_000);
-        assert_eq!(end, anchor.tick);
+        // just before the anchor: the same end as the anchor's own tick, unless the anchor is a
+        // minute's first tick
+        let before = anchor.minute_span(anchor.tick - 1, 60_000_000_000);
+        let at = anchor.minute_span(anchor.tick, 60_000_000_000);
+        if before.0 == at.0 {
+            assert_eq!(before.1, at.1);
+        } else {
+            assert_eq!(before.1, anchor.tick);
+        }
     }
 
     #[test]

@@ -121,11 +121,18 @@ impl PagedHist {
         for (idx, n) in nonzero(base, bins) {
             let p = (idx >> PAGE_BITS) as usize;
             let slot = idx as usize & (PAGE - 1);
-            match self.pages.get_mut(p) {
-                Some(Some(page)) if u64::from(page[slot]) + n <= u64::from(u32::MAX) => {
-                    page[slot] += n as u32
+            if p >= self.pages.len() {
+                self.pages.resize_with(p + 1, || None);
+            }
+            let page = self.pages[p].get_or_insert_with(|| Box::new([0; PAGE]));
+            let room = u64::from(u32::MAX - page[slot]);
+            // what a `u32` count cannot take goes to the spill, in one step
+            page[slot] += n.min(room) as u32;
+            if n > room {
+                match self.spill.iter_mut().find(|(i, _)| *i == idx) {
+                    Some((_, c)) => *c += n - room,
+                    None => self.spill.push((idx, n - room)),
                 }
-                _ => (0..n).for_each(|_| self.record_slow(idx)),
             }
         }
     }
@@ -934,6 +941,24 @@ mod tests {
         assert_eq!(m.min(), Duration::from_nanos(1));
         assert_eq!(m.quantile(1.0), Duration::from_nanos(3_000_000_000));
         assert_eq!(m.bins().map(|(_, c)| c).sum::<u64>(), 6);
+    }
+
+    #[test]
+    fn a_bulk_past_u32_spills_in_one_step() {
+        let mut h = PagedHist::default();
+        let bins = [u32::MAX, 0, 7];
+        let sum = Summary {
+            count: u64::from(u32::MAX) + 7,
+            sum_ns: 0,
+            min_ns: 100,
+            max_ns: 102,
+        };
+        h.add_bins(100, &bins, &sum);
+        h.add_bins(100, &bins, &sum);
+        let mut got = Vec::new();
+        h.for_each(|i, n| got.push((i, n)));
+        assert_eq!(got, vec![(100, 2 * u64::from(u32::MAX)), (102, 14)]);
+        assert_eq!(h.summary.count, 2 * (u64::from(u32::MAX) + 7));
     }
 
     #[test]

@@ -85,39 +85,6 @@ impl State {
         self.inline_drains.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Called by a producer whose call its tally could not count: gives the call a tally entry
-    /// for its minute if one of its entries is free or its minute is over (under the shard's
-    /// lock, after harvesting the whole tally), and counts it there. False if it could not.
-    fn claim_and_count(&self, ring: &Ring, ev: &Event, log: bool) -> bool {
-        let tally = &ring.tally;
-        let Some(slot) = tally.claimable(ev.series, ev.status, ev.b) else {
-            return false;
-        };
-        {
-            let mut agg = lock(&self.shards[ring.shard()].0);
-            agg.begin();
-            // SAFETY: we hold the lock of the ring's shard, so we are its only consumer; and
-            // we are the tally's owner.
-            unsafe {
-                drain_into(ring, &mut agg);
-                let (minute, end) = agg.minute_span(ev.b);
-                tally.claim(
-                    slot,
-                    ev.series,
-                    ev.status,
-                    minute,
-                    end,
-                    ev.b.saturating_sub(ev.a),
-                );
-            }
-        }
-        let counted = tally.try_count(ev.series, ev.status, ev.a, ev.b);
-        if counted && log {
-            tally.log(ev.series, ev.status, ev.a, ev.b);
-        }
-        counted
-    }
-
     /// An event recorded while the thread's ring is unavailable (thread-local teardown).
     fn process_directly(&self, ev: Event) {
         let mut agg = lock(&self.shards[0].0);
@@ -434,9 +401,11 @@ pub(crate) fn push_call(ev: Event, fast: bool, log: bool) {
             // code below never calls back into `push` or the scope functions.
             if let Some(s) = unsafe { &*slot } {
                 let tally = &s.ring.tally;
-                if tally.try_count(ev.series, ev.status, ev.a, ev.b) {
+                // SAFETY: the slot is this thread's, so this is the tally's owning thread.
+                if unsafe { tally.try_count(ev.series, ev.status, ev.a, ev.b) } {
                     if log {
-                        tally.log(ev.series, ev.status, ev.a, ev.b);
+                        // SAFETY: as above.
+                        unsafe { tally.log(ev.series, ev.status, ev.a, ev.b) };
                     }
                 } else {
                     // scalars, not the event: an event built on the stack for this call
@@ -487,6 +456,45 @@ pub(crate) fn push_traced(ev: Event, trace: u128) {
 }
 
 impl Slot {
+    /// Called by a producer whose call its tally could not count: gives the call a tally entry
+    /// for its minute if one of its entries is free or its minute is over (under the shard's
+    /// lock, after harvesting the whole tally), and counts it there. False if it could not.
+    fn claim_and_count(&self, ev: &Event, log: bool) -> bool {
+        let ring = &self.ring;
+        let tally = &ring.tally;
+        // SAFETY (all the tally calls below): a `Slot` lives in its thread's `LOCAL`, so this is
+        // the tally's owning thread.
+        let Some(slot) = (unsafe { tally.claimable(ev.series, ev.status, ev.b) }) else {
+            return false;
+        };
+        {
+            let mut agg = lock(&self.state.shards[ring.shard()].0);
+            agg.begin();
+            // SAFETY: we hold the lock of the ring's shard, so we are its only consumer; and
+            // we are the tally's owner (above).
+            unsafe {
+                drain_into(ring, &mut agg);
+                let (minute, end) = agg.minute_span(ev.b);
+                tally.claim(
+                    slot,
+                    ev.series,
+                    ev.status,
+                    minute,
+                    end,
+                    ev.b.saturating_sub(ev.a),
+                );
+            }
+        }
+        // SAFETY: as above.
+        unsafe {
+            let counted = tally.try_count(ev.series, ev.status, ev.a, ev.b);
+            if counted && log {
+                tally.log(ev.series, ev.status, ev.a, ev.b);
+            }
+            counted
+        }
+    }
+
     /// A call the tally's entries did not take: claims an entry for it, or appends it to the
     /// ring.
     #[inline(never)]
@@ -498,7 +506,7 @@ impl Slot {
             a: start,
             b: end,
         };
-        if !self.state.claim_and_count(&self.ring, &ev, log) && !self.ring.try_push(ev) {
+        if !self.claim_and_count(&ev, log) && !self.ring.try_push(ev) {
             self.push_full(ev);
         }
     }

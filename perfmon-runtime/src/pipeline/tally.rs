@@ -213,10 +213,15 @@ impl Tally {
         [first, first ^ (SLOTS / 2)]
     }
 
-    /// Owner only: counts a call in its entry if one holds (series, status) for the minute of
-    /// `end` and takes its duration. False (nothing changed) otherwise.
+    /// Counts a call in its entry if one holds (series, status) for the minute of `end` and
+    /// takes its duration. False (nothing changed) otherwise.
+    ///
+    /// # Safety
+    ///
+    /// Only the owning thread (the thread whose ring this is) calls it: the entries' buffers
+    /// have one writer, which `bin_buffer` reads without atomics.
     #[inline(always)]
-    pub(crate) fn try_count(&self, series: u32, status: u16, start: u64, end: u64) -> bool {
+    pub(crate) unsafe fn try_count(&self, series: u32, status: u16, start: u64, end: u64) -> bool {
         let [first, second] = Tally::slots_of(series);
         let k = key(series, status);
         let e = &self.entries[first];
@@ -364,11 +369,18 @@ impl Tally {
         e.max.store(max, Ordering::Relaxed);
     }
 
-    /// Owner only: writes a request counted by [`try_count`](Tally::try_count) into the recent
-    /// log.
+    /// Writes a request counted by [`try_count`](Tally::try_count) into the recent log.
+    ///
+    /// # Safety
+    ///
+    /// As [`try_count`](Tally::try_count): the owning thread only (the log has one writer).
     #[inline(always)]
-    pub(crate) fn log(&self, series: u32, status: u16, start: u64, end: u64) {
+    pub(crate) unsafe fn log(&self, series: u32, status: u16, start: u64, end: u64) {
         let h = self.log_head.load(Ordering::Relaxed);
+        // the last `log_head` store (publishing request `h`) before the stores that overwrite
+        // request `h - LOG`, for a reader that sees any of them (with its acquire fence; see
+        // `harvest_log`); no instruction on x86
+        fence(Ordering::Release);
         let slot = &self.log[h as usize & (LOG - 1)];
         slot[0].store(
             u64::from(series) << 16 | u64::from(status),
@@ -384,7 +396,11 @@ impl Tally {
     /// call fell outside its bins) is claimed again, centred on the new value, once
     /// [`RECENTRE_AFTER`] calls have missed its bins (the first call of a series is often an
     /// outlier: a cold cache); until then the call goes to the ring. Owner only.
-    pub(crate) fn claimable(&self, series: u32, status: u16, end: u64) -> Option<usize> {
+    ///
+    /// # Safety
+    ///
+    /// As [`try_count`](Tally::try_count): the owning thread only (it counts the misses).
+    pub(crate) unsafe fn claimable(&self, series: u32, status: u16, end: u64) -> Option<usize> {
         let k = key(series, status);
         let slots = Tally::slots_of(series);
         let current = |i: usize| end < self.entries[i].minute_end.load(Ordering::Relaxed);
@@ -681,6 +697,19 @@ mod tests {
 
     const Q32_ONE_NS: u64 = 1 << 32;
 
+    // SAFETY (the three helpers): each test's tally has one writing thread, which calls these.
+    fn count(t: &Tally, series: u32, status: u16, start: u64, end: u64) -> bool {
+        unsafe { t.try_count(series, status, start, end) }
+    }
+
+    fn claimable(t: &Tally, series: u32, status: u16, end: u64) -> Option<usize> {
+        unsafe { t.claimable(series, status, end) }
+    }
+
+    fn log(t: &Tally, series: u32, status: u16, start: u64, end: u64) {
+        unsafe { t.log(series, status, start, end) }
+    }
+
     /// A harvested bulk: (series, status, minute, count, sum, max, non-zero (HDR bin, count)).
     type Harvested = (u32, u16, u64, u64, u64, u64, Vec<(u32, u32)>);
 
@@ -707,23 +736,23 @@ mod tests {
     #[test]
     fn counts_only_what_its_entry_holds_and_harvests_deltas() {
         let t = Tally::new(Q32_ONE_NS);
-        assert!(!t.try_count(3, 200, 0, 50), "no entry yet");
-        let slot = t.claimable(3, 200, 50).unwrap();
+        assert!(!count(&t, 3, 200, 0, 50), "no entry yet");
+        let slot = claimable(&t, 3, 200, 50).unwrap();
         // SAFETY: single-threaded test: owner and consumer at once.
         unsafe { t.claim(slot, 3, 200, 7, 1_000, 50) };
-        assert!(t.try_count(3, 200, 0, 50));
-        assert!(t.try_count(3, 200, 10, 70));
-        assert!(!t.try_count(3, 500, 0, 50), "another status");
-        assert!(!t.try_count(4, 200, 0, 50), "another series");
-        assert!(!t.try_count(3, 200, 0, 1_000), "the next minute");
-        assert!(!t.try_count(3, 200, 500, 999), "outside the bins");
+        assert!(count(&t, 3, 200, 0, 50));
+        assert!(count(&t, 3, 200, 10, 70));
+        assert!(!count(&t, 3, 500, 0, 50), "another status");
+        assert!(!count(&t, 4, 200, 0, 50), "another series");
+        assert!(!count(&t, 3, 200, 0, 1_000), "the next minute");
+        assert!(!count(&t, 3, 200, 500, 999), "outside the bins");
         let h = harvested(&t);
         assert_eq!(h, vec![(3, 200, 7, 2, 110, 60, vec![(50, 1), (60, 1)])]);
         assert!(harvested(&t).is_empty(), "nothing new");
-        assert!(t.try_count(3, 200, 0, 60));
+        assert!(count(&t, 3, 200, 0, 60));
         assert_eq!(harvested(&t), vec![(3, 200, 7, 1, 60, 60, vec![(60, 1)])]);
         assert!(t.is_harvested());
-        assert!(t.try_count(3, 200, 0, 61));
+        assert!(count(&t, 3, 200, 0, 61));
         assert!(!t.is_harvested());
     }
 
@@ -748,7 +777,7 @@ mod tests {
                 2 => x % 256,
                 _ => [7, 15, 255, 0, 58][(x % 5) as usize],
             };
-            assert!(t.try_count(0, 0, 1_000, 1_000 + ticks));
+            assert!(count(&t, 0, 0, 1_000, 1_000 + ticks));
             *expected.entry(ticks).or_insert(0u64) += 1;
             if i % 777 == 0 {
                 for (_, _, _, _, _, _, bins) in harvested(&t) {
@@ -772,9 +801,9 @@ mod tests {
         let t = Tally::new(2 << 32);
         // SAFETY: single-threaded test.
         unsafe { t.claim(0, 0, 0, 1, u64::MAX, 1_000_000) };
-        assert!(t.try_count(0, 0, 0, 1_000_000));
-        assert!(t.try_count(0, 0, 7, 1_000_407));
-        assert!(!t.try_count(0, 0, 0, 2_000_000), "outside the bins");
+        assert!(count(&t, 0, 0, 0, 1_000_000));
+        assert!(count(&t, 0, 0, 7, 1_000_407));
+        assert!(!count(&t, 0, 0, 0, 2_000_000), "outside the bins");
         let (a, b) = (index_of(2_000_000), index_of(2_000_800));
         let expected = if a == b {
             vec![(a, 2)]
@@ -789,7 +818,7 @@ mod tests {
         // span more HDR bins than a bulk holds
         // SAFETY: as above.
         unsafe { t.claim(1, 1, 0, 1, u64::MAX, 10) };
-        assert!(t.try_count(1, 0, 0, 10));
+        assert!(count(&t, 1, 0, 0, 10));
         assert_eq!(harvested(&t), vec![(1, 0, 1, 1, 20, 20, vec![(20, 1)])]);
     }
 
@@ -805,25 +834,29 @@ mod tests {
         let other = 3 + SLOTS as u32; // same first slot as series 3
                                       // SAFETY: single-threaded test.
         unsafe {
-            t.claim(t.claimable(3, 0, 0).unwrap(), 3, 0, 1, 100, 10);
-            let second = t.claimable(other, 0, 0).unwrap();
+            t.claim(claimable(&t, 3, 0, 0).unwrap(), 3, 0, 1, 100, 10);
+            let second = claimable(&t, other, 0, 0).unwrap();
             assert_eq!(second, 3 ^ (SLOTS / 2));
             t.claim(second, other, 0, 1, 100, 10);
         }
-        assert!(t.try_count(3, 0, 0, 10));
-        assert!(t.try_count(other, 0, 0, 11));
-        assert_eq!(t.claimable(3 + 2 * SLOTS as u32, 0, 0), None, "both taken");
-        assert_eq!(t.claimable(3, 0, 0), None, "held for this minute");
+        assert!(count(&t, 3, 0, 0, 10));
+        assert!(count(&t, other, 0, 0, 11));
+        assert_eq!(
+            claimable(&t, 3 + 2 * SLOTS as u32, 0, 0),
+            None,
+            "both taken"
+        );
+        assert_eq!(claimable(&t, 3, 0, 0), None, "held for this minute");
         for _ in 2..RECENTRE_AFTER {
-            assert_eq!(t.claimable(3, 0, 0), None);
+            assert_eq!(claimable(&t, 3, 0, 0), None);
         }
         assert_eq!(
-            t.claimable(3, 0, 0),
+            claimable(&t, 3, 0, 0),
             Some(3),
             "centred again after enough misses"
         );
         assert_eq!(
-            t.claimable(3, 0, 100),
+            claimable(&t, 3, 0, 100),
             Some(3),
             "its own entry once the minute is over"
         );
@@ -834,7 +867,7 @@ mod tests {
     fn the_log_keeps_the_newest_requests() {
         let t = Tally::new(Q32_ONE_NS);
         for i in 0..300u64 {
-            t.log(1, 200, i, i + 5);
+            log(&t, 1, 200, i, i + 5);
         }
         let mut got = Vec::new();
         // SAFETY: single-threaded test.
@@ -843,7 +876,7 @@ mod tests {
         assert_eq!(got.len(), LOG - 1);
         assert_eq!(got.first(), Some(&(1, 200, 301 - LOG as u64 + 5, 5)));
         assert_eq!(got.last(), Some(&(1, 200, 304, 5)));
-        t.log(2, 404, 0, 9);
+        log(&t, 2, 404, 0, 9);
         got.clear();
         // SAFETY: as above.
         unsafe { t.harvest_log(|l| got.push(l)) };
@@ -863,7 +896,7 @@ mod tests {
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    assert!(t.try_count(0, 0, 0, 90 + n % 20));
+                    assert!(count(&t, 0, 0, 0, 90 + n % 20));
                     n += 1;
                 }
                 n
