@@ -277,11 +277,11 @@
 //!   every figure over several minutes, shards, routes or tables is a merge of bins, never an
 //!   average of percentiles. Means and maxima are exact.
 //! * **Bounded memory**: cardinality caps per dimension ([`Limits`]) and in total; a recording
-//!   thread holds a 24 KiB ring and ~43 KiB of tallies (16 entries of 256 bins), allocated
+//!   thread holds a 24 KiB ring and ~44 KiB of tallies (16 entries of 256 bins), allocated
 //!   once; a live histogram allocates 1 KiB pages only where values fall
 //!   (a series spread over two decades of latency holds ~8–30 pages); closed minutes keep only
 //!   their non-zero bins. [`RecorderStats::memory_bytes`] reports the histograms, lists and
-//!   labels (not the rings and tallies, a fixed 67 KiB per recording thread).
+//!   labels (not the rings and tallies, a fixed 68 KiB per recording thread).
 //! * **Window**: the current minute and the four before it (4 to 5 minutes of data).
 
 #![warn(missing_docs)]

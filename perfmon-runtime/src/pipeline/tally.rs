@@ -30,7 +30,7 @@
 //! into a per-thread log of the last [`LOG`] requests, which a harvest copies (an overwriting
 //! log: only the newest requests are ever shown).
 //!
-//! Memory: each recording thread holds its tallies (2.5 KiB per entry, 43 KiB in all with the
+//! Memory: each recording thread holds its tallies (2.6 KiB per entry, 44 KiB in all with the
 //! request log) beside its ring, allocated once with the ring.
 
 use std::cell::UnsafeCell;
@@ -107,14 +107,26 @@ struct Entry {
     seen_pending: AtomicU32,
 }
 
-/// An entry's line the hot path writes.
+/// An entry's lines the hot path writes: the count on one (its value never waits for the
+/// clock), the bytes on the next.
 #[repr(C, align(64))]
 struct Written {
     /// Durations in the buffer not binned yet.
-    pending: AtomicU32,
+    pending: Line<AtomicU32>,
     /// The buffered durations of a linear entry: `ticks - base`, one byte each (`buf` holds
     /// an HDR entry's ticks).
     buf8: [AtomicU8; BUF],
+}
+
+/// A value alone on its cache line.
+#[repr(C, align(64))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// The totals the harvests have taken: the bins and the buffer's durations counted together.
@@ -182,7 +194,7 @@ impl Tally {
         let entries = (0..SLOTS)
             .map(|_| Entry {
                 w: Written {
-                    pending: AtomicU32::new(0),
+                    pending: Line(AtomicU32::new(0)),
                     buf8: std::array::from_fn(|_| AtomicU8::new(0)),
                 },
                 seq: AtomicU64::new(0),
@@ -839,7 +851,7 @@ mod tests {
     #[test]
     fn a_thread_holds_what_the_docs_say() {
         let bytes = std::mem::size_of::<Entry>() * SLOTS + LOG * 24;
-        assert!(bytes <= 43 * 1024, "{bytes} bytes");
+        assert!(bytes <= 44 * 1024, "{bytes} bytes");
     }
 
     #[test]
