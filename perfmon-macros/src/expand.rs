@@ -205,13 +205,20 @@ fn meta_init(args: &Args, krate: &TokenStream, fn_name: &str) -> TokenStream {
 fn finish(kind: MacroKind, krate: &TokenStream, ret_span: Span) -> TokenStream {
     match kind {
         MacroKind::Api => quote! {
-            __perfmon_guard.finish({
+            __perfmon_guard.finish_api({
                 #[allow(unused_imports)]
                 use #krate::__private::status::{ViaAny as _, ViaHttpStatus as _, ViaResult as _, ViaResultErr as _, ViaResultOk as _};
                 (&&&&&#krate::__private::status::Probe(&__perfmon_ret)).__perfmon_status()
             });
         },
-        MacroKind::Query | MacroKind::Batch => quote! {
+        MacroKind::Query => quote! {
+            __perfmon_guard.finish_query({
+                #[allow(unused_imports)]
+                use #krate::__private::status::{OutcomeAny as _, OutcomeResult as _};
+                (&&#krate::__private::status::Probe(&__perfmon_ret)).__perfmon_outcome()
+            });
+        },
+        MacroKind::Batch => quote! {
             __perfmon_guard.finish({
                 #[allow(unused_imports)]
                 use #krate::__private::status::{OutcomeAny as _, OutcomeResult as _};
@@ -223,7 +230,7 @@ fn finish(kind: MacroKind, krate: &TokenStream, ret_span: Span) -> TokenStream {
             __perfmon_guard.finish(#krate::__private::status::cache_outcome(&__perfmon_ret));
         },
         MacroKind::Measure => quote! {
-            __perfmon_guard.finish(0);
+            __perfmon_guard.finish_measure();
         },
     }
 }

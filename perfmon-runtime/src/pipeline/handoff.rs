@@ -10,7 +10,7 @@
 //! Frames hold plain values (no pointers into futures), and the stack is only borrowed for the
 //! length of a push, a pop or a write — never across a poll — so no borrow can fail.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::pipeline::meta::Meta;
 
@@ -32,6 +32,10 @@ pub(crate) struct Frame {
 
 thread_local! {
     static STACK: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    /// The stack's depth, kept beside it: outside any layer (nearly every `#[track_api]` call)
+    /// [`hand_over`] reads this one word, which needs no destructor and so no registration
+    /// check, where the stack needs both and a borrow (two stores) besides.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Whether a layer is polling on this thread (the caller is nested inside its request).
@@ -57,8 +61,13 @@ pub(crate) fn offer_route(route: Option<Series>) {
 /// Called by `#[track_api]` when it finishes: inside a layer's request, leave the call site's
 /// metadata there (the layer records) and return true; else false (record yourself). Inline:
 /// every `#[track_api]` call asks, mostly outside any layer.
-#[inline]
+#[inline(always)]
 pub(crate) fn hand_over(meta: &'static Meta) -> bool {
+    DEPTH.with(Cell::get) != 0 && hand_over_to_top(meta)
+}
+
+#[inline(never)]
+fn hand_over_to_top(meta: &'static Meta) -> bool {
     STACK
         .try_with(|s| match s.try_borrow_mut() {
             Ok(mut s) => match s.last_mut() {
@@ -85,6 +94,7 @@ pub(crate) fn enter(frame: Frame) -> Entered {
         .try_with(|s| {
             let mut s = s.try_borrow_mut().ok()?;
             s.push(frame);
+            DEPTH.with(|d| d.set(s.len()));
             Some(s.len())
         })
         .ok()
@@ -115,6 +125,7 @@ fn pop_to(depth: usize) -> Option<Frame> {
             let mut s = s.try_borrow_mut().ok()?;
             let frame = s.get(depth - 1).copied();
             s.truncate(depth - 1);
+            DEPTH.with(|d| d.set(s.len()));
             frame
         })
         .ok()

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use crate::core::clock::now_ticks;
 use crate::core::kind::Kind;
 use crate::pipeline::event::{Event, FLAG_SLOW, FLAG_TICKS};
-use crate::pipeline::state::push_call;
+use crate::pipeline::state::{count_call, push_in_trace};
 
 pub use crate::core::status::probe as status;
 pub use crate::pipeline::meta::Meta;
@@ -39,26 +39,58 @@ impl Guard {
     /// Reads the clock again and records the call with its status or outcome.
     #[inline(always)]
     pub fn finish(self, status: u16) {
+        let kind = self.meta.kind;
+        self.finish_as(kind, status);
+    }
+
+    /// [`Guard::finish`] for `#[track_api]`, with the status: the kind written here, not read
+    /// from the metadata, folds the checks on it away.
+    #[inline(always)]
+    pub fn finish_api(self, status: u16) {
+        self.finish_as(Kind::Api, status);
+    }
+
+    /// [`Guard::finish`] for `#[track_query]`, with the outcome.
+    #[inline(always)]
+    pub fn finish_query(self, outcome: u16) {
+        self.finish_as(Kind::Query, outcome);
+    }
+
+    /// [`Guard::finish`] for `#[measure]`.
+    #[inline(always)]
+    pub fn finish_measure(self) {
+        self.finish_as(Kind::Measure, 0);
+    }
+
+    #[inline(always)]
+    fn finish_as(self, kind: Kind, status: u16) {
         let end = now_ticks();
         let this = ManuallyDrop::new(self);
-        record(this.meta, this.start, end, status);
+        debug_assert_eq!(kind, this.meta.kind);
+        record(this.meta, kind, this.start, end, status);
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         let end = now_ticks();
-        record(self.meta, self.start, end, self.meta.abort_status());
+        record(
+            self.meta,
+            self.meta.kind,
+            self.start,
+            end,
+            self.meta.abort_status(),
+        );
     }
 }
 
+/// Records a call of `meta`'s site (`kind` is `meta.kind`, passed apart so that a constant one
+/// folds the branches on it).
 #[inline(always)]
-fn record(meta: &'static Meta, start: u64, end: u64, status: u16) {
+fn record(meta: &'static Meta, kind: Kind, start: u64, end: u64, status: u16) {
     // Inside `PerfmonLayer`, the layer records the request once, with this call site's metadata.
     #[cfg(feature = "axum")]
-    if matches!(meta.kind, crate::core::kind::Kind::Api)
-        && crate::pipeline::handoff::hand_over(meta)
-    {
+    if matches!(kind, Kind::Api) && crate::pipeline::handoff::hand_over(meta) {
         return;
     }
     let series = meta.series();
@@ -70,17 +102,14 @@ fn record(meta: &'static Meta, start: u64, end: u64, status: u16) {
     }
     // slow calls (the slow list) and batches, cache lookups (last runs, no duration) go
     // through the ring; the rest is counted in the thread's tally where it can be
-    let kind = meta.kind;
     let fast = !slow && matches!(kind, Kind::Api | Kind::Query | Kind::Measure);
-    push_call(
-        Event {
+    if !(fast && count_call(series, status, start, end, kind == Kind::Api)) {
+        push_in_trace(Event {
             series,
             status,
             flags,
             a: start,
             b: end,
-        },
-        fast,
-        kind == Kind::Api,
-    );
+        });
+    }
 }

@@ -386,37 +386,38 @@ pub(crate) fn push(ev: Event) {
     }
 }
 
-/// Records a tracked call (`ev` with [`FLAG_TICKS`](crate::pipeline::event::FLAG_TICKS)).
-/// With `fast` (a call of a kind the tallies count, not slow: `ev.flags` is `FLAG_TICKS`) and outside a trace, it is
-/// counted in the thread's tally (see `pipeline::tally`), and written to its recent log too
-/// with `log`; otherwise, or when no tally entry can take it, it goes to the ring.
+/// Counts a tracked call in the thread's tally (see `pipeline::tally`), and writes it to its
+/// recent log too with `log`: for a call of a kind the tallies count, not slow, outside a trace.
+/// False when it is in a trace or the thread has no ring yet (the caller appends an event with
+/// `FLAG_TICKS`); a call no entry takes goes to the ring here. Takes scalars, not an [`Event`]:
+/// an event built for this call was stored on the stack on every call, ahead of the fast path.
 #[inline(always)]
-pub(crate) fn push_call(ev: Event, fast: bool, log: bool) {
-    if fast && crate::core::trace::current_raw() == 0 {
-        // only the slot's address is taken inside the closure, which keeps `try_with` small
-        // enough to inline (with the whole fast path inside, it was a call of its own)
-        if let Ok(slot) = LOCAL.try_with(|l| l.slot.get().cast_const()) {
-            // SAFETY: `LOCAL` is this thread's own and outlives this call (it is torn down only
-            // when the thread exits); nothing else borrows `slot` mutably while we use it: the
-            // code below never calls back into `push` or the scope functions.
-            if let Some(s) = unsafe { &*slot } {
-                let tally = &s.ring.tally;
-                // SAFETY: the slot is this thread's, so this is the tally's owning thread.
-                if unsafe { tally.try_count(ev.series, ev.status, ev.a, ev.b) } {
-                    if log {
-                        // SAFETY: as above.
-                        unsafe { tally.log(ev.series, ev.status, ev.a, ev.b) };
-                    }
-                } else {
-                    // scalars, not the event: an event built on the stack for this call
-                    // was stored on every call, ahead of the fast path
-                    s.count_elsewhere(ev.series, ev.status, ev.a, ev.b, log);
-                }
-                return;
-            }
-        }
+pub(crate) fn count_call(series: u32, status: u16, start: u64, end: u64, log: bool) -> bool {
+    if crate::core::trace::current_raw() != 0 {
+        return false;
     }
-    push_in_trace(ev);
+    // only the slot's address is taken inside the closure, which keeps `try_with` small
+    // enough to inline (with the whole fast path inside, it was a call of its own)
+    let Ok(slot) = LOCAL.try_with(|l| l.slot.get().cast_const()) else {
+        return false;
+    };
+    // SAFETY: `LOCAL` is this thread's own and outlives this call (it is torn down only when
+    // the thread exits); nothing else borrows `slot` mutably while we use it: the code below
+    // never calls back into `push` or the scope functions.
+    let Some(s) = (unsafe { &*slot }) else {
+        return false;
+    };
+    let tally = &s.ring.tally;
+    // SAFETY: the slot is this thread's, so this is the tally's owning thread.
+    if unsafe { tally.try_count(series, status, start, end) } {
+        if log {
+            // SAFETY: as above.
+            unsafe { tally.log(series, status, start, end) };
+        }
+    } else {
+        s.count_elsewhere(series, status, start, end, log);
+    }
+    true
 }
 
 /// Appends an event, with the current trace id if the calling code runs in a trace.

@@ -158,11 +158,12 @@ pub(crate) type Logged = (u32, u16, u64, u64);
 
 /// A thread's tallies and its recent-request log.
 pub(crate) struct Tally {
-    entries: Box<[Entry]>,
+    /// Arrays, not slices: the hot path indexes them with masked indices and no bounds check.
+    entries: Box<[Entry; SLOTS]>,
     /// The clock's tick-to-ns factor (as `Anchor::between_ns`, so durations come out the same
     /// as the ring's events would).
     ns_per_tick_q32: u64,
-    log: Box<[[AtomicU64; 3]]>,
+    log: Box<[[AtomicU64; 3]; LOG]>,
     /// Requests written to the log so far.
     log_head: AtomicU64,
     /// `log_head` at the last harvest; only the holder of the shard lock touches it.
@@ -221,11 +222,16 @@ impl Tally {
                 seen_seq: AtomicU64::new(0),
                 seen_pending: AtomicU32::new(0),
             })
-            .collect();
+            .collect::<Box<[Entry]>>();
+        let log = (0..LOG)
+            .map(|_| Default::default())
+            .collect::<Box<[[AtomicU64; 3]]>>();
         Tally {
-            entries,
+            entries: entries
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("SLOTS entries")),
             ns_per_tick_q32,
-            log: (0..LOG).map(|_| Default::default()).collect(),
+            log: log.try_into().unwrap_or_else(|_| unreachable!("LOG slots")),
             log_head: AtomicU64::new(0),
             log_seen: UnsafeCell::new(0),
         }
