@@ -335,12 +335,13 @@ fn scaling_table(quick: bool) {
 }
 
 /// The variants measured alone, each in a process of its own.
-const ALONE: [&str; 11] = [
+const ALONE: [&str; 12] = [
     "bare",
     "floor",
     "track_api",
     "track_query",
     "measure",
+    "traced_query",
     "bare_async",
     "floor_async",
     "async_api",
@@ -396,6 +397,10 @@ fn alone(variant: &str, calls: u64) {
         "bare_async" => Box::new(|i| poll_ready(bare_async(i))),
         "async_api" => Box::new(|i| poll_ready(tracked_async(i))),
         "floor_async" => Box::new(|i| poll_ready(floor_async(i))),
+        "traced_query" => {
+            let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736");
+            Box::new(move |i| with_trace_id(trace, || tracked_query(i)))
+        }
         other => panic!("unknown variant {other}"),
     };
     let part = (calls / 10).max(1);
@@ -525,7 +530,7 @@ fn pinned_table(runs: usize) {
                     format!("{v} {median:.1} ({lowest:.1})")
                 } else {
                     let (fm, fl) = floor_of(v);
-                    format!("{v} +{:.1} (+{:.1})", median - fm, lowest - fl)
+                    format!("{v} {:+.1} ({:+.1})", median - fm, lowest - fl)
                 }
             })
             .collect();

@@ -357,6 +357,19 @@ pub(crate) fn bounds_of(kind: HistogramKind) -> Arc<[u64]> {
 /// The bucket grid and its generation, as the lifetime totals and exemplars count on it.
 pub(crate) type Grid = (u32, Arc<[u64]>);
 
+/// The slot of `v` on `grid`: the number of bounds below it (a value equal to a bound counts in
+/// that bound's bucket). Up to 32 bounds (the default grid has 19) by counting every comparison,
+/// which vectorises and has no chain of dependent loads; a binary search's five steps, each
+/// waiting for its load, cost ~10 ns for every traced call filed.
+#[inline]
+pub(crate) fn slot_of(grid: &[u64], v: u64) -> usize {
+    if grid.len() <= 32 {
+        grid.iter().map(|&le| usize::from(le < v)).sum()
+    } else {
+        grid.partition_point(|&le| le < v)
+    }
+}
+
 /// The current grid (a read lock: callers adding value after value take it once).
 pub(crate) fn grid() -> Grid {
     let b = bounds().read().unwrap_or_else(|e| e.into_inner());
@@ -427,7 +440,7 @@ impl Exemplars {
             x.generation = *generation;
             x.slots = vec![Exemplar::default(); grid.len() + 1];
         }
-        let slot = grid.partition_point(|&le| le < e.value_ns);
+        let slot = slot_of(grid, e.value_ns);
         keep_newer(&mut x.slots[slot], &e);
         keep_newer(&mut x.groups[group.min(EXEMPLAR_GROUPS - 1)], &e);
     }
@@ -520,7 +533,7 @@ impl Buckets {
     #[inline]
     fn add_bin(&mut self, grid: &[u64], idx: u32, n: u64) {
         let v = lowest_of(idx);
-        let b = grid.partition_point(|&le| le < v);
+        let b = slot_of(grid, v);
         self.counts[b] += n;
     }
 
@@ -786,6 +799,22 @@ impl Accum {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn slot_of_is_the_count_of_bounds_below_on_short_and_long_grids() {
+        let short: Vec<u64> = DEFAULT_BOUNDS_NS.to_vec();
+        let long: Vec<u64> = (1..=100).map(|i| i * 1_000).collect();
+        for grid in [&short[..], &long[..], &[][..]] {
+            let mut values = vec![0, 1, u64::MAX];
+            for &b in grid {
+                values.extend([b - 1, b, b + 1]);
+            }
+            for v in values {
+                let below = grid.iter().filter(|&&le| le < v).count();
+                assert_eq!(slot_of(grid, v), below, "{v} on a grid of {}", grid.len());
+            }
+        }
+    }
 
     #[test]
     fn every_bucket_finds_the_newest_traced_call_of_its_range() {
