@@ -480,7 +480,9 @@ fn alone_table(calls: u64) {
 /// lowest. On this project's VM one vCPU runs perfmon's variants ~10 ns slower in some processes
 /// (the floor never), so figures are reported per CPU.
 fn pinned_table(runs: usize) {
-    const PINNED: [&str; 6] = [
+    const PINNED: [&str; 8] = [
+        "bare",
+        "bare_async",
         "floor",
         "track_api",
         "track_query",
@@ -492,10 +494,11 @@ fn pinned_table(runs: usize) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("\npinned, 5 M calls per process, {runs} processes per CPU: median of the best parts (lowest), ns over its floor");
     for cpu in 0..cpus {
-        let mut medians = Vec::new();
-        for v in PINNED {
-            let mut best: Vec<f64> = (0..runs)
-                .filter_map(|_| {
+        // rounds of every variant in turn, so that a slow spell of the machine falls on all
+        let mut best: Vec<Vec<f64>> = vec![Vec::new(); PINNED.len()];
+        for _ in 0..runs {
+            for (i, v) in PINNED.iter().enumerate() {
+                let run = || -> Option<f64> {
                     let out = std::process::Command::new("taskset")
                         .args(["-c", &cpu.to_string()])
                         .arg(&exe)
@@ -505,13 +508,19 @@ fn pinned_table(runs: usize) {
                     let text = String::from_utf8_lossy(&out.stdout).into_owned();
                     let line = text.lines().find(|l| l.starts_with("alone "))?.to_string();
                     line.split_whitespace().nth(3)?.parse().ok()
-                })
-                .collect();
-            best.sort_by(|a, b| a.total_cmp(b));
-            let median = best.get(best.len() / 2).copied().unwrap_or(f64::NAN);
-            let lowest = best.first().copied().unwrap_or(f64::NAN);
-            medians.push((v, median, lowest));
+                };
+                best[i].extend(run());
+            }
         }
+        let medians: Vec<(&str, f64, f64)> = PINNED
+            .iter()
+            .zip(&mut best)
+            .map(|(&v, b)| {
+                b.sort_by(|x, y| x.total_cmp(y));
+                let median = b.get(b.len() / 2).copied().unwrap_or(f64::NAN);
+                (v, median, b.first().copied().unwrap_or(f64::NAN))
+            })
+            .collect();
         let floor_of = |v: &str| {
             let f = if v.contains("async") {
                 "floor_async"
@@ -526,7 +535,7 @@ fn pinned_table(runs: usize) {
         let row: Vec<String> = medians
             .iter()
             .map(|(v, median, lowest)| {
-                if v.starts_with("floor") {
+                if v.starts_with("floor") || v.starts_with("bare") {
                     format!("{v} {median:.1} ({lowest:.1})")
                 } else {
                     let (fm, fl) = floor_of(v);
@@ -535,6 +544,13 @@ fn pinned_table(runs: usize) {
             })
             .collect();
         println!("cpu {cpu}: {}", row.join(", "));
+        // the async bound: the sync floor plus what polling the bare future costs
+        let of = |v: &str| medians.iter().find(|m| m.0 == v).map_or(f64::NAN, |m| m.1);
+        let polling = of("bare_async") - of("bare");
+        println!(
+            "cpu {cpu}: async #[track_api] {:+.1} ns over the floor plus polling a bare future ({polling:.1} ns)",
+            of("async_api") - of("floor") - polling
+        );
     }
 }
 
@@ -697,11 +713,13 @@ fn main() {
         .find(|(n, _)| *n == "async #[track_api] (polled)")
         .map_or(f64::NAN, |c| c.1);
     println!(
-        "over the floor (this run): #[track_api] +{:.1} ns, #[track_query] +{:.1}, #[measure] +{:.1}; async #[track_api] +{:.1} over the async floor (which includes polling the future)",
+        "over the floor (this run): #[track_api] {:+.1} ns, #[track_query] {:+.1}, #[measure] {:+.1}; async #[track_api] {:+.1} over the async floor (which includes polling the future), {:+.1} over the floor plus polling a bare future ({:.1} ns)",
         added("#[track_api]") - floor,
         added("#[track_query]") - floor,
         added("#[measure]") - floor,
-        async_api - async_floor
+        async_api - async_floor,
+        async_api - bare_ns - floor - (bare_async_ns - bare_ns),
+        bare_async_ns - bare_ns
     );
     let ours = added("#[track_api]");
     let fastest_peer = added("metered #[measure([HitCount, ResponseTime])]")
