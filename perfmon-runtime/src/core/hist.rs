@@ -363,6 +363,7 @@ pub(crate) type Grid = (u32, Arc<[u64]>);
 /// each wait for the previous one's load (~10 ns for every traced call filed).
 #[inline]
 pub(crate) fn slot_of(grid: &[u64], v: u64) -> usize {
+    debug_assert!(grid.is_sorted(), "a grid is sorted (set_bounds sorts it)");
     if grid.len() <= 32 {
         grid.iter().map(|&le| usize::from(le < v)).sum()
     } else {

@@ -64,9 +64,9 @@ impl Guard {
 
     #[inline(always)]
     fn finish_as(self, kind: Kind, status: u16) {
+        debug_assert_eq!(kind, self.meta.kind);
         let end = now_ticks();
         let this = ManuallyDrop::new(self);
-        debug_assert_eq!(kind, this.meta.kind);
         record(this.meta, kind, this.start, end, status);
     }
 }
