@@ -159,12 +159,17 @@ mod tests {
             panic!("handler panicked");
         });
         assert!(unwound.is_err());
+        assert_eq!(DEPTH.with(Cell::get), 1, "the unwound frame is off the depth too");
+        assert!(hand_over(&META), "the outer layer still takes the handler");
         let f = outer.exit().expect("outer frame is intact");
         assert_eq!(
             f.route.map(|s| s.id),
             Some(7),
             "the first route offered wins"
         );
+        assert!(f.handler.is_some());
         assert!(!inside_request());
+        assert_eq!(DEPTH.with(Cell::get), 0);
+        assert!(!hand_over(&META), "no layer left: record yourself");
     }
 }
