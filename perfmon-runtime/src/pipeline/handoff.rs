@@ -159,7 +159,11 @@ mod tests {
             panic!("handler panicked");
         });
         assert!(unwound.is_err());
-        assert_eq!(DEPTH.with(Cell::get), 1, "the unwound frame is off the depth too");
+        assert_eq!(
+            DEPTH.with(Cell::get),
+            1,
+            "the unwound frame is off the depth too"
+        );
         assert!(hand_over(&META), "the outer layer still takes the handler");
         let f = outer.exit().expect("outer frame is intact");
         assert_eq!(
