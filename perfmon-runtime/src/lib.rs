@@ -258,8 +258,9 @@
 //! collector() getters: lock every shard, drain, merge the window's histograms → stats types
 //! ```
 //!
-//! * **Hot path**: two TSC reads (`quanta`), a relaxed load of the call site's series id, and,
-//!   for an untraced call that is not slow, a range check and a one-byte (short calls) or
+//! * **Hot path**: two TSC reads (`quanta`), a relaxed load of the call site's series id (and,
+//!   for `#[track_api]`, of one thread-local word that says whether a `PerfmonLayer` is polling
+//!   on this thread, feature `axum`), and, for an untraced call that is not slow, a range check and a one-byte (short calls) or
 //!   8-byte store into a tally entry of the calling thread plus a release store of its count;
 //!   every 32 calls the thread bins its buffer, counting it by value eight bytes at a time. The
 //!   rest writes 24 bytes (48 with a trace id) into the thread's ring. No lock shared with other
