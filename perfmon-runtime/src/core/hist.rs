@@ -119,21 +119,7 @@ impl PagedHist {
     pub(crate) fn add_bins(&mut self, base: u32, bins: &[u32], summary: &Summary) {
         self.summary.merge(summary);
         for (idx, n) in nonzero(base, bins) {
-            let p = (idx >> PAGE_BITS) as usize;
-            let slot = idx as usize & (PAGE - 1);
-            if p >= self.pages.len() {
-                self.pages.resize_with(p + 1, || None);
-            }
-            let page = self.pages[p].get_or_insert_with(|| Box::new([0; PAGE]));
-            let room = u64::from(u32::MAX - page[slot]);
-            // what a `u32` count cannot take goes to the spill, in one step
-            page[slot] += n.min(room) as u32;
-            if n > room {
-                match self.spill.iter_mut().find(|(i, _)| *i == idx) {
-                    Some((_, c)) => *c += n - room,
-                    None => self.spill.push((idx, n - room)),
-                }
-            }
+            self.add_count(idx, n);
         }
     }
 
@@ -141,24 +127,25 @@ impl PagedHist {
     #[cold]
     #[inline(never)]
     fn record_slow(&mut self, idx: u32) {
+        self.add_count(idx, 1);
+    }
+
+    /// Adds `n` values in bin `idx`, allocating its page if need be; what its `u32` count cannot
+    /// take goes to the spill, in one step.
+    fn add_count(&mut self, idx: u32, n: u64) {
         let p = (idx >> PAGE_BITS) as usize;
         if p >= self.pages.len() {
             self.pages.resize_with(p + 1, || None);
         }
         let page = self.pages[p].get_or_insert_with(|| Box::new([0; PAGE]));
         let c = &mut page[idx as usize & (PAGE - 1)];
-        if *c == u32::MAX {
-            self.spill_one(idx);
-        } else {
-            *c += 1;
-        }
-    }
-
-    #[cold]
-    fn spill_one(&mut self, idx: u32) {
-        match self.spill.iter_mut().find(|(i, _)| *i == idx) {
-            Some((_, n)) => *n += 1,
-            None => self.spill.push((idx, 1)),
+        let room = u64::from(u32::MAX - *c);
+        *c += n.min(room) as u32;
+        if n > room {
+            match self.spill.iter_mut().find(|(i, _)| *i == idx) {
+                Some((_, s)) => *s += n - room,
+                None => self.spill.push((idx, n - room)),
+            }
         }
     }
 
