@@ -407,14 +407,12 @@ pub(crate) fn count_call(series: u32, status: u16, start: u64, end: u64, log: bo
     let Some(s) = (unsafe { &*slot }) else {
         return false;
     };
-    let tally = &s.ring.tally;
     // SAFETY: the slot is this thread's, so this is the tally's owning thread.
-    if unsafe { tally.try_count(series, status, start, end) } {
-        if log {
-            // SAFETY: as above.
-            unsafe { tally.log(series, status, start, end) };
-        }
-    } else {
+    if !unsafe {
+        s.ring
+            .tally
+            .try_count_logged(series, status, start, end, log)
+    } {
         s.count_elsewhere(series, status, start, end, log);
     }
     true
@@ -487,13 +485,7 @@ impl Slot {
             }
         }
         // SAFETY: as above.
-        unsafe {
-            let counted = tally.try_count(ev.series, ev.status, ev.a, ev.b);
-            if counted && log {
-                tally.log(ev.series, ev.status, ev.a, ev.b);
-            }
-            counted
-        }
+        unsafe { tally.try_count_logged(ev.series, ev.status, ev.a, ev.b, log) }
     }
 
     /// A call the tally's entries did not take: claims an entry for it, or appends it to the

@@ -262,6 +262,30 @@ impl Tally {
         self.try_second(&self.entries[second], k, start, end)
     }
 
+    /// [`try_count`](Tally::try_count), then, with `log` and if it counted, [`log`](Tally::log).
+    ///
+    /// # Safety
+    ///
+    /// As [`try_count`](Tally::try_count).
+    #[inline(always)]
+    pub(crate) unsafe fn try_count_logged(
+        &self,
+        series: u32,
+        status: u16,
+        start: u64,
+        end: u64,
+        log: bool,
+    ) -> bool {
+        // SAFETY: the caller is the owning thread.
+        unsafe {
+            let counted = self.try_count(series, status, start, end);
+            if counted && log {
+                self.log(series, status, start, end);
+            }
+            counted
+        }
+    }
+
     #[inline(never)]
     fn try_second(&self, e: &Entry, k: u64, start: u64, end: u64) -> bool {
         e.key.load(Ordering::Relaxed) == k && self.count_in(e, start, end)
@@ -856,7 +880,8 @@ mod tests {
 
     #[test]
     fn a_thread_holds_what_the_docs_say() {
-        let bytes = std::mem::size_of::<Entry>() * SLOTS + LOG * 24;
+        let bytes =
+            std::mem::size_of::<[Entry; SLOTS]>() + std::mem::size_of::<[[AtomicU64; 3]; LOG]>();
         assert!(bytes <= 44 * 1024, "{bytes} bytes");
     }
 
