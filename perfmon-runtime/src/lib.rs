@@ -260,15 +260,15 @@
 //!
 //! * **Hot path**: two TSC reads (`quanta`), a relaxed load of the call site's series id (and,
 //!   for `#[track_api]`, of one thread-local word that says whether a `PerfmonLayer` is polling
-//!   on this thread, feature `axum`), and, for an untraced call that is not slow, a range check and a one-byte (short calls) or
-//!   8-byte store into a tally entry of the calling thread plus a release store of its count;
-//!   every 32 calls the thread bins its buffer, counting it by value eight bytes at a time. The
-//!   rest writes 24 bytes (48 with a trace id) into the thread's ring. No lock shared with other
-//!   threads, no allocation on the hot path after the thread's first call on a series (a
-//!   claim, about once a minute, files a harvest and may allocate a histogram page), no
-//!   syscall. A tally
-//!   entry is claimed under the shard's lock once per minute (or when the calls' durations
-//!   move out of its bins), right after the tally is harvested.
+//!   on this thread, feature `axum`), and, for an untraced call that is not slow, a range check
+//!   and a one-byte (short calls) or 8-byte store into a tally entry of the calling thread plus
+//!   a release store of its count; every 32 calls the thread bins its buffer, counting it by
+//!   value eight bytes at a time. The rest writes 24 bytes (48 with a trace id) into the
+//!   thread's ring. No lock shared with other threads, no allocation on the hot path after the
+//!   thread's first call on a series (a claim, about once a minute, files a harvest and may
+//!   allocate a histogram page), no syscall. A tally entry is claimed under the shard's lock
+//!   once per minute (or when the calls' durations move out of its bins), right after the
+//!   tally is harvested.
 //! * **No silent loss**: a ring is never overwritten; when full, its own thread drains it under
 //!   its shard's lock (counted in [`RecorderStats::inline_drains`]); threads on different shards
 //!   never wait for each other. A tally is harvested under a sequence number (never half a
