@@ -195,6 +195,11 @@ fn throughput(threads: usize, iters: u64, f: fn(u64) -> u64) -> f64 {
     (threads as u64 * iters) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The trace id the traced cases run in.
+fn bench_trace() -> Option<TraceId> {
+    TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
+}
+
 /// Reads the TSC inline (quanta's raw reading, without the call), or quanta elsewhere.
 #[inline(always)]
 fn tsc() -> u64 {
@@ -402,7 +407,7 @@ fn alone(variant: &str, calls: u64) {
         "async_api" => Box::new(|i| poll_ready(tracked_async(i))),
         "floor_async" => Box::new(|i| poll_ready(floor_async(i))),
         "traced_query" => {
-            let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736");
+            let trace = bench_trace();
             Box::new(move |i| with_trace_id(trace, || tracked_query(i)))
         }
         other => panic!("unknown variant {other}"),
@@ -527,16 +532,19 @@ fn pinned_table(runs: usize) {
                 (v, median, b.first().copied().unwrap_or(f64::NAN))
             })
             .collect();
+        // (median, lowest) of a variant
+        let of = |v: &str| {
+            medians
+                .iter()
+                .find(|m| m.0 == v)
+                .map_or((f64::NAN, f64::NAN), |m| (m.1, m.2))
+        };
         let floor_of = |v: &str| {
-            let f = if v.contains("async") {
+            of(if v.contains("async") {
                 "floor_async"
             } else {
                 "floor"
-            };
-            medians
-                .iter()
-                .find(|m| m.0 == f)
-                .map_or((f64::NAN, f64::NAN), |m| (m.1, m.2))
+            })
         };
         let row: Vec<String> = medians
             .iter()
@@ -551,11 +559,10 @@ fn pinned_table(runs: usize) {
             .collect();
         println!("cpu {cpu}: {}", row.join(", "));
         // the async bound: the sync floor plus what polling the bare future costs
-        let of = |v: &str| medians.iter().find(|m| m.0 == v).map_or(f64::NAN, |m| m.1);
-        let polling = of("bare_async") - of("bare");
+        let polling = of("bare_async").0 - of("bare").0;
         println!(
             "cpu {cpu}: async #[track_api] {:+.1} ns over the floor plus polling a bare future ({polling:.1} ns)",
-            of("async_api") - of("floor") - polling
+            of("async_api").0 - of("floor").0 - polling
         );
     }
 }
@@ -625,7 +632,7 @@ fn main() {
     }
 
     let metered_ref = &metered;
-    let trace = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736");
+    let trace = bench_trace();
     let mut specs: Vec<Case<'_>> = vec![
         ("bare fn", iters, Box::new(bare)),
         ("floor: bare fn + 2 TSC reads", iters, Box::new(floor_call)),
@@ -724,7 +731,7 @@ fn main() {
         added("#[track_query]") - floor,
         added("#[measure]") - floor,
         async_api - async_floor,
-        async_api - bare_ns - floor - (bare_async_ns - bare_ns),
+        async_api - bare_async_ns - floor,
         bare_async_ns - bare_ns
     );
     let ours = added("#[track_api]");
